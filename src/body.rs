@@ -1,0 +1,298 @@
+//! The response body the layer returns, and buffering of the origin's body.
+
+use std::{
+    collections::VecDeque,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use pin_project_lite::pin_project;
+
+pin_project! {
+    /// The body of every response that passes through the layer: the inner
+    /// service's body as it is, a stored body, or (for a response that was
+    /// too large to store, or failed midway) the part that was read followed
+    /// by the rest exactly as the inner service produces it.
+    pub struct StampedeBody<B>
+    where
+        B: Body,
+    {
+        #[pin]
+        kind: Kind<B>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<B>
+    where
+        B: Body,
+    {
+        Inner { #[pin] body: B },
+        Buffered { data: Option<Bytes>, trailers: Option<HeaderMap> },
+        Replay { prefix: VecDeque<Frame<Bytes>>, rest: Pin<Box<B>> },
+        Failed { prefix: VecDeque<Frame<Bytes>>, error: Option<B::Error> },
+    }
+}
+
+impl<B: Body> StampedeBody<B> {
+    pub(crate) fn inner(body: B) -> Self {
+        Self {
+            kind: Kind::Inner { body },
+        }
+    }
+
+    pub(crate) fn buffered(data: Bytes, trailers: Option<HeaderMap>) -> Self {
+        Self {
+            kind: Kind::Buffered {
+                data: Some(data).filter(|d| !d.is_empty()),
+                trailers,
+            },
+        }
+    }
+
+    /// Whether the body comes from a stored or collected copy.
+    pub fn is_buffered(&self) -> bool {
+        matches!(self.kind, Kind::Buffered { .. })
+    }
+}
+
+impl<B: Body> std::fmt::Debug for StampedeBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.kind {
+            Kind::Inner { .. } => "inner",
+            Kind::Buffered { .. } => "buffered",
+            Kind::Replay { .. } => "replay",
+            Kind::Failed { .. } => "failed",
+        };
+        f.debug_struct("StampedeBody").field("kind", &kind).finish()
+    }
+}
+
+fn to_bytes<D: Buf>(mut data: D) -> Bytes {
+    // Free for `Bytes`; one copy for other buffers.
+    data.copy_to_bytes(data.remaining())
+}
+
+fn map_frame<D: Buf, E>(frame: Option<Result<Frame<D>, E>>) -> Option<Result<Frame<Bytes>, E>> {
+    frame.map(|r| r.map(|f| f.map_data(to_bytes)))
+}
+
+impl<B: Body> Body for StampedeBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match self.project().kind.project() {
+            KindProj::Inner { body } => body.poll_frame(cx).map(map_frame),
+            KindProj::Buffered { data, trailers } => Poll::Ready(match data.take() {
+                Some(data) => Some(Ok(Frame::data(data))),
+                None => trailers.take().map(|t| Ok(Frame::trailers(t))),
+            }),
+            KindProj::Replay { prefix, rest } => match prefix.pop_front() {
+                Some(frame) => Poll::Ready(Some(Ok(frame))),
+                None => rest.as_mut().poll_frame(cx).map(map_frame),
+            },
+            KindProj::Failed { prefix, error } => Poll::Ready(match prefix.pop_front() {
+                Some(frame) => Some(Ok(frame)),
+                None => error.take().map(Err),
+            }),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Inner { body } => body.is_end_stream(),
+            Kind::Buffered { data, trailers } => data.is_none() && trailers.is_none(),
+            Kind::Replay { prefix, rest } => prefix.is_empty() && rest.is_end_stream(),
+            Kind::Failed { prefix, error } => prefix.is_empty() && error.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Inner { body } => body.size_hint(),
+            Kind::Buffered { data, .. } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Kind::Replay { prefix, rest } => {
+                let read: u64 = prefix.iter().filter_map(Frame::data_ref).map(|d| d.len() as u64).sum();
+                let rest = rest.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower().saturating_add(read));
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper.saturating_add(read));
+                }
+                hint
+            }
+            Kind::Failed { .. } => SizeHint::default(),
+        }
+    }
+}
+
+/// The outcome of reading an origin body up to a limit.
+pub(crate) enum Collected<B: Body> {
+    /// The whole body, within the limit.
+    Complete { data: Bytes, trailers: Option<HeaderMap> },
+    /// Over the limit, or failed midway: what was read, then the rest (or
+    /// the error) as the origin produces it.
+    Partial(StampedeBody<B>),
+}
+
+/// Reads `body` while it stays within `limit` bytes.
+pub(crate) async fn collect<B: Body>(body: B, limit: usize) -> Collected<B> {
+    let mut rest = Box::pin(body);
+    let mut prefix = VecDeque::new();
+    let over = |read: u64| read > limit as u64;
+    let mut read = rest.size_hint().lower();
+    if !over(read) {
+        read = 0;
+        loop {
+            match rest.frame().await {
+                None => return complete(prefix),
+                Some(Err(error)) => {
+                    return Collected::Partial(StampedeBody {
+                        kind: Kind::Failed {
+                            prefix,
+                            error: Some(error),
+                        },
+                    });
+                }
+                Some(Ok(frame)) => {
+                    let frame = frame.map_data(to_bytes);
+                    read += frame.data_ref().map_or(0, |d| d.len() as u64);
+                    prefix.push_back(frame);
+                    if over(read) {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    Collected::Partial(StampedeBody {
+        kind: Kind::Replay { prefix, rest },
+    })
+}
+
+fn complete<B: Body>(frames: VecDeque<Frame<Bytes>>) -> Collected<B> {
+    let mut chunks = Vec::new();
+    let mut trailers = None;
+    for frame in frames {
+        match frame.into_data() {
+            Ok(data) => chunks.push(data),
+            Err(frame) => {
+                if let Ok(t) = frame.into_trailers() {
+                    trailers = Some(t);
+                }
+            }
+        }
+    }
+    let data = match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().unwrap_or_default(),
+        _ => {
+            let mut all = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
+            for chunk in chunks {
+                all.extend_from_slice(&chunk);
+            }
+            all.freeze()
+        }
+    };
+    Collected::Complete { data, trailers }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use http_body_util::{Full, StreamBody};
+
+    use super::*;
+
+    type Frames = Vec<Result<Frame<Bytes>, &'static str>>;
+
+    fn stream(frames: Frames) -> StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, &'static str>>>> {
+        StreamBody::new(futures_util::stream::iter(frames))
+    }
+
+    fn data(s: &'static str) -> Result<Frame<Bytes>, &'static str> {
+        Ok(Frame::data(Bytes::from_static(s.as_bytes())))
+    }
+
+    async fn read_all<B: Body<Data = Bytes>>(body: B) -> (Vec<u8>, Option<HeaderMap>, Option<B::Error>) {
+        let mut body = Box::pin(body);
+        let (mut out, mut trailers) = (Vec::new(), None);
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(frame) => match frame.into_data() {
+                    Ok(d) => out.extend_from_slice(&d),
+                    Err(frame) => trailers = frame.into_trailers().ok(),
+                },
+                Err(e) => return (out, trailers, Some(e)),
+            }
+        }
+        (out, trailers, None)
+    }
+
+    #[tokio::test]
+    async fn a_body_within_the_limit_is_collected_whole_with_its_trailers() {
+        let mut t = HeaderMap::new();
+        t.insert("grpc-status", http::HeaderValue::from_static("0"));
+        let body = stream(vec![data("hello "), data("world"), Ok(Frame::trailers(t.clone()))]);
+        let Collected::Complete { data, trailers } = collect(body, 11).await else {
+            panic!("11 bytes fit an 11-byte limit");
+        };
+        assert_eq!(&data[..], b"hello world");
+        assert_eq!(trailers, Some(t.clone()));
+        let (bytes, replayed, _) = read_all(StampedeBody::<Full<Bytes>>::buffered(data, trailers)).await;
+        assert_eq!((&bytes[..], replayed), (&b"hello world"[..], Some(t)));
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_replayed_untouched() {
+        let body = stream(vec![data("hello "), data("world"), data("!")]);
+        let Collected::Partial(partial) = collect(body, 8).await else {
+            panic!("12 bytes do not fit 8");
+        };
+        let (bytes, _, error) = read_all(partial).await;
+        assert_eq!(&bytes[..], b"hello world!");
+        assert_eq!(error, None);
+    }
+
+    #[tokio::test]
+    async fn a_body_whose_length_is_known_to_be_too_large_is_not_read() {
+        let body = Full::new(Bytes::from_static(b"0123456789"));
+        let Collected::Partial(partial) = collect(body, 4).await else {
+            panic!("10 bytes do not fit 4");
+        };
+        let hint = partial.size_hint();
+        assert_eq!((hint.lower(), hint.upper()), (10, Some(10)));
+        let (bytes, _, error): (_, _, Option<Infallible>) = read_all(partial).await;
+        assert_eq!((&bytes[..], error), (&b"0123456789"[..], None));
+    }
+
+    #[tokio::test]
+    async fn a_body_that_fails_midway_gives_what_was_read_then_the_error() {
+        let body = stream(vec![data("part"), Err("connection reset"), data("never")]);
+        let Collected::Partial(partial) = collect(body, 1024).await else {
+            panic!("a failed body is not complete");
+        };
+        let (bytes, _, error) = read_all(partial).await;
+        assert_eq!((&bytes[..], error), (&b"part"[..], Some("connection reset")));
+    }
+
+    #[tokio::test]
+    async fn an_empty_body_is_complete_and_ends_at_once() {
+        let Collected::Complete { data, trailers } = collect(Full::new(Bytes::new()), 0).await else {
+            panic!("nothing fits any limit");
+        };
+        let body = StampedeBody::<Full<Bytes>>::buffered(data, trailers);
+        assert!(body.is_end_stream());
+        assert_eq!(body.size_hint().exact(), Some(0));
+    }
+}

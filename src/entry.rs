@@ -1,0 +1,414 @@
+//! The stored response and its binary format.
+
+use std::{
+    error::Error,
+    fmt,
+    time::{Duration, SystemTime},
+};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+
+use crate::{cacheable::CacheControl, policy::Lifetime};
+
+/// The first bytes of every encoded entry: a magic and the format version.
+const MAGIC: &[u8; 4] = b"TSE\x01";
+
+/// A stored response: status, headers, body and trailers, with the times
+/// that decide whether it may be served.
+///
+/// Custom [`Store`](crate::Store)s keep entries as they are or as the bytes
+/// of [`Entry::encode`], which [`Entry::decode`] reads back.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+    pub(crate) trailers: Option<HeaderMap>,
+    /// The request headers the response varies on, and the values the request
+    /// that produced it had for them.
+    pub(crate) vary: Vec<HeaderName>,
+    pub(crate) vary_values: HeaderMap,
+    pub(crate) stored_at: SystemTime,
+    pub(crate) lifetime: Lifetime,
+    /// How long the origin took to produce it (XFetch's delta).
+    pub(crate) recompute: Duration,
+    /// Derived from `headers`, not encoded: may it answer a request that
+    /// carries `Authorization`?
+    pub(crate) allows_authorized: bool,
+}
+
+/// Why bytes could not be read as an [`Entry`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError {
+    reason: &'static str,
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "not a stored entry: {}", self.reason)
+    }
+}
+
+impl Error for DecodeError {}
+
+impl Entry {
+    /// Builds an entry and derives what is derived from its headers.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Bytes,
+        trailers: Option<HeaderMap>,
+        (vary, vary_values): (Vec<HeaderName>, HeaderMap),
+        stored_at: SystemTime,
+        lifetime: Lifetime,
+        recompute: Duration,
+    ) -> Self {
+        let allows_authorized = CacheControl::parse(&headers).allows_authorized();
+        Self {
+            status,
+            headers,
+            body,
+            trailers,
+            vary,
+            vary_values,
+            stored_at,
+            lifetime,
+            recompute,
+            allows_authorized,
+        }
+    }
+
+    /// The response status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The response headers, as the origin sent them.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// The whole response body.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// The response trailers, if the origin sent any.
+    pub fn trailers(&self) -> Option<&HeaderMap> {
+        self.trailers.as_ref()
+    }
+
+    /// When the entry was stored.
+    pub fn stored_at(&self) -> SystemTime {
+        self.stored_at
+    }
+
+    /// When the entry stops being fresh.
+    pub fn fresh_until(&self) -> SystemTime {
+        self.lifetime.fresh_until
+    }
+
+    /// When the entry may no longer be served at all; a store may drop it
+    /// from then on.
+    pub fn stale_until(&self) -> SystemTime {
+        self.lifetime.stale_until
+    }
+
+    /// An estimate of the memory the entry holds, in bytes.
+    pub fn weight(&self) -> usize {
+        fn map(m: &HeaderMap) -> usize {
+            m.iter().map(|(n, v)| n.as_str().len() + v.len() + 32).sum()
+        }
+        128 + self.body.len()
+            + map(&self.headers)
+            + self.trailers.as_ref().map_or(0, map)
+            + map(&self.vary_values)
+            + self.vary.iter().map(|n| n.as_str().len() + 24).sum::<usize>()
+    }
+
+    /// Encodes the entry in the versioned binary format that
+    /// [`Entry::decode`] reads. The body is copied as it is, not re-encoded.
+    pub fn encode(&self) -> Bytes {
+        let mut out = BytesMut::with_capacity(self.weight());
+        out.put_slice(MAGIC);
+        out.put_u16(self.status.as_u16());
+        out.put_u64(millis(self.stored_at));
+        out.put_u64(millis(self.lifetime.fresh_until));
+        out.put_u64(millis(self.lifetime.stale_until));
+        out.put_u64(u64::try_from(self.recompute.as_micros()).unwrap_or(u64::MAX));
+        put_headers(&mut out, &self.headers);
+        match &self.trailers {
+            Some(trailers) => {
+                out.put_u8(1);
+                put_headers(&mut out, trailers);
+            }
+            None => out.put_u8(0),
+        }
+        put_len(&mut out, self.vary.len());
+        for name in &self.vary {
+            put_bytes(&mut out, name.as_str().as_bytes());
+        }
+        put_headers(&mut out, &self.vary_values);
+        out.put_u64(self.body.len() as u64);
+        out.put_slice(&self.body);
+        out.freeze()
+    }
+
+    /// Reads an entry that [`Entry::encode`] wrote. Anything else (another
+    /// format, another version, a truncated or padded value, invalid header
+    /// bytes) is an error, never a panic. The body shares `bytes`' memory.
+    pub fn decode(bytes: Bytes) -> Result<Self, DecodeError> {
+        let mut r = Reader { buf: bytes };
+        if r.take(MAGIC.len())?.as_ref() != MAGIC {
+            return Err(DecodeError {
+                reason: "unknown magic or version",
+            });
+        }
+        let status = StatusCode::from_u16(r.u16()?).map_err(|_| DecodeError {
+            reason: "invalid status",
+        })?;
+        let stored_at = r.time()?;
+        let fresh_until = r.time()?;
+        let stale_until = r.time()?;
+        let recompute = Duration::from_micros(r.u64()?);
+        let headers = r.headers()?;
+        let trailers = match r.u8()? {
+            0 => None,
+            1 => Some(r.headers()?),
+            _ => return Err(DecodeError { reason: "invalid trailers flag" }),
+        };
+        let vary_len = r.len()?;
+        let mut vary = Vec::with_capacity(vary_len.min(64));
+        for _ in 0..vary_len {
+            vary.push(r.name()?);
+        }
+        let vary_values = r.headers()?;
+        let body_len = usize::try_from(r.u64()?).map_err(|_| DecodeError { reason: "body too long" })?;
+        let body = r.take(body_len)?;
+        if !r.buf.is_empty() {
+            return Err(DecodeError {
+                reason: "trailing bytes",
+            });
+        }
+        Ok(Self::new(
+            status,
+            headers,
+            body,
+            trailers,
+            (vary, vary_values),
+            stored_at,
+            Lifetime {
+                fresh_until,
+                stale_until,
+            },
+            recompute,
+        ))
+    }
+}
+
+
+fn millis(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn put_len(out: &mut BytesMut, len: usize) {
+    out.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+}
+
+fn put_bytes(out: &mut BytesMut, bytes: &[u8]) {
+    put_len(out, bytes.len());
+    out.put_slice(bytes);
+}
+
+fn put_headers(out: &mut BytesMut, headers: &HeaderMap) {
+    put_len(out, headers.len());
+    for (name, value) in headers {
+        put_bytes(out, name.as_str().as_bytes());
+        put_bytes(out, value.as_bytes());
+    }
+}
+
+struct Reader {
+    buf: Bytes,
+}
+
+const TRUNCATED: DecodeError = DecodeError { reason: "truncated" };
+
+impl Reader {
+    fn take(&mut self, n: usize) -> Result<Bytes, DecodeError> {
+        if self.buf.len() < n {
+            return Err(TRUNCATED);
+        }
+        Ok(self.buf.split_to(n))
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let mut out = [0; N];
+        out.copy_from_slice(&self.take(N)?);
+        Ok(out)
+    }
+
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        Ok(u16::from_be_bytes(self.array()?))
+    }
+
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_be_bytes(self.array()?))
+    }
+
+    fn len(&mut self) -> Result<usize, DecodeError> {
+        let len = u32::from_be_bytes(self.array()?) as usize;
+        // Every counted item takes at least a byte: a larger count is garbage,
+        // and refusing it keeps a hostile value from reserving memory.
+        if len > self.buf.len() {
+            return Err(TRUNCATED);
+        }
+        Ok(len)
+    }
+
+    fn time(&mut self) -> Result<SystemTime, DecodeError> {
+        SystemTime::UNIX_EPOCH
+            .checked_add(Duration::from_millis(self.u64()?))
+            .ok_or(DecodeError { reason: "invalid time" })
+    }
+
+    fn name(&mut self) -> Result<HeaderName, DecodeError> {
+        let len = self.len()?;
+        HeaderName::from_bytes(&self.take(len)?).map_err(|_| DecodeError {
+            reason: "invalid header name",
+        })
+    }
+
+    fn headers(&mut self) -> Result<HeaderMap, DecodeError> {
+        let count = self.len()?;
+        let mut map = HeaderMap::with_capacity(count.min(64));
+        for _ in 0..count {
+            let name = self.name()?;
+            let len = self.len()?;
+            let value = HeaderValue::from_maybe_shared(self.take(len)?).map_err(|_| DecodeError {
+                reason: "invalid header value",
+            })?;
+            map.append(name, value);
+        }
+        Ok(map)
+    }
+}
+
+/// Headers that describe one hop or one response instance and must not be
+/// replayed from a stored copy.
+pub(crate) fn strip_unstorable_headers(headers: &mut HeaderMap) {
+    for name in [header::CONNECTION, header::TRANSFER_ENCODING, header::AGE] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Entry {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.append(header::LINK, HeaderValue::from_static("</a>"));
+        headers.append(header::LINK, HeaderValue::from_static("</b>"));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public"));
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        let mut vary_values = HeaderMap::new();
+        vary_values.insert(header::ACCEPT_LANGUAGE, HeaderValue::from_static("en"));
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        Entry::new(
+            StatusCode::OK,
+            headers,
+            Bytes::from_static(b"{\"posts\":[1,2,3]}"),
+            Some(trailers),
+            (vec![header::ACCEPT_LANGUAGE, header::ACCEPT_ENCODING], vary_values),
+            t0,
+            Lifetime {
+                fresh_until: t0 + Duration::from_secs(50),
+                stale_until: t0 + Duration::from_secs(120),
+            },
+            Duration::from_micros(200_123),
+        )
+    }
+
+    #[test]
+    fn round_trip_keeps_everything() {
+        let entry = sample();
+        let back = Entry::decode(entry.encode()).expect("own encoding decodes");
+        assert_eq!(back.status, entry.status);
+        assert_eq!(back.headers, entry.headers);
+        assert_eq!(back.body, entry.body);
+        assert_eq!(back.trailers, entry.trailers);
+        assert_eq!(back.vary, entry.vary);
+        assert_eq!(back.vary_values, entry.vary_values);
+        assert_eq!(back.stored_at, entry.stored_at);
+        assert_eq!(back.lifetime, entry.lifetime);
+        assert_eq!(back.recompute, entry.recompute);
+        assert!(back.allows_authorized);
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let bytes = sample().encode();
+        for len in 0..bytes.len() {
+            assert!(Entry::decode(bytes.slice(..len)).is_err(), "length {len}");
+        }
+    }
+
+    #[test]
+    fn padding_another_version_and_garbage_are_errors() {
+        let mut padded = BytesMut::from(&sample().encode()[..]);
+        padded.put_u8(0);
+        assert_eq!(
+            Entry::decode(padded.freeze()).map(|_| ()),
+            Err(DecodeError { reason: "trailing bytes" })
+        );
+        let mut v2 = BytesMut::from(&sample().encode()[..]);
+        v2[3] = 2;
+        assert!(Entry::decode(v2.freeze()).is_err());
+        assert!(Entry::decode(Bytes::from_static(b"<html>not ours</html>")).is_err());
+        let huge_count = Bytes::from_static(b"TSE\x01\x00\xc8\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\xff\xff\xff\xff");
+        assert!(Entry::decode(huge_count).is_err());
+    }
+
+    #[test]
+    fn invalid_header_bytes_are_errors() {
+        let bytes = sample().encode();
+        let name_at = bytes
+            .windows(b"content-type".len())
+            .position(|w| w == b"content-type")
+            .expect("header name is in the encoding");
+        let mut bad = BytesMut::from(&bytes[..]);
+        bad[name_at] = b' ';
+        assert_eq!(
+            Entry::decode(bad.freeze()).map(|_| ()),
+            Err(DecodeError { reason: "invalid header name" })
+        );
+    }
+
+    #[test]
+    fn decoded_body_shares_the_input_buffer() {
+        let bytes = sample().encode();
+        let back = Entry::decode(bytes.clone()).expect("decodes");
+        let start = bytes.len() - back.body.len();
+        assert_eq!(back.body.as_ptr(), bytes[start..].as_ptr());
+    }
+
+    #[test]
+    fn weight_grows_with_the_body() {
+        let mut entry = sample();
+        let small = entry.weight();
+        entry.body = Bytes::from(vec![0; 10_000]);
+        assert!(entry.weight() >= small + 10_000 - 20);
+    }
+}

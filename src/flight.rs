@@ -1,0 +1,196 @@
+//! In-process single flight: one leader per key; waiters are woken by the
+//! leader's value, or by its disappearance, never by polling.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use tokio::sync::watch;
+
+/// The flights under way, by key.
+pub(crate) struct Flights<T> {
+    map: Mutex<HashMap<Arc<str>, Flight<T>>>,
+    next_id: AtomicU64,
+}
+
+struct Flight<T> {
+    id: u64,
+    rx: watch::Receiver<Option<T>>,
+}
+
+/// What a request becomes when it joins a key's flight.
+pub(crate) enum Join<T> {
+    Leader(Leader<T>),
+    Waiter(Waiter<T>),
+}
+
+/// The one request of a flight that does the work. Dropping it without
+/// [`Leader::finish`] (a panic, a cancelled task) frees the key and tells
+/// the waiters that no value is coming.
+pub(crate) struct Leader<T> {
+    flights: Arc<Flights<T>>,
+    key: Arc<str>,
+    id: u64,
+    tx: Option<watch::Sender<Option<T>>>,
+}
+
+/// A request that waits for a leader's value.
+pub(crate) struct Waiter<T> {
+    rx: watch::Receiver<Option<T>>,
+}
+
+impl<T> Flights<T> {
+    pub(crate) fn new() -> Self {
+        Self {
+            map: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+        }
+    }
+
+    fn map(&self) -> MutexGuard<'_, HashMap<Arc<str>, Flight<T>>> {
+        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How many keys have a flight under way.
+    pub(crate) fn len(&self) -> usize {
+        self.map().len()
+    }
+
+    /// Joins the flight for `key`, starting one if there is none.
+    pub(crate) fn join(self: &Arc<Self>, key: &str) -> Join<T> {
+        let mut map = self.map();
+        if let Some(flight) = map.get(key) {
+            return Join::Waiter(Waiter {
+                rx: flight.rx.clone(),
+            });
+        }
+        let (tx, rx) = watch::channel(None);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let key: Arc<str> = Arc::from(key);
+        map.insert(Arc::clone(&key), Flight { id, rx });
+        Join::Leader(Leader {
+            flights: Arc::clone(self),
+            key,
+            id,
+            tx: Some(tx),
+        })
+    }
+}
+
+impl<T> Leader<T> {
+    /// Ends the flight: the key is free for a new flight, and every waiter
+    /// gets `value`.
+    pub(crate) fn finish(mut self, value: T) {
+        self.remove();
+        if let Some(tx) = self.tx.take() {
+            // No receivers left is fine: nobody was waiting.
+            let _ = tx.send(Some(value));
+        }
+    }
+
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// How many requests wait on this flight.
+    #[cfg(test)]
+    pub(crate) fn waiters(&self) -> usize {
+        // The table holds one receiver of its own.
+        self.tx.as_ref().map_or(0, |tx| tx.receiver_count().saturating_sub(1))
+    }
+
+    fn remove(&self) {
+        let mut map = self.flights.map();
+        if map.get(&self.key).is_some_and(|f| f.id == self.id) {
+            map.remove(&self.key);
+        }
+    }
+}
+
+impl<T> Drop for Leader<T> {
+    fn drop(&mut self) {
+        if self.tx.is_some() {
+            self.remove();
+            // Dropping the sender wakes every waiter with "no value".
+        }
+    }
+}
+
+impl<T: Clone> Waiter<T> {
+    /// The leader's value, or `None` if the leader went away without one.
+    pub(crate) async fn wait(mut self) -> Option<T> {
+        self.rx.wait_for(Option::is_some).await.ok().and_then(|v| v.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leader(join: Join<u32>) -> Leader<u32> {
+        match join {
+            Join::Leader(l) => l,
+            Join::Waiter(_) => panic!("expected to lead"),
+        }
+    }
+
+    fn waiter(join: Join<u32>) -> Waiter<u32> {
+        match join {
+            Join::Waiter(w) => w,
+            Join::Leader(_) => panic!("expected to wait"),
+        }
+    }
+
+    #[tokio::test]
+    async fn one_leader_per_key_and_every_waiter_gets_its_value() {
+        let flights = Arc::new(Flights::new());
+        let lead = leader(flights.join("a"));
+        let other = leader(flights.join("b"));
+        let waiters: Vec<_> = (0..100).map(|_| tokio::spawn(waiter(flights.join("a")).wait())).collect();
+        assert_eq!(lead.waiters(), 100);
+        lead.finish(7);
+        for w in waiters {
+            assert_eq!(w.await.expect("no panic"), Some(7));
+        }
+        assert_eq!(flights.len(), 1, "only b is still in flight");
+        other.finish(1);
+        assert_eq!(flights.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_leader_dropped_without_a_value_frees_the_key_and_its_waiters() {
+        let flights = Arc::new(Flights::new());
+        let lead = leader(flights.join("a"));
+        let w = tokio::spawn(waiter(flights.join("a")).wait());
+        drop(lead);
+        assert_eq!(w.await.expect("no panic"), None);
+        assert_eq!(flights.len(), 0);
+        leader(flights.join("a")).finish(2);
+    }
+
+    #[tokio::test]
+    async fn a_leader_that_panics_frees_the_key() {
+        let flights = Arc::new(Flights::new());
+        let lead = leader(flights.join("a"));
+        let w = tokio::spawn(waiter(flights.join("a")).wait());
+        let task = tokio::spawn(async move {
+            let _lead = lead;
+            panic!("origin blew up");
+        });
+        assert!(task.await.expect_err("panicked").is_panic());
+        assert_eq!(w.await.expect("no panic"), None);
+        assert_eq!(flights.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_late_waiter_of_a_finished_flight_starts_a_new_one() {
+        let flights = Arc::new(Flights::new());
+        leader(flights.join("a")).finish(1);
+        let second = leader(flights.join("a"));
+        assert_eq!(second.waiters(), 0);
+    }
+}

@@ -1,0 +1,187 @@
+//! The layer and its builder.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use tower_layer::Layer;
+
+use crate::{
+    clock::{Clock, SystemClock},
+    key::{DefaultKey, MakeKey},
+    policy::Policy,
+    route::Routes,
+    service::{Shared, Stampede, State},
+    stats::Stats,
+    store::Store,
+};
+
+/// Puts a stampede-proof cache in front of an `http` service.
+///
+/// Cheap to clone: clones, and every [`Stampede`] service they make, share
+/// one store, one table of in-flight requests and one set of counters.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_stampede::{MemoryStore, Policy, StampedeLayer};
+///
+/// let layer = StampedeLayer::new(MemoryStore::new())
+///     .policy(Policy::ttl(Duration::from_secs(60)))
+///     .route("/api/prices/*", Policy::ttl(Duration::from_secs(5)))
+///     .route("/admin/*", Policy::bypass())
+///     .max_body_bytes(1024 * 1024);
+/// # let _ = layer;
+/// ```
+pub struct StampedeLayer<St> {
+    store: St,
+    config: Arc<Config>,
+    state: Arc<State>,
+}
+
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) policy: Policy,
+    pub(crate) routes: Routes,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) store_timeout: Duration,
+    pub(crate) lock_ttl: Duration,
+    pub(crate) key: Arc<dyn MakeKey>,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl<St: Store> StampedeLayer<St> {
+    /// A layer over `store` with the defaults: [`Policy::ttl`] of 60 s for
+    /// every route, bodies stored up to 8 MiB, store calls bounded by 250 ms,
+    /// rebuild locks of 10 s (extended while a rebuild runs), [`DefaultKey`]
+    /// and the system clock.
+    pub fn new(store: St) -> Self {
+        Self {
+            store,
+            config: Arc::new(Config {
+                policy: Policy::default(),
+                routes: Routes::default(),
+                max_body_bytes: 8 * 1024 * 1024,
+                store_timeout: Duration::from_millis(250),
+                lock_ttl: Duration::from_secs(10),
+                key: Arc::new(DefaultKey),
+                clock: Arc::new(SystemClock),
+            }),
+            state: Arc::new(State::new()),
+        }
+    }
+
+    fn config(&mut self) -> &mut Config {
+        Arc::make_mut(&mut self.config)
+    }
+
+    /// The policy of every request no [`route`](Self::route) matches.
+    /// Default: `Policy::ttl(Duration::from_secs(60))`.
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.config().policy = policy;
+        self
+    }
+
+    /// The policy of requests whose path matches `pattern`: an exact path
+    /// (`/api/popular-posts`, or a gRPC method such as `/pkg.Svc/Method`), or
+    /// a prefix ending in `/*` (`/api/prices/*` matches `/api/prices` and
+    /// everything below it).
+    ///
+    /// An exact path wins over any prefix, and a longer prefix over a shorter
+    /// one; a pattern given twice keeps the later policy.
+    ///
+    /// # Panics
+    ///
+    /// If `pattern` does not start with `/`, or has a `*` anywhere but in a
+    /// final `/*`.
+    pub fn route(mut self, pattern: &str, policy: Policy) -> Self {
+        self.config().routes.insert(pattern, policy);
+        self
+    }
+
+    /// The largest body that is buffered to be stored and shared. A larger
+    /// response streams to its own client untouched and is not stored.
+    /// Default: 8 MiB.
+    pub fn max_body_bytes(mut self, limit: usize) -> Self {
+        self.config().max_body_bytes = limit;
+        self
+    }
+
+    /// How long one store call may take before the request goes on without
+    /// the store. Default: 250 ms.
+    pub fn store_timeout(mut self, timeout: Duration) -> Self {
+        self.config().store_timeout = timeout;
+        self
+    }
+
+    /// How long a rebuild lock lasts if its holder stops extending it (a
+    /// crashed process); a live holder extends it every third of this.
+    /// Layers that lose the lock wait at most this long. Default: 10 s.
+    pub fn lock_ttl(mut self, ttl: Duration) -> Self {
+        self.config().lock_ttl = ttl;
+        self
+    }
+
+    /// How requests map to cache keys. Default: [`DefaultKey`].
+    pub fn key(mut self, key: impl MakeKey) -> Self {
+        self.config().key = Arc::new(key);
+        self
+    }
+
+    /// Where the layer reads the time that decides freshness. Default: the
+    /// system clock; tests use [`ManualClock`](crate::clock::ManualClock).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.config().clock = Arc::new(clock);
+        self
+    }
+
+    /// The counters of this layer and every service it made.
+    pub fn stats(&self) -> Stats {
+        self.state.counters.snapshot()
+    }
+
+    /// How many keys have an origin call under way in this layer.
+    pub fn in_flight(&self) -> usize {
+        self.state.flights.len()
+    }
+
+    /// The store.
+    pub fn store(&self) -> &St {
+        &self.store
+    }
+}
+
+impl<S, St: Store> Layer<S> for StampedeLayer<St> {
+    type Service = Stampede<S, St>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Stampede::new(
+            inner,
+            Arc::new(Shared {
+                store: self.store.clone(),
+                config: Arc::clone(&self.config),
+                state: Arc::clone(&self.state),
+            }),
+        )
+    }
+}
+
+impl<St: Clone> Clone for StampedeLayer<St> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            config: Arc::clone(&self.config),
+            state: Arc::clone(&self.state),
+        }
+    }
+}
+
+impl<St: fmt::Debug> fmt::Debug for StampedeLayer<St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StampedeLayer")
+            .field("store", &self.store)
+            .field("policy", &self.config.policy)
+            .field("routes", &self.config.routes)
+            .field("max_body_bytes", &self.config.max_body_bytes)
+            .field("store_timeout", &self.config.store_timeout)
+            .field("lock_ttl", &self.config.lock_ttl)
+            .finish_non_exhaustive()
+    }
+}

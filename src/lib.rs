@@ -1,0 +1,119 @@
+//! A [Tower] middleware that keeps a cache stampede away from your origin.
+//!
+//! When a hot cached response expires under load, every request that misses
+//! would otherwise run the same slow origin call at once. [`StampedeLayer`]
+//! puts one cache in front of any `http` service (axum, tonic, hyper + tower)
+//! and makes sure that, for each cache key, only one request at a time goes to
+//! the origin:
+//!
+//! - **single flight**: identical in-flight requests in one process share one
+//!   origin call; the others wait for it and are woken by the leader, not by
+//!   polling;
+//! - **a rebuild lock in the store**: layers that share a [`Store`] take a
+//!   fenced lock before calling the origin, so only one of them rebuilds;
+//! - **HTTP shared-cache rules**: responses that belong to one user are never
+//!   stored nor handed to other requests (see [Guarantees](#guarantees)).
+//!
+//! [Tower]: https://docs.rs/tower
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use axum::{Router, routing::get};
+//! use tower_stampede::{MemoryStore, Policy, StampedeLayer};
+//!
+//! let layer = StampedeLayer::new(MemoryStore::new())
+//!     .policy(Policy::ttl(Duration::from_secs(60)))
+//!     .route("/admin/*", Policy::bypass());
+//!
+//! let app: Router = Router::new()
+//!     .route("/api/popular-posts", get(|| async { "[1, 2, 3]" }))
+//!     .layer(layer.clone());
+//!
+//! // Every service the layer makes shares one flight table and one set of counters.
+//! assert_eq!(layer.stats().requests, 0);
+//! # let _ = app;
+//! ```
+//!
+//! # What is cached
+//!
+//! Only `GET` and `HEAD` requests are collapsed and stored. A response is
+//! stored when its status is `200`, `203` or `204`, its body is complete and
+//! no larger than [`StampedeLayer::max_body_bytes`], and it may be shared (see
+//! below). Requests with `Cache-Control: no-store` or a `Range` header go
+//! straight to the inner service. The cache key is the method, the authority
+//! and the path with its query ([`DefaultKey`]); [`StampedeLayer::key`] swaps
+//! in your own.
+//!
+//! Every response that passes through the layer carries a `Cache-Status`
+//! header ([RFC 9211]) with the member `tower-stampede`, and responses served
+//! from the store carry `Age`.
+//!
+//! [RFC 9211]: https://www.rfc-editor.org/rfc/rfc9211
+//!
+//! # Guarantees
+//!
+//! What concurrent callers of one key see:
+//!
+//! 1. While a request for a key is being answered by the origin, every other
+//!    cacheable request for that key on the same layer waits for it and makes
+//!    no origin call of its own; it is answered as soon as the leader's
+//!    response body is complete (`Cache-Status: ...; collapsed`).
+//! 2. Layers sharing one store take the store's rebuild lock before calling
+//!    the origin: a layer that loses waits for the winner's write to land
+//!    (woken by the store, not by polling) and then serves it.
+//! 3. The origin call runs in its own task. A leader whose client goes away
+//!    does not cancel it: its waiters are still answered and the response is
+//!    still stored.
+//! 4. If the inner service returns an error or panics, the leader's own
+//!    client gets that error (or the panic, re-raised in its future, as if the
+//!    layer were not there), and every waiter gets a `502 Bad Gateway` with
+//!    `Cache-Status: tower-stampede; fwd=miss; collapsed; detail=origin-error`.
+//!    Waiters do not retry, so a failing origin sees one call per flight, not
+//!    a herd. The key is free again at once: the next request starts a new
+//!    flight.
+//! 5. A response that belongs to one user (it sets a cookie, says `private`,
+//!    `no-store` or `no-cache`, or answers a request with `Authorization`
+//!    without saying `public`, `s-maxage` or `must-revalidate`) is given only
+//!    to the request that caused it. It is not stored, and the waiters of its
+//!    flight go to the origin themselves, concurrently.
+//! 6. A response whose body is larger than the limit, or whose body fails
+//!    midway, reaches its own client exactly as the inner service produced
+//!    it; it is not stored, and its waiters go to the origin themselves.
+//! 7. A stored response is served to a later request only while the policy
+//!    says it is fresh, only if the request's values of the headers the
+//!    response `Vary`s on match those of the request that produced it, and,
+//!    for a request with `Authorization`, only if the response said `public`,
+//!    `s-maxage` or `must-revalidate`.
+//! 8. A store that errors or does not answer within
+//!    [`StampedeLayer::store_timeout`] never fails a request: the request goes
+//!    on with in-process coalescing only and the failure is counted in
+//!    [`Stats::store_errors`].
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod body;
+mod cacheable;
+pub mod clock;
+mod entry;
+mod flight;
+mod future;
+mod key;
+mod layer;
+mod policy;
+mod route;
+mod service;
+mod stats;
+mod status;
+pub mod store;
+
+pub use body::StampedeBody;
+pub use entry::{DecodeError, Entry};
+pub use future::ResponseFuture;
+pub use key::{DefaultKey, MakeKey};
+pub use layer::StampedeLayer;
+pub use policy::Policy;
+pub use service::Stampede;
+pub use stats::Stats;
+pub use store::{LockToken, MemoryStore, Store, StoreError};

@@ -1,0 +1,168 @@
+//! The `Cache-Status` response header (RFC 9211) and `Age`.
+
+use std::{fmt::Write, time::Duration};
+
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+
+pub(crate) const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+
+/// Why the request went forward to the inner service (RFC 9211 `fwd`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fwd {
+    /// The route bypasses the cache.
+    Bypass,
+    /// The method is not cached.
+    Method,
+    /// The request's own headers ruled the cache out.
+    Request,
+    /// Nothing usable was stored.
+    Miss,
+}
+
+impl Fwd {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Bypass => "bypass",
+            Self::Method => "method",
+            Self::Request => "request",
+            Self::Miss => "miss",
+        }
+    }
+
+    /// The whole header value when nothing else is said, made without
+    /// allocating, for the pass-through path.
+    pub(crate) fn static_value(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            Self::Bypass => "tower-stampede; fwd=bypass",
+            Self::Method => "tower-stampede; fwd=method",
+            Self::Request => "tower-stampede; fwd=request",
+            Self::Miss => "tower-stampede; fwd=miss",
+        })
+    }
+}
+
+/// This layer's member of `Cache-Status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct CacheStatus {
+    fwd: Option<Fwd>,
+    fwd_status: Option<StatusCode>,
+    stored: bool,
+    collapsed: bool,
+    ttl: Option<Duration>,
+    detail: Option<&'static str>,
+}
+
+impl CacheStatus {
+    /// Served from the store; fresh for `ttl` more.
+    pub(crate) fn hit(ttl: Duration) -> Self {
+        Self {
+            ttl: Some(ttl),
+            ..Self::default()
+        }
+    }
+
+    pub(crate) fn forward(fwd: Fwd) -> Self {
+        Self {
+            fwd: Some(fwd),
+            ..Self::default()
+        }
+    }
+
+    pub(crate) fn fwd_status(mut self, status: StatusCode) -> Self {
+        self.fwd_status = Some(status);
+        self
+    }
+
+    pub(crate) fn stored(mut self, stored: bool) -> Self {
+        self.stored = stored;
+        self
+    }
+
+    pub(crate) fn collapsed(mut self) -> Self {
+        self.collapsed = true;
+        self
+    }
+
+    pub(crate) fn ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// `detail` must be an RFC 8941 token.
+    pub(crate) fn detail(mut self, detail: &'static str) -> Self {
+        self.detail = Some(detail);
+        self
+    }
+
+    pub(crate) fn value(&self) -> HeaderValue {
+        let mut out = String::from("tower-stampede");
+        match self.fwd {
+            None => out.push_str("; hit"),
+            Some(fwd) => {
+                let _ = write!(out, "; fwd={}", fwd.as_str());
+            }
+        }
+        if let Some(status) = self.fwd_status {
+            let _ = write!(out, "; fwd-status={}", status.as_u16());
+        }
+        if self.stored {
+            out.push_str("; stored");
+        }
+        if self.collapsed {
+            out.push_str("; collapsed");
+        }
+        if let Some(ttl) = self.ttl {
+            let _ = write!(out, "; ttl={}", ttl.as_secs());
+        }
+        if let Some(detail) = self.detail {
+            let _ = write!(out, "; detail={detail}");
+        }
+        HeaderValue::try_from(out).unwrap_or_else(|_| Fwd::Miss.static_value())
+    }
+
+    /// Adds this member after any the origin or an inner cache sent: each
+    /// field line is one more member of the list, nearest the client last.
+    pub(crate) fn apply(&self, headers: &mut HeaderMap) {
+        headers.append(CACHE_STATUS, self.value());
+    }
+}
+
+/// Sets `Age` to the whole seconds an entry has been stored.
+pub(crate) fn set_age(headers: &mut HeaderMap, age: Duration) {
+    headers.insert(header::AGE, HeaderValue::from(age.as_secs()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_follow_rfc_9211() {
+        assert_eq!(
+            CacheStatus::hit(Duration::from_millis(59_900)).value(),
+            "tower-stampede; hit; ttl=59"
+        );
+        assert_eq!(
+            CacheStatus::forward(Fwd::Miss)
+                .fwd_status(StatusCode::OK)
+                .stored(true)
+                .ttl(Some(Duration::from_secs(60)))
+                .value(),
+            "tower-stampede; fwd=miss; fwd-status=200; stored; ttl=60"
+        );
+        assert_eq!(
+            CacheStatus::forward(Fwd::Miss).collapsed().detail("origin-error").value(),
+            "tower-stampede; fwd=miss; collapsed; detail=origin-error"
+        );
+        assert_eq!(CacheStatus::forward(Fwd::Method).value(), Fwd::Method.static_value());
+    }
+
+    #[test]
+    fn our_member_comes_after_the_origins() {
+        let mut headers = HeaderMap::new();
+        headers.insert(CACHE_STATUS, HeaderValue::from_static("origin-cache; hit"));
+        CacheStatus::forward(Fwd::Bypass).apply(&mut headers);
+        let members: Vec<_> = headers.get_all(CACHE_STATUS).iter().collect();
+        assert_eq!(members, ["origin-cache; hit", "tower-stampede; fwd=bypass"]);
+    }
+}

@@ -1,0 +1,369 @@
+//! The embedded store: one process, bounded by bytes, nothing to run.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use moka::{Expiry, sync::Cache};
+use tokio::{sync::Notify, time::Instant};
+
+use super::{LockToken, Store, StoreError};
+use crate::entry::Entry;
+
+/// The default bound: 128 MiB of entries.
+const DEFAULT_MAX_BYTES: u64 = 128 * 1024 * 1024;
+
+/// An in-process [`Store`] built on [moka], bounded by the bytes its entries
+/// hold. Clones share one cache.
+///
+/// Layers that share a `MemoryStore` share its rebuild lock too, so two
+/// layers in one process (say, two `route_layer`s) make one origin call
+/// between them for a key.
+///
+/// ```
+/// use tower_stampede::MemoryStore;
+///
+/// let store = MemoryStore::with_max_bytes(16 * 1024 * 1024);
+/// assert_eq!(store.max_bytes(), 16 * 1024 * 1024);
+/// ```
+///
+/// [moka]: https://docs.rs/moka
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cache: Cache<String, Slot>,
+    locks: Mutex<HashMap<String, Lock>>,
+    next_token: AtomicU64,
+    max_bytes: u64,
+}
+
+#[derive(Clone)]
+struct Slot {
+    entry: Arc<Entry>,
+    keep_for: Duration,
+}
+
+struct Lock {
+    token: LockToken,
+    // tokio's clock, so that tests with a paused runtime move it.
+    deadline: Instant,
+    released: Arc<Notify>,
+}
+
+/// Each entry expires from memory when its policy says it can no longer be
+/// served.
+struct KeepFor;
+
+impl Expiry<String, Slot> for KeepFor {
+    fn expire_after_create(&self, _: &String, slot: &Slot, _: std::time::Instant) -> Option<Duration> {
+        Some(slot.keep_for)
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &String,
+        slot: &Slot,
+        _: std::time::Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(slot.keep_for)
+    }
+}
+
+impl MemoryStore {
+    /// A store that holds up to 128 MiB of entries.
+    pub fn new() -> Self {
+        Self::with_max_bytes(DEFAULT_MAX_BYTES)
+    }
+
+    /// A store that holds up to `max_bytes` of entries, as estimated by
+    /// [`Entry::weight`]. When full, the least useful entries are evicted;
+    /// an entry larger than the whole bound is not kept at all.
+    pub fn with_max_bytes(max_bytes: u64) -> Self {
+        let cache = Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|key: &String, slot: &Slot| {
+                u32::try_from(key.len() + slot.entry.weight()).unwrap_or(u32::MAX)
+            })
+            .expire_after(KeepFor)
+            .build();
+        Self {
+            inner: Arc::new(Inner {
+                cache,
+                locks: Mutex::new(HashMap::new()),
+                next_token: AtomicU64::new(1),
+                max_bytes,
+            }),
+        }
+    }
+
+    /// The bound given at construction.
+    pub fn max_bytes(&self) -> u64 {
+        self.inner.max_bytes
+    }
+
+    /// The bytes the entries hold now, after evictions that were pending.
+    pub fn used_bytes(&self) -> u64 {
+        self.inner.cache.run_pending_tasks();
+        self.inner.cache.weighted_size()
+    }
+
+    /// How many entries are held now, after evictions that were pending.
+    pub fn entry_count(&self) -> u64 {
+        self.inner.cache.run_pending_tasks();
+        self.inner.cache.entry_count()
+    }
+
+    fn locks(&self) -> MutexGuard<'_, HashMap<String, Lock>> {
+        self.inner.locks.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Removes the lock at `key` if `token` holds it, running `then` first
+    /// under the lock table's mutex so nobody sees the key unlocked before it.
+    fn release(&self, key: &str, token: &LockToken, then: impl FnOnce()) -> bool {
+        let mut locks = self.locks();
+        let held = locks
+            .get(key)
+            .is_some_and(|lock| lock.token == *token && lock.deadline > Instant::now());
+        if !held {
+            return false;
+        }
+        then();
+        let lock = locks.remove(key);
+        drop(locks);
+        if let Some(lock) = lock {
+            lock.released.notify_waiters();
+        }
+        true
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("max_bytes", &self.inner.max_bytes)
+            .field("entries", &self.inner.cache.entry_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store for MemoryStore {
+    async fn get(&self, key: &str) -> Result<Option<Arc<Entry>>, StoreError> {
+        Ok(self.inner.cache.get(key).map(|slot| slot.entry))
+    }
+
+    async fn try_lock(&self, key: &str, ttl: Duration) -> Result<Option<LockToken>, StoreError> {
+        let now = Instant::now();
+        let mut locks = self.locks();
+        if let Some(lock) = locks.get(key) {
+            if lock.deadline > now {
+                return Ok(None);
+            }
+            // Expired: whoever still waits on it re-checks and finds it taken.
+            lock.released.notify_waiters();
+        }
+        let token = LockToken::new(u128::from(self.inner.next_token.fetch_add(1, Ordering::Relaxed)));
+        locks.insert(
+            key.to_owned(),
+            Lock {
+                token: token.clone(),
+                deadline: now + ttl,
+                released: Arc::new(Notify::new()),
+            },
+        );
+        Ok(Some(token))
+    }
+
+    async fn extend_lock(&self, key: &str, token: &LockToken, ttl: Duration) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        let mut locks = self.locks();
+        match locks.get_mut(key) {
+            Some(lock) if lock.token == *token && lock.deadline > now => {
+                lock.deadline = now + ttl;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn set(
+        &self,
+        key: &str,
+        entry: Arc<Entry>,
+        token: &LockToken,
+        keep_for: Duration,
+    ) -> Result<bool, StoreError> {
+        let fits = (entry.weight() + key.len()) as u64 <= self.inner.max_bytes;
+        Ok(self.release(key, token, || {
+            if fits && !keep_for.is_zero() {
+                self.inner.cache.insert(key.to_owned(), Slot { entry, keep_for });
+            }
+        }))
+    }
+
+    async fn unlock(&self, key: &str, token: &LockToken) -> Result<(), StoreError> {
+        self.release(key, token, || {});
+        Ok(())
+    }
+
+    async fn wait_unlocked(&self, key: &str, timeout: Duration) -> Result<(), StoreError> {
+        let now = Instant::now();
+        let released: Arc<Notify>;
+        let (deadline, notified);
+        {
+            let locks = self.locks();
+            let Some(lock) = locks.get(key).filter(|lock| lock.deadline > now) else {
+                return Ok(());
+            };
+            released = Arc::clone(&lock.released);
+            deadline = lock.deadline.min(now + timeout);
+            // Made while the table is locked, so a release that follows
+            // cannot be missed.
+            notified = released.notified();
+        }
+        let _ = tokio::time::timeout_at(deadline, notified).await;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use bytes::Bytes;
+    use http::{HeaderMap, StatusCode};
+
+    use super::*;
+    use crate::policy::Lifetime;
+
+    fn entry(body_len: usize) -> Arc<Entry> {
+        let now = SystemTime::now();
+        Arc::new(Entry::new(
+            StatusCode::OK,
+            HeaderMap::new(),
+            Bytes::from(vec![b'x'; body_len]),
+            None,
+            (Vec::new(), HeaderMap::new()),
+            now,
+            Lifetime {
+                fresh_until: now,
+                stale_until: now,
+            },
+            Duration::ZERO,
+        ))
+    }
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    async fn store(store: &MemoryStore, key: &str, body_len: usize) -> bool {
+        let token = store.try_lock(key, MINUTE).await.expect("memory").expect("free");
+        store.set(key, entry(body_len), &token, MINUTE).await.expect("memory")
+    }
+
+    #[tokio::test]
+    async fn stays_within_its_byte_bound() {
+        let bound = 64 * 1024;
+        let memory = MemoryStore::with_max_bytes(bound);
+        for i in 0..200 {
+            assert!(store(&memory, &format!("key-{i}"), 4 * 1024).await);
+        }
+        let used = memory.used_bytes();
+        assert!(used <= bound, "{used} bytes held, bound {bound}");
+        assert!(used > bound / 2, "the store should be used, not emptied: {used}");
+    }
+
+    #[tokio::test]
+    async fn an_entry_larger_than_the_bound_is_not_kept() {
+        let memory = MemoryStore::with_max_bytes(1024);
+        assert!(store(&memory, "big", 4096).await, "the fence accepts the write");
+        assert!(memory.get("big").await.expect("memory").is_none());
+        assert_eq!(memory.used_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn one_holder_at_a_time_and_the_write_is_fenced() {
+        let memory = MemoryStore::new();
+        let first = memory.try_lock("k", MINUTE).await.expect("memory").expect("free");
+        assert!(memory.try_lock("k", MINUTE).await.expect("memory").is_none());
+        assert!(memory.try_lock("other", MINUTE).await.expect("memory").is_some());
+        let stranger = LockToken::new(u128::MAX);
+        assert!(!memory.set("k", entry(1), &stranger, MINUTE).await.expect("memory"));
+        assert!(memory.get("k").await.expect("memory").is_none());
+        assert!(memory.set("k", entry(1), &first, MINUTE).await.expect("memory"));
+        assert!(memory.get("k").await.expect("memory").is_some());
+        // Released by the write: a second write with the same token is stale.
+        assert!(!memory.set("k", entry(2), &first, MINUTE).await.expect("memory"));
+        assert_eq!(memory.get("k").await.expect("memory").expect("kept").body.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_holder_cannot_write_over_the_next_one() {
+        let memory = MemoryStore::new();
+        let paused = memory.try_lock("k", Duration::from_secs(1)).await.expect("memory").expect("free");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let next = memory.try_lock("k", MINUTE).await.expect("memory").expect("expired lock is free");
+        assert!(memory.set("k", entry(7), &next, MINUTE).await.expect("memory"));
+        assert!(!memory.set("k", entry(1), &paused, MINUTE).await.expect("memory"));
+        assert!(!memory.extend_lock("k", &paused, MINUTE).await.expect("memory"));
+        assert_eq!(memory.get("k").await.expect("memory").expect("kept").body.len(), 7);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn extending_keeps_the_lock_past_its_first_ttl() {
+        let memory = MemoryStore::new();
+        let token = memory.try_lock("k", Duration::from_secs(1)).await.expect("memory").expect("free");
+        tokio::time::advance(Duration::from_millis(900)).await;
+        assert!(memory.extend_lock("k", &token, Duration::from_secs(1)).await.expect("memory"));
+        tokio::time::advance(Duration::from_millis(900)).await;
+        assert!(memory.try_lock("k", MINUTE).await.expect("memory").is_none());
+        assert!(memory.set("k", entry(1), &token, MINUTE).await.expect("memory"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiters_are_woken_by_the_release_not_by_the_timeout() {
+        let memory = MemoryStore::new();
+        let token = memory.try_lock("k", MINUTE).await.expect("memory").expect("free");
+        let waiter = tokio::spawn({
+            let memory = memory.clone();
+            async move {
+                let start = Instant::now();
+                memory.wait_unlocked("k", MINUTE).await.expect("memory");
+                start.elapsed()
+            }
+        });
+        tokio::task::yield_now().await;
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert!(memory.set("k", entry(1), &token, MINUTE).await.expect("memory"));
+        let waited = waiter.await.expect("waiter finishes");
+        assert_eq!(waited, Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_ends_at_the_timeout_or_the_lock_expiry() {
+        let memory = MemoryStore::new();
+        let _token = memory.try_lock("k", Duration::from_secs(5)).await.expect("memory").expect("free");
+        let start = Instant::now();
+        memory.wait_unlocked("k", Duration::from_secs(2)).await.expect("memory");
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
+        memory.wait_unlocked("k", MINUTE).await.expect("memory");
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
+        let start = Instant::now();
+        memory.wait_unlocked("free", MINUTE).await.expect("memory");
+        assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+}

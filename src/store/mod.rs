@@ -1,0 +1,144 @@
+//! Where entries live, and the rebuild lock that lets layers sharing a store
+//! make one origin call between them.
+//!
+//! The protocol, as [`Stampede`](crate::Stampede) drives it for a key that
+//! misses:
+//!
+//! 1. [`Store::try_lock`]: the winner gets a [`LockToken`] and calls the
+//!    origin, calling [`Store::extend_lock`] while the rebuild runs long.
+//! 2. The winner ends with [`Store::set`] (a write fenced by the token, which
+//!    also releases the lock and wakes waiters) or [`Store::unlock`].
+//! 3. A loser calls [`Store::wait_unlocked`], which returns once the lock is
+//!    released, has expired or the timeout passes, and then reads the key.
+
+mod memory;
+
+use std::{error::Error, fmt, future::Future, sync::Arc, time::Duration};
+
+pub use memory::MemoryStore;
+
+use crate::entry::Entry;
+
+type BoxError = Box<dyn Error + Send + Sync>;
+
+/// A shared cache of [`Entry`]s with a per-key rebuild lock.
+///
+/// Implementations are cheap handles: clones share the same data. The layer
+/// bounds every call with a timeout and treats an error as "no cache", so a
+/// store may fail freely; it must never block a thread.
+pub trait Store: Clone + Send + Sync + 'static {
+    /// The entry stored at `key`, if any. An entry the store cannot read is
+    /// `Ok(None)`: a miss that the next write replaces.
+    fn get(&self, key: &str) -> impl Future<Output = Result<Option<Arc<Entry>>, StoreError>> + Send;
+
+    /// Takes the rebuild lock for `key` for `ttl`, or returns `None` while
+    /// another holder has it.
+    fn try_lock(
+        &self,
+        key: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<Option<LockToken>, StoreError>> + Send;
+
+    /// Extends a held lock to `ttl` from now; `false` when `token` no longer
+    /// holds it.
+    fn extend_lock(
+        &self,
+        key: &str,
+        token: &LockToken,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Stores `entry` at `key` for `keep_for`, releases the lock and wakes
+    /// the key's waiters, all only if `token` still holds the lock. Returns
+    /// whether the write was accepted: a former holder whose lock expired and
+    /// was taken by another cannot overwrite the newer value.
+    fn set(
+        &self,
+        key: &str,
+        entry: Arc<Entry>,
+        token: &LockToken,
+        keep_for: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Releases the lock without writing, if `token` still holds it, and
+    /// wakes the key's waiters.
+    fn unlock(&self, key: &str, token: &LockToken) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Returns once nobody holds the lock for `key` (released, written or
+    /// expired), or when `timeout` has passed, whichever is first.
+    fn wait_unlocked(
+        &self,
+        key: &str,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Proof of holding a rebuild lock: an opaque random or unique value.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LockToken(u128);
+
+impl LockToken {
+    /// A token with the given value; it must be unique per lock taken.
+    pub fn new(value: u128) -> Self {
+        Self(value)
+    }
+
+    /// The token's value.
+    pub fn get(&self) -> u128 {
+        self.0
+    }
+}
+
+/// A store call that failed or did not answer in time.
+///
+/// The layer never passes it to a client: it is counted in
+/// [`Stats::store_errors`](crate::Stats::store_errors) and logged.
+#[derive(Debug)]
+pub struct StoreError {
+    kind: ErrorKind,
+}
+
+#[derive(Debug)]
+enum ErrorKind {
+    Timeout,
+    Other(BoxError),
+}
+
+impl StoreError {
+    /// A failure with its cause.
+    pub fn new(cause: impl Into<BoxError>) -> Self {
+        Self {
+            kind: ErrorKind::Other(cause.into()),
+        }
+    }
+
+    /// The call did not answer within the layer's store timeout.
+    pub fn timeout() -> Self {
+        Self {
+            kind: ErrorKind::Timeout,
+        }
+    }
+
+    /// Whether the call timed out.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self.kind, ErrorKind::Timeout)
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            ErrorKind::Timeout => f.write_str("store call timed out"),
+            ErrorKind::Other(cause) => write!(f, "store call failed: {cause}"),
+        }
+    }
+}
+
+impl Error for StoreError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match &self.kind {
+            ErrorKind::Timeout => None,
+            ErrorKind::Other(cause) => Some(cause.as_ref()),
+        }
+    }
+}
