@@ -121,7 +121,11 @@ impl<B: Body> Body for StampedeBody<B> {
             Kind::Inner { body } => body.size_hint(),
             Kind::Buffered { data, .. } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             Kind::Replay { prefix, rest } => {
-                let read: u64 = prefix.iter().filter_map(Frame::data_ref).map(|d| d.len() as u64).sum();
+                let read: u64 = prefix
+                    .iter()
+                    .filter_map(Frame::data_ref)
+                    .map(|d| d.len() as u64)
+                    .sum();
                 let rest = rest.size_hint();
                 let mut hint = SizeHint::new();
                 hint.set_lower(rest.lower().saturating_add(read));
@@ -138,7 +142,10 @@ impl<B: Body> Body for StampedeBody<B> {
 /// The outcome of reading an origin body up to a limit.
 pub(crate) enum Collected<B: Body> {
     /// The whole body, within the limit.
-    Complete { data: Bytes, trailers: Option<HeaderMap> },
+    Complete {
+        data: Bytes,
+        trailers: Option<HeaderMap>,
+    },
     /// Over the limit, or failed midway: what was read, then the rest (or
     /// the error) as the origin produces it.
     Partial(StampedeBody<B>),
@@ -216,7 +223,7 @@ mod tests {
 
     type Frames = Vec<Result<Frame<Bytes>, &'static str>>;
 
-    fn stream(frames: Frames) -> StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, &'static str>>>> {
+    fn stream(frames: Frames) -> StreamBody<futures_util::stream::Iter<<Frames as IntoIterator>::IntoIter>> {
         StreamBody::new(futures_util::stream::iter(frames))
     }
 
@@ -243,7 +250,11 @@ mod tests {
     async fn a_body_within_the_limit_is_collected_whole_with_its_trailers() {
         let mut t = HeaderMap::new();
         t.insert("grpc-status", http::HeaderValue::from_static("0"));
-        let body = stream(vec![data("hello "), data("world"), Ok(Frame::trailers(t.clone()))]);
+        let body = stream(vec![
+            data("hello "),
+            data("world"),
+            Ok(Frame::trailers(t.clone())),
+        ]);
         let Collected::Complete { data, trailers } = collect(body, 11).await else {
             panic!("11 bytes fit an 11-byte limit");
         };

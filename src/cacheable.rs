@@ -189,11 +189,23 @@ mod tests {
             check(&[("set-cookie", "id=1"), ("cache-control", "public")], false),
             Err(Private::SetCookie)
         );
-        assert_eq!(check(&[("cache-control", "private")], false), Err(Private::CacheControl));
-        assert_eq!(check(&[("cache-control", "no-store")], false), Err(Private::CacheControl));
-        assert_eq!(check(&[("cache-control", "no-cache")], false), Err(Private::CacheControl));
+        assert_eq!(
+            check(&[("cache-control", "private")], false),
+            Err(Private::CacheControl)
+        );
+        assert_eq!(
+            check(&[("cache-control", "no-store")], false),
+            Err(Private::CacheControl)
+        );
+        assert_eq!(
+            check(&[("cache-control", "no-cache")], false),
+            Err(Private::CacheControl)
+        );
         assert_eq!(check(&[], true), Err(Private::Authorization));
-        assert_eq!(check(&[("cache-control", "max-age=60")], true), Err(Private::Authorization));
+        assert_eq!(
+            check(&[("cache-control", "max-age=60")], true),
+            Err(Private::Authorization)
+        );
         assert_eq!(check(&[("cache-control", "public")], true), Ok(()));
         assert_eq!(check(&[("cache-control", "s-maxage=5")], true), Ok(()));
         assert_eq!(check(&[("cache-control", "must-revalidate")], true), Ok(()));
@@ -204,7 +216,13 @@ mod tests {
     fn only_get_and_head_are_cacheable() {
         assert!(method_is_cacheable(&Method::GET));
         assert!(method_is_cacheable(&Method::HEAD));
-        for m in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::OPTIONS] {
+        for m in [
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ] {
             assert!(!method_is_cacheable(&m), "{m}");
         }
     }
@@ -215,7 +233,10 @@ mod tests {
             assert!(status_is_storable(StatusCode::from_u16(s).expect("valid")), "{s}");
         }
         for s in [201, 206, 301, 304, 404, 500, 503] {
-            assert!(!status_is_storable(StatusCode::from_u16(s).expect("valid")), "{s}");
+            assert!(
+                !status_is_storable(StatusCode::from_u16(s).expect("valid")),
+                "{s}"
+            );
         }
     }
 
@@ -228,7 +249,10 @@ mod tests {
 
     #[test]
     fn vary_matches_only_the_same_values() {
-        let response = headers(&[("vary", "Accept-Encoding"), ("vary", "accept-language, accept-encoding")]);
+        let response = headers(&[
+            ("vary", "Accept-Encoding"),
+            ("vary", "accept-language, accept-encoding"),
+        ]);
         let names = vary_names(&response).expect("not *");
         assert_eq!(names.len(), 2);
         let leader = headers(&[("accept-encoding", "gzip"), ("accept-language", "en")]);

@@ -177,7 +177,11 @@ impl Entry {
         let trailers = match r.u8()? {
             0 => None,
             1 => Some(r.headers()?),
-            _ => return Err(DecodeError { reason: "invalid trailers flag" }),
+            _ => {
+                return Err(DecodeError {
+                    reason: "invalid trailers flag",
+                });
+            }
         };
         let vary_len = r.len()?;
         let mut vary = Vec::with_capacity(vary_len.min(64));
@@ -185,7 +189,9 @@ impl Entry {
             vary.push(r.name()?);
         }
         let vary_values = r.headers()?;
-        let body_len = usize::try_from(r.u64()?).map_err(|_| DecodeError { reason: "body too long" })?;
+        let body_len = usize::try_from(r.u64()?).map_err(|_| DecodeError {
+            reason: "body too long",
+        })?;
         let body = r.take(body_len)?;
         if !r.buf.is_empty() {
             return Err(DecodeError {
@@ -207,7 +213,6 @@ impl Entry {
         ))
     }
 }
-
 
 fn millis(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
@@ -276,7 +281,9 @@ impl Reader {
     fn time(&mut self) -> Result<SystemTime, DecodeError> {
         SystemTime::UNIX_EPOCH
             .checked_add(Duration::from_millis(self.u64()?))
-            .ok_or(DecodeError { reason: "invalid time" })
+            .ok_or(DecodeError {
+                reason: "invalid time",
+            })
     }
 
     fn name(&mut self) -> Result<HeaderName, DecodeError> {
@@ -331,7 +338,10 @@ mod tests {
             headers,
             Bytes::from_static(b"{\"posts\":[1,2,3]}"),
             Some(trailers),
-            (vec![header::ACCEPT_LANGUAGE, header::ACCEPT_ENCODING], vary_values),
+            (
+                vec![header::ACCEPT_LANGUAGE, header::ACCEPT_ENCODING],
+                vary_values,
+            ),
             t0,
             Lifetime {
                 fresh_until: t0 + Duration::from_secs(50),
@@ -371,13 +381,17 @@ mod tests {
         padded.put_u8(0);
         assert_eq!(
             Entry::decode(padded.freeze()).map(|_| ()),
-            Err(DecodeError { reason: "trailing bytes" })
+            Err(DecodeError {
+                reason: "trailing bytes"
+            })
         );
         let mut v2 = BytesMut::from(&sample().encode()[..]);
         v2[3] = 2;
         assert!(Entry::decode(v2.freeze()).is_err());
         assert!(Entry::decode(Bytes::from_static(b"<html>not ours</html>")).is_err());
-        let huge_count = Bytes::from_static(b"TSE\x01\x00\xc8\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\xff\xff\xff\xff");
+        let huge_count = Bytes::from_static(
+            b"TSE\x01\x00\xc8\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\xff\xff\xff\xff",
+        );
         assert!(Entry::decode(huge_count).is_err());
     }
 
@@ -392,7 +406,9 @@ mod tests {
         bad[name_at] = b' ';
         assert_eq!(
             Entry::decode(bad.freeze()).map(|_| ()),
-            Err(DecodeError { reason: "invalid header name" })
+            Err(DecodeError {
+                reason: "invalid header name"
+            })
         );
     }
 

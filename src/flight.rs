@@ -100,7 +100,9 @@ impl<T> Leader<T> {
     #[cfg(test)]
     pub(crate) fn waiters(&self) -> usize {
         // The table holds one receiver of its own.
-        self.tx.as_ref().map_or(0, |tx| tx.receiver_count().saturating_sub(1))
+        self.tx
+            .as_ref()
+            .map_or(0, |tx| tx.receiver_count().saturating_sub(1))
     }
 
     fn remove(&self) {
@@ -123,7 +125,11 @@ impl<T> Drop for Leader<T> {
 impl<T: Clone> Waiter<T> {
     /// The leader's value, or `None` if the leader went away without one.
     pub(crate) async fn wait(mut self) -> Option<T> {
-        self.rx.wait_for(Option::is_some).await.ok().and_then(|v| v.clone())
+        self.rx
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|v| v.clone())
     }
 }
 
@@ -150,7 +156,9 @@ mod tests {
         let flights = Arc::new(Flights::new());
         let lead = leader(flights.join("a"));
         let other = leader(flights.join("b"));
-        let waiters: Vec<_> = (0..100).map(|_| tokio::spawn(waiter(flights.join("a")).wait())).collect();
+        let waiters: Vec<_> = (0..100)
+            .map(|_| tokio::spawn(waiter(flights.join("a")).wait()))
+            .collect();
         assert_eq!(lead.waiters(), 100);
         lead.finish(7);
         for w in waiters {

@@ -86,15 +86,24 @@ mod tests {
 
     #[test]
     fn different_authorities_are_different_keys() {
-        let a = Request::get("/x").header("host", "a.example").body(()).expect("valid");
-        let b = Request::get("/x").header("host", "b.example").body(()).expect("valid");
+        let a = Request::get("/x")
+            .header("host", "a.example")
+            .body(())
+            .expect("valid");
+        let b = Request::get("/x")
+            .header("host", "b.example")
+            .body(())
+            .expect("valid");
         assert_ne!(key(a), key(b));
     }
 
     #[test]
     fn an_opaque_host_is_not_cached() {
         let req = Request::get("/x")
-            .header("host", http::HeaderValue::from_bytes(b"caf\xe9").expect("opaque is valid"))
+            .header(
+                "host",
+                http::HeaderValue::from_bytes(b"caf\xe9").expect("opaque is valid"),
+            )
             .body(())
             .expect("valid");
         assert_eq!(key(req), None);

@@ -91,6 +91,8 @@
 //!    on with in-process coalescing only and the failure is counted in
 //!    [`Stats::store_errors`].
 #![forbid(unsafe_code)]
+// The library reports through `tracing`; examples and benches may print.
+#![warn(clippy::print_stdout, clippy::print_stderr)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod body;

@@ -122,10 +122,7 @@ mod tests {
         let lifetime = policy.lifetime(T0).expect("ttl stores");
         assert_eq!(lifetime.fresh_until, T0 + secs(60));
         assert_eq!(lifetime.stale_until, T0 + secs(60));
-        assert_eq!(
-            policy.decide(lifetime, T0),
-            Decision::Fresh { ttl: secs(60) }
-        );
+        assert_eq!(policy.decide(lifetime, T0), Decision::Fresh { ttl: secs(60) });
         assert_eq!(
             policy.decide(lifetime, T0 + secs(59)),
             Decision::Fresh { ttl: secs(1) }
@@ -138,10 +135,7 @@ mod tests {
     fn an_entry_from_a_clock_ahead_of_ours_is_fresh_for_its_whole_ttl() {
         let policy = Policy::ttl(secs(10));
         let lifetime = policy.lifetime(T0 + secs(5)).expect("ttl stores");
-        assert_eq!(
-            policy.decide(lifetime, T0),
-            Decision::Fresh { ttl: secs(15) }
-        );
+        assert_eq!(policy.decide(lifetime, T0), Decision::Fresh { ttl: secs(15) });
     }
 
     #[test]

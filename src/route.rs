@@ -41,7 +41,8 @@ impl Routes {
             Ok(Pattern::Prefix(prefix)) => {
                 self.prefixes.retain(|(p, _)| p != prefix);
                 self.prefixes.push((prefix.to_owned(), policy));
-                self.prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+                self.prefixes
+                    .sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
             }
             Err(rule) => panic!("invalid route pattern {pattern:?}: {rule}"),
         }
@@ -85,7 +86,11 @@ mod tests {
         assert_eq!(routes.get("/api/prices"), Some(&ttl(3)));
         assert_eq!(routes.get("/api/prices/eur"), Some(&ttl(3)));
         assert_eq!(routes.get("/api/prices/today"), Some(&ttl(4)));
-        assert_eq!(routes.get("/api/pricesx"), Some(&ttl(2)), "a prefix ends at a segment");
+        assert_eq!(
+            routes.get("/api/pricesx"),
+            Some(&ttl(2)),
+            "a prefix ends at a segment"
+        );
     }
 
     #[test]
@@ -111,7 +116,10 @@ mod tests {
 
     #[test]
     fn patterns_are_checked() {
-        assert_eq!(parse("/pkg.Service/Method"), Ok(Pattern::Exact("/pkg.Service/Method")));
+        assert_eq!(
+            parse("/pkg.Service/Method"),
+            Ok(Pattern::Exact("/pkg.Service/Method"))
+        );
         assert_eq!(parse("/a/*"), Ok(Pattern::Prefix("/a")));
         assert!(parse("api/*").is_err());
         assert!(parse("/a*/b").is_err());

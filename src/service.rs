@@ -67,11 +67,15 @@ impl State {
 pub(crate) enum Outcome {
     /// A whole response others may have, and whether it was stored.
     Shared { entry: Arc<Entry>, stored: bool },
-    /// A response only the leader's client may have: waiters go forward.
-    Private,
+    /// A response only the leader's client may have, and why: waiters go
+    /// forward.
+    Private(&'static str),
     /// The inner service failed or panicked.
     Failed,
 }
+
+/// Why a response whose body was not read whole is not shared.
+const BODY_NOT_STORED: &str = "body-not-stored";
 
 enum Plan {
     Forward(Fwd),
@@ -224,12 +228,17 @@ impl<St: Store> Shared<St> {
 
     async fn get(&self, key: &str) -> Option<Arc<Entry>> {
         let timeout = self.config.store_timeout;
-        self.store_call("get", key, timeout, self.store.get(key)).await.flatten()
+        self.store_call("get", key, timeout, self.store.get(key))
+            .await
+            .flatten()
     }
 
     async fn try_lock(&self, key: &str) -> Lock {
         let (timeout, ttl) = (self.config.store_timeout, self.config.lock_ttl);
-        match self.store_call("lock", key, timeout, self.store.try_lock(key, ttl)).await {
+        match self
+            .store_call("lock", key, timeout, self.store.try_lock(key, ttl))
+            .await
+        {
             Some(Some(token)) => Lock::Held(token),
             Some(None) => Lock::Taken,
             None => Lock::Unavailable,
@@ -239,7 +248,8 @@ impl<St: Store> Shared<St> {
     async fn wait_unlocked(&self, key: &str) {
         let ttl = self.config.lock_ttl;
         let timeout = ttl + self.config.store_timeout;
-        self.store_call("wait", key, timeout, self.store.wait_unlocked(key, ttl)).await;
+        self.store_call("wait", key, timeout, self.store.wait_unlocked(key, ttl))
+            .await;
     }
 
     /// Runs `work` while keeping the rebuild lock alive: a rebuild that takes
@@ -285,9 +295,14 @@ impl<St: Store> LockGuard<St> {
         };
         let shared = &self.shared;
         let set = shared.store.set(&self.key, entry, &token, keep_for);
-        let stored = shared.store_call("set", &self.key, shared.config.store_timeout, set).await;
+        let stored = shared
+            .store_call("set", &self.key, shared.config.store_timeout, set)
+            .await;
         if stored == Some(false) {
-            debug!(key = self.key, "write refused: the rebuild lock had passed to another");
+            debug!(
+                key = self.key,
+                "write refused: the rebuild lock had passed to another"
+            );
         }
         stored == Some(true)
     }
@@ -296,7 +311,9 @@ impl<St: Store> LockGuard<St> {
         if let Some(token) = self.token.take() {
             let shared = &self.shared;
             let unlock = shared.store.unlock(&self.key, &token);
-            shared.store_call("unlock", &self.key, shared.config.store_timeout, unlock).await;
+            shared
+                .store_call("unlock", &self.key, shared.config.store_timeout, unlock)
+                .await;
         }
     }
 }
@@ -385,9 +402,14 @@ where
                     Ok(from_entry(&entry, status, None))
                 }
                 Some(Outcome::Failed) | None => Ok(bad_gateway("origin-error")),
-                Some(Outcome::Shared { .. } | Outcome::Private) => {
-                    debug!(key, "leader's response is not for this request; going forward");
+                Some(Outcome::Shared { .. }) => {
+                    debug!(key, "leader's response does not fit this request; going forward");
                     forward(&shared, fallback, request, CacheStatus::forward(Fwd::Miss)).await
+                }
+                Some(Outcome::Private(why)) => {
+                    debug!(key, why, "leader's response is its own; going forward");
+                    let status = CacheStatus::forward(Fwd::Miss).detail(why);
+                    forward(&shared, fallback, request, status).await
                 }
             }
         }
@@ -451,7 +473,11 @@ where
             return Ok(Fetched::Private { parts, body, reason });
         }
         Ok(match collect(body, limit).await {
-            Collected::Complete { data, trailers } => Fetched::Whole { parts, data, trailers },
+            Collected::Complete { data, trailers } => Fetched::Whole {
+                parts,
+                data,
+                trailers,
+            },
             Collected::Partial(body) => Fetched::Partial { parts, body },
         })
     };
@@ -465,21 +491,28 @@ where
         }
         Ok(Fetched::Private { parts, body, reason }) => {
             guard.release().await;
-            leader.finish(Outcome::Private);
+            leader.finish(Outcome::Private(reason.as_str()));
             let status = CacheStatus::forward(Fwd::Miss)
                 .fwd_status(parts.status)
                 .detail(reason.as_str());
-            return Ok(with_status(Response::from_parts(parts, StampedeBody::inner(body)), &status));
+            return Ok(with_status(
+                Response::from_parts(parts, StampedeBody::inner(body)),
+                &status,
+            ));
         }
         Ok(Fetched::Partial { parts, body }) => {
             guard.release().await;
-            leader.finish(Outcome::Private);
+            leader.finish(Outcome::Private(BODY_NOT_STORED));
             let status = CacheStatus::forward(Fwd::Miss)
                 .fwd_status(parts.status)
-                .detail("body-not-stored");
+                .detail(BODY_NOT_STORED);
             return Ok(with_status(Response::from_parts(parts, body), &status));
         }
-        Ok(Fetched::Whole { parts, data, trailers }) => (parts, data, trailers),
+        Ok(Fetched::Whole {
+            parts,
+            data,
+            trailers,
+        }) => (parts, data, trailers),
     };
 
     let now = shared.now();
@@ -555,7 +588,10 @@ where
     Ok(with_status(response.map(StampedeBody::inner), &status))
 }
 
-fn with_status<B: Body>(mut response: Response<StampedeBody<B>>, status: &CacheStatus) -> Response<StampedeBody<B>> {
+fn with_status<B: Body>(
+    mut response: Response<StampedeBody<B>>,
+    status: &CacheStatus,
+) -> Response<StampedeBody<B>> {
     status.apply(response.headers_mut());
     response
 }
@@ -566,12 +602,19 @@ fn ttl_left(lifetime: Lifetime, now: SystemTime) -> Duration {
 
 /// A response built from a shared or stored entry; `Age` is set when it
 /// comes from the store, `served_at` being the time of the read.
-fn from_entry<B: Body>(entry: &Entry, status: CacheStatus, served_at: Option<SystemTime>) -> Response<StampedeBody<B>> {
+fn from_entry<B: Body>(
+    entry: &Entry,
+    status: CacheStatus,
+    served_at: Option<SystemTime>,
+) -> Response<StampedeBody<B>> {
     let mut response = Response::new(StampedeBody::buffered(entry.body.clone(), entry.trailers.clone()));
     *response.status_mut() = entry.status;
     *response.headers_mut() = entry.headers.clone();
     if let Some(now) = served_at {
-        set_age(response.headers_mut(), now.duration_since(entry.stored_at).unwrap_or_default());
+        set_age(
+            response.headers_mut(),
+            now.duration_since(entry.stored_at).unwrap_or_default(),
+        );
     }
     with_status(response, &status)
 }

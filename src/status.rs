@@ -151,10 +151,16 @@ mod tests {
             "tower-stampede; fwd=miss; fwd-status=200; stored; ttl=60"
         );
         assert_eq!(
-            CacheStatus::forward(Fwd::Miss).collapsed().detail("origin-error").value(),
+            CacheStatus::forward(Fwd::Miss)
+                .collapsed()
+                .detail("origin-error")
+                .value(),
             "tower-stampede; fwd=miss; collapsed; detail=origin-error"
         );
-        assert_eq!(CacheStatus::forward(Fwd::Method).value(), Fwd::Method.static_value());
+        assert_eq!(
+            CacheStatus::forward(Fwd::Method).value(),
+            Fwd::Method.static_value()
+        );
     }
 
     #[test]

@@ -272,7 +272,10 @@ mod tests {
 
     async fn store(store: &MemoryStore, key: &str, body_len: usize) -> bool {
         let token = store.try_lock(key, MINUTE).await.expect("memory").expect("free");
-        store.set(key, entry(body_len), &token, MINUTE).await.expect("memory")
+        store
+            .set(key, entry(body_len), &token, MINUTE)
+            .await
+            .expect("memory")
     }
 
     #[tokio::test]
@@ -302,33 +305,61 @@ mod tests {
         assert!(memory.try_lock("k", MINUTE).await.expect("memory").is_none());
         assert!(memory.try_lock("other", MINUTE).await.expect("memory").is_some());
         let stranger = LockToken::new(u128::MAX);
-        assert!(!memory.set("k", entry(1), &stranger, MINUTE).await.expect("memory"));
+        assert!(
+            !memory
+                .set("k", entry(1), &stranger, MINUTE)
+                .await
+                .expect("memory")
+        );
         assert!(memory.get("k").await.expect("memory").is_none());
         assert!(memory.set("k", entry(1), &first, MINUTE).await.expect("memory"));
         assert!(memory.get("k").await.expect("memory").is_some());
         // Released by the write: a second write with the same token is stale.
         assert!(!memory.set("k", entry(2), &first, MINUTE).await.expect("memory"));
-        assert_eq!(memory.get("k").await.expect("memory").expect("kept").body.len(), 1);
+        assert_eq!(
+            memory.get("k").await.expect("memory").expect("kept").body.len(),
+            1
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_expired_holder_cannot_write_over_the_next_one() {
         let memory = MemoryStore::new();
-        let paused = memory.try_lock("k", Duration::from_secs(1)).await.expect("memory").expect("free");
+        let paused = memory
+            .try_lock("k", Duration::from_secs(1))
+            .await
+            .expect("memory")
+            .expect("free");
         tokio::time::advance(Duration::from_secs(2)).await;
-        let next = memory.try_lock("k", MINUTE).await.expect("memory").expect("expired lock is free");
+        let next = memory
+            .try_lock("k", MINUTE)
+            .await
+            .expect("memory")
+            .expect("expired lock is free");
         assert!(memory.set("k", entry(7), &next, MINUTE).await.expect("memory"));
         assert!(!memory.set("k", entry(1), &paused, MINUTE).await.expect("memory"));
         assert!(!memory.extend_lock("k", &paused, MINUTE).await.expect("memory"));
-        assert_eq!(memory.get("k").await.expect("memory").expect("kept").body.len(), 7);
+        assert_eq!(
+            memory.get("k").await.expect("memory").expect("kept").body.len(),
+            7
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn extending_keeps_the_lock_past_its_first_ttl() {
         let memory = MemoryStore::new();
-        let token = memory.try_lock("k", Duration::from_secs(1)).await.expect("memory").expect("free");
+        let token = memory
+            .try_lock("k", Duration::from_secs(1))
+            .await
+            .expect("memory")
+            .expect("free");
         tokio::time::advance(Duration::from_millis(900)).await;
-        assert!(memory.extend_lock("k", &token, Duration::from_secs(1)).await.expect("memory"));
+        assert!(
+            memory
+                .extend_lock("k", &token, Duration::from_secs(1))
+                .await
+                .expect("memory")
+        );
         tokio::time::advance(Duration::from_millis(900)).await;
         assert!(memory.try_lock("k", MINUTE).await.expect("memory").is_none());
         assert!(memory.set("k", entry(1), &token, MINUTE).await.expect("memory"));
@@ -356,9 +387,16 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn waiting_ends_at_the_timeout_or_the_lock_expiry() {
         let memory = MemoryStore::new();
-        let _token = memory.try_lock("k", Duration::from_secs(5)).await.expect("memory").expect("free");
+        let _token = memory
+            .try_lock("k", Duration::from_secs(5))
+            .await
+            .expect("memory")
+            .expect("free");
         let start = Instant::now();
-        memory.wait_unlocked("k", Duration::from_secs(2)).await.expect("memory");
+        memory
+            .wait_unlocked("k", Duration::from_secs(2))
+            .await
+            .expect("memory");
         assert_eq!(start.elapsed(), Duration::from_secs(2));
         memory.wait_unlocked("k", MINUTE).await.expect("memory");
         assert_eq!(start.elapsed(), Duration::from_secs(5));

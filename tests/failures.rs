@@ -1,0 +1,299 @@
+//! What clients see when the origin fails, panics, streams too much or
+//! breaks midway, and when the store does not answer. (Guarantees 4, 6 and 8
+//! of the crate docs.)
+
+mod common;
+
+use std::{convert::Infallible, future, sync::Arc, time::Duration};
+
+use axum::body::Body;
+use bytes::Bytes;
+use common::{Calls, get_request, try_send};
+use http::{Request, Response};
+use http_body::Frame;
+use http_body_util::{Full, StreamBody};
+use tower::{Layer, service_fn};
+use tower_stampede::{Entry, LockToken, MemoryStore, Policy, StampedeLayer, Store, StoreError};
+
+const DELAY: Duration = Duration::from_millis(100);
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_origin_strands_no_one_and_the_next_request_succeeds() {
+    let calls = Calls::default();
+    let origin = {
+        let calls = calls.clone();
+        service_fn(move |_: Request<Body>| {
+            let n = calls.record();
+            async move {
+                tokio::time::sleep(DELAY).await;
+                assert!(n != 1, "origin blew up");
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("ok"))))
+            }
+        })
+    };
+    let layer = StampedeLayer::new(MemoryStore::new());
+    let service = layer.layer(origin);
+
+    let leader = tokio::spawn(try_send(service.clone(), get_request("/hot")));
+    let waiters: Vec<_> = (0..9)
+        .map(|_| tokio::spawn(try_send(service.clone(), get_request("/hot"))))
+        .collect();
+
+    assert!(leader.await.expect_err("the panic reaches the leader").is_panic());
+    for waiter in waiters {
+        let (reply, _) = waiter.await.expect("waiters do not panic").expect("infallible");
+        assert_eq!(reply.status, 502);
+        assert_eq!(
+            reply.cache_status(),
+            "tower-stampede; fwd=miss; collapsed; detail=origin-error"
+        );
+    }
+    assert_eq!(calls.get(), 1, "waiters did not retry one by one");
+    assert_eq!(layer.in_flight(), 0);
+
+    let (next, _) = try_send(service, get_request("/hot")).await.expect("infallible");
+    assert_eq!((next.status.as_u16(), next.text()), (200, "ok"));
+    assert_eq!(calls.get(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_origin_fails_its_leader_answers_waiters_502_and_frees_the_key() {
+    let calls = Calls::default();
+    let origin = {
+        let calls = calls.clone();
+        service_fn(move |_: Request<Body>| {
+            let n = calls.record();
+            async move {
+                tokio::time::sleep(DELAY).await;
+                if n == 1 {
+                    return Err("connection refused");
+                }
+                Ok(Response::new(Full::new(Bytes::from("ok"))))
+            }
+        })
+    };
+    let layer = StampedeLayer::new(MemoryStore::new());
+    let service = layer.layer(origin);
+
+    let leader = tokio::spawn(try_send(service.clone(), get_request("/hot")));
+    let waiters: Vec<_> = (0..9)
+        .map(|_| tokio::spawn(try_send(service.clone(), get_request("/hot"))))
+        .collect();
+
+    assert_eq!(leader.await.expect("no panic").err(), Some("connection refused"));
+    for waiter in waiters {
+        let (reply, _) = waiter.await.expect("no panic").expect("waiters get a response");
+        assert_eq!(reply.status, 502);
+    }
+    assert_eq!(calls.get(), 1);
+    let (next, _) = try_send(service, get_request("/hot")).await.expect("recovered");
+    assert_eq!((next.status.as_u16(), calls.get()), (200, 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_error_status_is_shared_with_waiters_but_not_stored() {
+    let calls = Calls::default();
+    let origin = {
+        let calls = calls.clone();
+        service_fn(move |_: Request<Body>| {
+            let n = calls.record();
+            async move {
+                tokio::time::sleep(DELAY).await;
+                let mut response = Response::new(Full::new(Bytes::from(format!("down {n}"))));
+                *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+                Ok::<_, Infallible>(response)
+            }
+        })
+    };
+    let service = StampedeLayer::new(MemoryStore::new()).layer(origin);
+    let replies = common::wave(&service, 50, |_| get_request("/hot")).await;
+    assert_eq!(calls.get(), 1, "a failing origin sees one call per flight");
+    assert!(replies.iter().all(|r| r.status == 503 && r.text() == "down 1"));
+    assert_eq!(common::count_status(&replies, "stored"), 0);
+    common::send(service, get_request("/hot")).await;
+    assert_eq!(calls.get(), 2, "nothing was stored");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_over_the_limit_reaches_every_client_whole_and_is_not_stored() {
+    let calls = Calls::default();
+    let big = Bytes::from(vec![b'x'; 4096]);
+    let origin = {
+        let (calls, big) = (calls.clone(), big.clone());
+        service_fn(move |_: Request<Body>| {
+            calls.record();
+            let big = big.clone();
+            async move {
+                tokio::time::sleep(DELAY).await;
+                Ok::<_, Infallible>(Response::new(Full::new(big)))
+            }
+        })
+    };
+    let service = StampedeLayer::new(MemoryStore::new())
+        .max_body_bytes(1024)
+        .layer(origin);
+
+    let replies = common::wave(&service, 5, |_| get_request("/big")).await;
+
+    assert!(replies.iter().all(|r| r.status == 200 && r.body == big));
+    assert_eq!(
+        replies[0].cache_status(),
+        "tower-stampede; fwd=miss; fwd-status=200; detail=body-not-stored"
+    );
+    assert_eq!(calls.get(), 5, "the waiters went forward themselves");
+    common::send(service, get_request("/big")).await;
+    assert_eq!(calls.get(), 6, "nothing was stored");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_that_breaks_midway_gives_its_client_the_error_and_stores_nothing() {
+    let calls = Calls::default();
+    let origin = {
+        let calls = calls.clone();
+        service_fn(move |_: Request<Body>| {
+            calls.record();
+            async move {
+                tokio::time::sleep(DELAY).await;
+                let frames: Vec<Result<Frame<Bytes>, BoxError>> = vec![
+                    Ok(Frame::data(Bytes::from("first half"))),
+                    Err("connection reset".into()),
+                ];
+                Ok::<_, Infallible>(Response::new(StreamBody::new(futures_util::stream::iter(frames))))
+            }
+        })
+    };
+    let layer = StampedeLayer::new(MemoryStore::new());
+    let service = layer.layer(origin);
+
+    let (reply, error) = try_send(service.clone(), get_request("/stream"))
+        .await
+        .expect("infallible");
+    assert_eq!(reply.text(), "first half");
+    assert_eq!(error.map(|e| e.to_string()).as_deref(), Some("connection reset"));
+
+    let (_, error) = try_send(service, get_request("/stream"))
+        .await
+        .expect("infallible");
+    assert!(error.is_some());
+    assert_eq!(calls.get(), 2, "the broken body was not stored");
+    assert_eq!(layer.in_flight(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn post_is_never_collapsed() {
+    let calls = Calls::default();
+    let handler = {
+        let calls = calls.clone();
+        move || async move {
+            calls.record();
+            tokio::time::sleep(DELAY).await;
+            "created"
+        }
+    };
+    let app = axum::Router::new()
+        .route("/orders", axum::routing::post(handler))
+        .layer(StampedeLayer::new(MemoryStore::new()));
+
+    let replies = common::wave(&app, 10, |_| {
+        Request::post("/orders").body(Body::from("{}")).expect("valid")
+    })
+    .await;
+
+    assert_eq!(calls.get(), 10);
+    assert!(replies.iter().all(|r| r.text() == "created"));
+    assert_eq!(common::count_status(&replies, "tower-stampede; fwd=method"), 10);
+}
+
+#[tokio::test(start_paused = true)]
+async fn bypass_routes_and_no_store_requests_go_straight_to_the_origin() {
+    let calls = Calls::default();
+    let layer = StampedeLayer::new(MemoryStore::new()).route("/admin/*", Policy::bypass());
+    let app = common::slow_app(&calls).layer(layer.clone());
+
+    for _ in 0..3 {
+        let reply = common::send(app.clone(), get_request("/admin/users")).await;
+        assert_eq!(reply.cache_status(), "tower-stampede; fwd=bypass");
+    }
+    assert_eq!(calls.get(), 3);
+
+    let no_store = || {
+        Request::get("/api")
+            .header("cache-control", "no-store")
+            .body(Body::empty())
+            .expect("valid")
+    };
+    common::send(app.clone(), get_request("/api")).await;
+    let reply = common::send(app, no_store()).await;
+    assert_eq!(reply.cache_status(), "tower-stampede; fwd=request");
+    assert_eq!(calls.get(), 5);
+    assert_eq!(layer.stats().bypassed, 4);
+}
+
+/// A store that never answers, or always fails.
+#[derive(Clone)]
+struct BrokenStore {
+    hangs: bool,
+}
+
+impl BrokenStore {
+    async fn fail<T>(&self) -> Result<T, StoreError> {
+        if self.hangs {
+            future::pending().await
+        } else {
+            Err(StoreError::new("connection refused"))
+        }
+    }
+}
+
+impl Store for BrokenStore {
+    async fn get(&self, _: &str) -> Result<Option<Arc<Entry>>, StoreError> {
+        self.fail().await
+    }
+    async fn try_lock(&self, _: &str, _: Duration) -> Result<Option<LockToken>, StoreError> {
+        self.fail().await
+    }
+    async fn extend_lock(&self, _: &str, _: &LockToken, _: Duration) -> Result<bool, StoreError> {
+        self.fail().await
+    }
+    async fn set(&self, _: &str, _: Arc<Entry>, _: &LockToken, _: Duration) -> Result<bool, StoreError> {
+        self.fail().await
+    }
+    async fn unlock(&self, _: &str, _: &LockToken) -> Result<(), StoreError> {
+        self.fail().await
+    }
+    async fn wait_unlocked(&self, _: &str, _: Duration) -> Result<(), StoreError> {
+        self.fail().await
+    }
+}
+
+async fn a_broken_store_fails_no_request(hangs: bool) {
+    let calls = Calls::default();
+    let layer = StampedeLayer::new(BrokenStore { hangs }).store_timeout(Duration::from_millis(50));
+    let app = common::slow_app(&calls).layer(layer.clone());
+
+    let start = tokio::time::Instant::now();
+    let replies = common::wave(&app, 100, |_| get_request("/api/popular-posts")).await;
+
+    assert!(
+        replies
+            .iter()
+            .all(|r| r.status == 200 && r.body == replies[0].body)
+    );
+    assert_eq!(calls.get(), 1, "in-process coalescing still holds");
+    // One get per request, and the leader's lock attempt.
+    assert_eq!(layer.stats().store_errors, 101);
+    // Waiting is bounded by the store timeout, not by the store.
+    assert!(start.elapsed() <= common::ORIGIN_DELAY + Duration::from_millis(150));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_that_never_answers_fails_no_request() {
+    a_broken_store_fails_no_request(true).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_that_errors_fails_no_request() {
+    a_broken_store_fails_no_request(false).await;
+}
