@@ -173,3 +173,20 @@ async fn head_requests_are_collapsed_among_themselves() {
     assert_eq!(calls.get(), 1);
     assert!(replies.iter().all(|r| r.status == 200 && r.body.is_empty()));
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_memory_store_stays_within_its_byte_bound_behind_the_layer() {
+    let bound = 64 * 1024;
+    let store = MemoryStore::with_max_bytes(bound);
+    let page = axum::routing::get(|| async { "x".repeat(4096) });
+    let app = axum::Router::new()
+        .route("/{*path}", page)
+        .layer(StampedeLayer::new(store.clone()));
+
+    let replies = wave(&app, 200, |i| get_request(&format!("/pages/{i}"))).await;
+
+    assert!(replies.iter().all(|r| r.body.len() == 4096));
+    let used = store.used_bytes();
+    assert!(used <= bound, "{used} bytes held, bound {bound}");
+    assert!(store.entry_count() >= 8, "the store was used: {} entries", store.entry_count());
+}
