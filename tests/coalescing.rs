@@ -188,5 +188,9 @@ async fn the_memory_store_stays_within_its_byte_bound_behind_the_layer() {
     assert!(replies.iter().all(|r| r.body.len() == 4096));
     let used = store.used_bytes();
     assert!(used <= bound, "{used} bytes held, bound {bound}");
-    assert!(store.entry_count() >= 8, "the store was used: {} entries", store.entry_count());
+    assert!(
+        store.entry_count() >= 8,
+        "the store was used: {} entries",
+        store.entry_count()
+    );
 }

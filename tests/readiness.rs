@@ -69,5 +69,10 @@ async fn the_readied_instance_serves_a_leaders_request() {
     .await
     .expect("a hit does not wait on the origin")
     .expect("ok");
-    assert!(hit.headers()["cache-status"].to_str().expect("ascii").contains("hit"));
+    assert!(
+        hit.headers()["cache-status"]
+            .to_str()
+            .expect("ascii")
+            .contains("hit")
+    );
 }
