@@ -12,27 +12,44 @@ use common::{Calls, get_request, try_send};
 use http::{Request, Response};
 use http_body::Frame;
 use http_body_util::{Full, StreamBody};
-use tower::{Layer, service_fn};
+use tower::{Layer, Service, service_fn};
 use tower_stampede::{Entry, LockToken, MemoryStore, Policy, StampedeLayer, Store, StoreError};
 
 const DELAY: Duration = Duration::from_millis(100);
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// An origin that counts its calls, takes `DELAY`, then answers whatever
+/// `answer` makes of the call's number (a panic in it is the origin's).
+fn origin<B, E>(
+    calls: &Calls,
+    answer: impl Fn(usize) -> Result<Response<B>, E> + Clone + Send + 'static,
+) -> impl Service<Request<Body>, Response = Response<B>, Error = E, Future: Send + 'static> + Clone + Send + 'static
+where
+    B: Send + 'static,
+    E: Send + 'static,
+{
+    let calls = calls.clone();
+    service_fn(move |_: Request<Body>| {
+        let (n, answer) = (calls.record(), answer.clone());
+        async move {
+            tokio::time::sleep(DELAY).await;
+            answer(n)
+        }
+    })
+}
+
+fn text(body: &'static str) -> Response<Full<Bytes>> {
+    Response::new(Full::new(Bytes::from(body)))
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_panicking_origin_strands_no_one_and_the_next_request_succeeds() {
     let calls = Calls::default();
-    let origin = {
-        let calls = calls.clone();
-        service_fn(move |_: Request<Body>| {
-            let n = calls.record();
-            async move {
-                tokio::time::sleep(DELAY).await;
-                assert!(n != 1, "origin blew up");
-                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("ok"))))
-            }
-        })
-    };
+    let origin = origin(&calls, |n| {
+        assert!(n != 1, "origin blew up");
+        Ok::<_, Infallible>(text("ok"))
+    });
     let layer = StampedeLayer::new(MemoryStore::new());
     let service = layer.layer(origin);
 
@@ -61,19 +78,13 @@ async fn a_panicking_origin_strands_no_one_and_the_next_request_succeeds() {
 #[tokio::test(start_paused = true)]
 async fn a_failing_origin_fails_its_leader_answers_waiters_502_and_frees_the_key() {
     let calls = Calls::default();
-    let origin = {
-        let calls = calls.clone();
-        service_fn(move |_: Request<Body>| {
-            let n = calls.record();
-            async move {
-                tokio::time::sleep(DELAY).await;
-                if n == 1 {
-                    return Err("connection refused");
-                }
-                Ok(Response::new(Full::new(Bytes::from("ok"))))
-            }
-        })
-    };
+    let origin = origin(&calls, |n| {
+        if n == 1 {
+            Err("connection refused")
+        } else {
+            Ok(text("ok"))
+        }
+    });
     let layer = StampedeLayer::new(MemoryStore::new());
     let service = layer.layer(origin);
 
@@ -95,18 +106,11 @@ async fn a_failing_origin_fails_its_leader_answers_waiters_502_and_frees_the_key
 #[tokio::test(start_paused = true)]
 async fn an_error_status_is_shared_with_waiters_but_not_stored() {
     let calls = Calls::default();
-    let origin = {
-        let calls = calls.clone();
-        service_fn(move |_: Request<Body>| {
-            let n = calls.record();
-            async move {
-                tokio::time::sleep(DELAY).await;
-                let mut response = Response::new(Full::new(Bytes::from(format!("down {n}"))));
-                *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
-                Ok::<_, Infallible>(response)
-            }
-        })
-    };
+    let origin = origin(&calls, |n| {
+        let mut response = Response::new(Full::new(Bytes::from(format!("down {n}"))));
+        *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+        Ok::<_, Infallible>(response)
+    });
     let service = StampedeLayer::new(MemoryStore::new()).layer(origin);
     let replies = common::wave(&service, 50, |_| get_request("/hot")).await;
     assert_eq!(calls.get(), 1, "a failing origin sees one call per flight");
@@ -121,14 +125,9 @@ async fn a_body_over_the_limit_reaches_every_client_whole_and_is_not_stored() {
     let calls = Calls::default();
     let big = Bytes::from(vec![b'x'; 4096]);
     let origin = {
-        let (calls, big) = (calls.clone(), big.clone());
-        service_fn(move |_: Request<Body>| {
-            calls.record();
-            let big = big.clone();
-            async move {
-                tokio::time::sleep(DELAY).await;
-                Ok::<_, Infallible>(Response::new(Full::new(big)))
-            }
+        let big = big.clone();
+        origin(&calls, move |_| {
+            Ok::<_, Infallible>(Response::new(Full::new(big.clone())))
         })
     };
     let service = StampedeLayer::new(MemoryStore::new())
@@ -150,20 +149,13 @@ async fn a_body_over_the_limit_reaches_every_client_whole_and_is_not_stored() {
 #[tokio::test(start_paused = true)]
 async fn a_body_that_breaks_midway_gives_its_client_the_error_and_stores_nothing() {
     let calls = Calls::default();
-    let origin = {
-        let calls = calls.clone();
-        service_fn(move |_: Request<Body>| {
-            calls.record();
-            async move {
-                tokio::time::sleep(DELAY).await;
-                let frames: Vec<Result<Frame<Bytes>, BoxError>> = vec![
-                    Ok(Frame::data(Bytes::from("first half"))),
-                    Err("connection reset".into()),
-                ];
-                Ok::<_, Infallible>(Response::new(StreamBody::new(futures_util::stream::iter(frames))))
-            }
-        })
-    };
+    let origin = origin(&calls, |_| {
+        let frames: Vec<Result<Frame<Bytes>, BoxError>> = vec![
+            Ok(Frame::data(Bytes::from("first half"))),
+            Err("connection reset".into()),
+        ];
+        Ok::<_, Infallible>(Response::new(StreamBody::new(futures_util::stream::iter(frames))))
+    });
     let layer = StampedeLayer::new(MemoryStore::new());
     let service = layer.layer(origin);
 
