@@ -43,15 +43,16 @@ pub(crate) struct Config {
     pub(crate) max_body_bytes: usize,
     pub(crate) store_timeout: Duration,
     pub(crate) lock_ttl: Duration,
+    pub(crate) store_retry_after: Duration,
     pub(crate) key: Arc<dyn MakeKey>,
     pub(crate) clock: Arc<dyn Clock>,
 }
 
 impl<St: Store> StampedeLayer<St> {
     /// A layer over `store` with the defaults: [`Policy::ttl`] of 60 s for
-    /// every route, bodies stored up to 8 MiB, store calls bounded by 250 ms,
-    /// rebuild locks of 10 s (extended while a rebuild runs), [`DefaultKey`]
-    /// and the system clock.
+    /// every route, bodies stored up to 8 MiB, store calls bounded by 250 ms
+    /// and skipped for 1 s after one fails, rebuild locks of 10 s (extended
+    /// while a rebuild runs), [`DefaultKey`] and the system clock.
     pub fn new(store: St) -> Self {
         Self {
             store,
@@ -61,6 +62,7 @@ impl<St: Store> StampedeLayer<St> {
                 max_body_bytes: 8 * 1024 * 1024,
                 store_timeout: Duration::from_millis(250),
                 lock_ttl: Duration::from_secs(10),
+                store_retry_after: Duration::from_secs(1),
                 key: Arc::new(DefaultKey),
                 clock: Arc::new(SystemClock),
             }),
@@ -111,9 +113,19 @@ impl<St: Store> StampedeLayer<St> {
         self
     }
 
+    /// How long the layer leaves the store alone after a store call failed
+    /// or timed out: meanwhile requests go on with in-process coalescing
+    /// only, then the store is tried again. An unreadable stored value does
+    /// not count as a failure. Default: 1 s.
+    pub fn store_retry_after(mut self, pause: Duration) -> Self {
+        self.config().store_retry_after = pause;
+        self
+    }
+
     /// How long a rebuild lock lasts if its holder stops extending it (a
     /// crashed process); a live holder extends it every third of this.
-    /// Layers that lose the lock wait at most this long. Default: 10 s.
+    /// A layer that loses the lock waits at most this long for the holder's
+    /// write, then goes to the origin without storing. Default: 10 s.
     pub fn lock_ttl(mut self, ttl: Duration) -> Self {
         self.config().lock_ttl = ttl;
         self
@@ -182,6 +194,7 @@ impl<St: fmt::Debug> fmt::Debug for StampedeLayer<St> {
             .field("max_body_bytes", &self.config.max_body_bytes)
             .field("store_timeout", &self.config.store_timeout)
             .field("lock_ttl", &self.config.lock_ttl)
+            .field("store_retry_after", &self.config.store_retry_after)
             .finish_non_exhaustive()
     }
 }

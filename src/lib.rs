@@ -89,13 +89,16 @@
 //! 8. A store that errors or does not answer within
 //!    [`StampedeLayer::store_timeout`] never fails a request: the request goes
 //!    on with in-process coalescing only and the failure is counted in
-//!    [`Stats::store_errors`].
+//!    [`Stats::store_errors`]. For [`StampedeLayer::store_retry_after`] after
+//!    a failure the layer does not call the store at all, so a store that is
+//!    down costs each request at most one timeout; then it tries again.
 #![forbid(unsafe_code)]
 // The library reports through `tracing`; examples and benches may print.
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod body;
+mod breaker;
 mod cacheable;
 pub mod clock;
 mod entry;
@@ -118,4 +121,6 @@ pub use layer::StampedeLayer;
 pub use policy::Policy;
 pub use service::Stampede;
 pub use stats::Stats;
+#[cfg(feature = "redis")]
+pub use store::RedisStore;
 pub use store::{LockToken, MemoryStore, Store, StoreError};

@@ -19,6 +19,7 @@ use tracing::debug;
 
 use crate::{
     body::{Collected, StampedeBody, collect},
+    breaker::Breaker,
     cacheable::{self, CacheControl, Private},
     entry::{Entry, strip_unstorable_headers},
     flight::{Flights, Join, Leader},
@@ -51,6 +52,7 @@ pub(crate) struct Shared<St> {
 pub(crate) struct State {
     pub(crate) flights: Arc<Flights<Outcome>>,
     pub(crate) counters: Counters,
+    breaker: Breaker,
 }
 
 impl State {
@@ -58,6 +60,7 @@ impl State {
         Self {
             flights: Arc::new(Flights::new()),
             counters: Counters::default(),
+            breaker: Breaker::new(),
         }
     }
 }
@@ -208,7 +211,8 @@ impl<St: Store> Shared<St> {
     }
 
     /// Runs a store call within the store timeout; a failure is counted,
-    /// logged and turned into `None`, never into a failed request.
+    /// logged and turned into `None`, never into a failed request. While the
+    /// store is resting after a failure, the call is not made at all.
     async fn store_call<T>(
         &self,
         what: &'static str,
@@ -216,12 +220,19 @@ impl<St: Store> Shared<St> {
         timeout: Duration,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Option<T> {
+        if self.state.breaker.is_open() {
+            return None;
+        }
         let error = match tokio::time::timeout(timeout, call).await {
             Ok(Ok(value)) => return Some(value),
             Ok(Err(error)) => error,
             Err(_) => StoreError::timeout(),
         };
         self.state.counters.store_errors.incr();
+        if !error.is_corrupt() {
+            // An unreadable value is the key's problem, not the store's.
+            self.state.breaker.trip(self.config.store_retry_after);
+        }
         debug!(key, %error, "{what} failed; going on without the store");
         None
     }
@@ -245,10 +256,9 @@ impl<St: Store> Shared<St> {
         }
     }
 
-    async fn wait_unlocked(&self, key: &str) {
-        let ttl = self.config.lock_ttl;
-        let timeout = ttl + self.config.store_timeout;
-        self.store_call("wait", key, timeout, self.store.wait_unlocked(key, ttl))
+    async fn wait_unlocked(&self, key: &str, wait: Duration) {
+        let timeout = wait + self.config.store_timeout;
+        self.store_call("wait", key, timeout, self.store.wait_unlocked(key, wait))
             .await;
     }
 
@@ -431,10 +441,22 @@ where
     St: Store,
     B: Body,
 {
-    let mut lock = shared.try_lock(&key).await;
-    if let Lock::Taken = lock {
-        // Another layer on this store is rebuilding: wait for its write.
-        shared.wait_unlocked(&key).await;
+    // Another layer on this store may be rebuilding: wait for its write, and
+    // take the lock over if it is released without one. Bounded by the lock
+    // ttl, after which this leader goes to the origin without storing.
+    let waiting_since = tokio::time::Instant::now();
+    let token = loop {
+        match shared.try_lock(&key).await {
+            Lock::Held(token) => break Some(token),
+            Lock::Unavailable => break None,
+            Lock::Taken => {}
+        }
+        let left = shared.config.lock_ttl.saturating_sub(waiting_since.elapsed());
+        if left.is_zero() {
+            debug!(key, "the rebuild lock outlasted the wait; going to the origin");
+            break None;
+        }
+        shared.wait_unlocked(&key, left).await;
         if let Some(entry) = shared.get(&key).await {
             let now = shared.now();
             if let Decision::Fresh { ttl } = policy.decide(entry.lifetime, now)
@@ -449,11 +471,6 @@ where
                 return Ok(from_entry(&entry, status, Some(now)));
             }
         }
-        lock = shared.try_lock(&key).await;
-    }
-    let token = match lock {
-        Lock::Held(token) => Some(token),
-        Lock::Taken | Lock::Unavailable => None,
     };
     let guard = LockGuard {
         shared: Arc::clone(&shared),

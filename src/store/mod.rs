@@ -12,10 +12,15 @@
 //!    released, has expired or the timeout passes, and then reads the key.
 
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 
 use std::{error::Error, fmt, future::Future, sync::Arc, time::Duration};
 
 pub use memory::MemoryStore;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use redis::RedisStore;
 
 use crate::entry::Entry;
 
@@ -27,8 +32,9 @@ type BoxError = Box<dyn Error + Send + Sync>;
 /// bounds every call with a timeout and treats an error as "no cache", so a
 /// store may fail freely; it must never block a thread.
 pub trait Store: Clone + Send + Sync + 'static {
-    /// The entry stored at `key`, if any. An entry the store cannot read is
-    /// `Ok(None)`: a miss that the next write replaces.
+    /// The entry stored at `key`, if any. A value the store cannot read is a
+    /// [`StoreError::corrupt`] error: the layer counts it, treats it as a
+    /// miss, and the next rebuild replaces it.
     fn get(&self, key: &str) -> impl Future<Output = Result<Option<Arc<Entry>>, StoreError>> + Send;
 
     /// Takes the rebuild lock for `key` for `ttl`, or returns `None` while
@@ -101,6 +107,8 @@ pub struct StoreError {
 #[derive(Debug)]
 enum ErrorKind {
     Timeout,
+    Corrupt(BoxError),
+    Config(BoxError),
     Other(BoxError),
 }
 
@@ -110,6 +118,26 @@ impl StoreError {
         Self {
             kind: ErrorKind::Other(cause.into()),
         }
+    }
+
+    /// The store holds a value at the key that it cannot read (garbage, an
+    /// old format, a truncated value). The store itself is fine.
+    pub fn corrupt(cause: impl Into<BoxError>) -> Self {
+        Self {
+            kind: ErrorKind::Corrupt(cause.into()),
+        }
+    }
+
+    /// The store cannot be set up as asked (say, an invalid URL).
+    pub fn config(cause: impl Into<BoxError>) -> Self {
+        Self {
+            kind: ErrorKind::Config(cause.into()),
+        }
+    }
+
+    /// Whether the value read was unreadable, rather than the store failing.
+    pub fn is_corrupt(&self) -> bool {
+        matches!(self.kind, ErrorKind::Corrupt(_))
     }
 
     /// The call did not answer within the layer's store timeout.
@@ -129,6 +157,8 @@ impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
             ErrorKind::Timeout => f.write_str("store call timed out"),
+            ErrorKind::Corrupt(cause) => write!(f, "stored value is unreadable: {cause}"),
+            ErrorKind::Config(cause) => write!(f, "invalid store configuration: {cause}"),
             ErrorKind::Other(cause) => write!(f, "store call failed: {cause}"),
         }
     }
@@ -138,7 +168,9 @@ impl Error for StoreError {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
         match &self.kind {
             ErrorKind::Timeout => None,
-            ErrorKind::Other(cause) => Some(cause.as_ref()),
+            ErrorKind::Corrupt(cause) | ErrorKind::Config(cause) | ErrorKind::Other(cause) => {
+                Some(cause.as_ref())
+            }
         }
     }
 }

@@ -1,0 +1,180 @@
+//! Push wake-up across replicas: one pub/sub connection per store, outside
+//! the pool, subscribed to one channel on which every lock release publishes
+//! its key; waiters register per key in a local map.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError, Weak,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use futures_util::StreamExt;
+use tokio::sync::{Notify, watch};
+use tracing::debug;
+
+/// How long to wait before reconnecting after a failure, doubling up to
+/// [`MAX_RECONNECT`].
+const FIRST_RECONNECT: Duration = Duration::from_millis(50);
+const MAX_RECONNECT: Duration = Duration::from_secs(2);
+
+pub(super) struct Wakeups {
+    channel: String,
+    /// Where to subscribe; tried in turn (the nodes of a cluster).
+    clients: Vec<redis::Client>,
+    waiters: Mutex<HashMap<String, Waiting>>,
+    started: AtomicBool,
+    subscribed: AtomicBool,
+    /// Dropped with the store: tells the subscriber task to end.
+    _alive: watch::Sender<()>,
+    alive: watch::Receiver<()>,
+}
+
+struct Waiting {
+    notify: Arc<Notify>,
+    count: usize,
+}
+
+/// A waiter's place in the map; leaving drops the key when it was the last.
+pub(super) struct Registration {
+    wakeups: Arc<Wakeups>,
+    tag: String,
+    pub(super) notify: Arc<Notify>,
+}
+
+impl Wakeups {
+    pub(super) fn new(channel: String, clients: Vec<redis::Client>) -> Self {
+        let (tx, rx) = watch::channel(());
+        Self {
+            channel,
+            clients,
+            waiters: Mutex::new(HashMap::new()),
+            started: AtomicBool::new(false),
+            subscribed: AtomicBool::new(false),
+            _alive: tx,
+            alive: rx,
+        }
+    }
+
+    fn waiters(&self) -> MutexGuard<'_, HashMap<String, Waiting>> {
+        self.waiters.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether the subscriber connection is up and subscribed.
+    pub(super) fn is_subscribed(&self) -> bool {
+        self.subscribed.load(Ordering::Acquire)
+    }
+
+    /// Whether pushes can arrive at all.
+    pub(super) fn can_push(&self) -> bool {
+        !self.clients.is_empty()
+    }
+
+    /// Starts the subscriber task on first use, on the caller's runtime.
+    pub(super) fn start(self: &Arc<Self>) {
+        if self.clients.is_empty() || self.started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tokio::spawn(subscribe(Arc::downgrade(self), self.alive.clone()));
+    }
+
+    pub(super) fn register(self: &Arc<Self>, tag: &str) -> Registration {
+        let mut waiters = self.waiters();
+        let waiting = waiters.entry(tag.to_owned()).or_insert_with(|| Waiting {
+            notify: Arc::new(Notify::new()),
+            count: 0,
+        });
+        waiting.count += 1;
+        Registration {
+            wakeups: Arc::clone(self),
+            tag: tag.to_owned(),
+            notify: Arc::clone(&waiting.notify),
+        }
+    }
+
+    fn wake(&self, tag: &str) {
+        if let Some(waiting) = self.waiters().get(tag) {
+            waiting.notify.notify_waiters();
+        }
+    }
+
+    /// After a gap in the subscription, pushes may have been missed:
+    /// everyone re-checks.
+    fn wake_all(&self) {
+        for waiting in self.waiters().values() {
+            waiting.notify.notify_waiters();
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut waiters = self.wakeups.waiters();
+        if let Some(waiting) = waiters.get_mut(&self.tag) {
+            waiting.count -= 1;
+            if waiting.count == 0 {
+                waiters.remove(&self.tag);
+            }
+        }
+    }
+}
+
+/// The subscriber task: connects, subscribes, and turns each published key
+/// into a wake-up, reconnecting with back-off until the store is dropped.
+async fn subscribe(wakeups: Weak<Wakeups>, mut alive: watch::Receiver<()>) {
+    let mut backoff = FIRST_RECONNECT;
+    let mut attempt = 0usize;
+    loop {
+        let Some(this) = wakeups.upgrade() else { return };
+        let client = this.clients[attempt % this.clients.len()].clone();
+        let channel = this.channel.clone();
+        drop(this);
+        attempt += 1;
+
+        let connected = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        let pubsub = tokio::select! {
+            result = tokio::time::timeout(MAX_RECONNECT, connected) => result,
+            _ = alive.changed() => return,
+        };
+        match pubsub {
+            Ok(Ok(pubsub)) => {
+                let Some(this) = wakeups.upgrade() else { return };
+                this.subscribed.store(true, Ordering::Release);
+                debug!(channel, "subscribed for wake-ups");
+                this.wake_all();
+                drop(this);
+                backoff = FIRST_RECONNECT;
+                let mut messages = pubsub.into_on_message();
+                loop {
+                    let message = tokio::select! {
+                        message = messages.next() => message,
+                        _ = alive.changed() => return,
+                    };
+                    let Some(message) = message else { break };
+                    let Some(this) = wakeups.upgrade() else { return };
+                    if let Ok(tag) = std::str::from_utf8(message.get_payload_bytes()) {
+                        this.wake(tag);
+                    }
+                }
+                debug!(channel, "wake-up subscription lost; reconnecting");
+            }
+            Ok(Err(error)) => debug!(channel, %error, "cannot subscribe for wake-ups"),
+            Err(_) => debug!(channel, "subscribing for wake-ups timed out"),
+        }
+        if let Some(this) = wakeups.upgrade() {
+            this.subscribed.store(false, Ordering::Release);
+            this.wake_all();
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            _ = alive.changed() => return,
+        }
+        backoff = (backoff * 2).min(MAX_RECONNECT);
+    }
+}
