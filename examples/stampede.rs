@@ -6,6 +6,15 @@
 //! HTTP, at a cold key. Without the layer every one of them runs the query;
 //! with it, one does and the others wait for its answer.
 //!
+//! With `--redis URL` the layer uses the Redis store, and `--replicas R`
+//! (default 1) serves the cached side from R servers, each with its own layer,
+//! `RedisStore` and flight table, as R processes would be: the requests are
+//! spread over them and the Redis rebuild lock keeps it to one query.
+//!
+//! ```text
+//! cargo run --release --example stampede -- --redis redis://127.0.0.1:6379 --replicas 4
+//! ```
+//!
 //! The last line is `origin calls: <with> of <N> requests (without the layer:
 //! <without>)`; the exit status is non-zero if the layer let more than one
 //! call through.
@@ -24,7 +33,7 @@ use axum::{Router, extract::State, routing::get};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use tokio::{net::TcpListener, sync::Barrier};
-use tower_stampede::{MemoryStore, Policy, StampedeLayer};
+use tower_stampede::{MemoryStore, Policy, RedisStore, StampedeLayer, Stats};
 
 /// How long the "database query" takes.
 const QUERY_TIME: Duration = Duration::from_millis(200);
@@ -50,24 +59,36 @@ async fn serve(app: Router) -> std::io::Result<SocketAddr> {
     Ok(addr)
 }
 
-/// Sends `requests` GETs at once, released together, and times each one
-/// until its whole body has arrived.
-async fn stampede(addr: SocketAddr, requests: usize, queries: &AtomicUsize) -> Run {
+/// Sends `requests` GETs at once, spread over `addrs` and released together,
+/// and times each one until its whole body has arrived.
+async fn stampede(addrs: &[SocketAddr], requests: usize, queries: &AtomicUsize) -> Run {
     queries.store(0, Ordering::SeqCst);
     let client = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(requests)
         .build_http::<Empty<bytes::Bytes>>();
-    let uri: http::Uri = format!("http://{addr}/api/popular-posts")
-        .parse()
-        .expect("loopback URI");
+    let uris: Vec<http::Uri> = addrs
+        .iter()
+        .map(|addr| {
+            format!("http://{addr}/api/popular-posts")
+                .parse()
+                .expect("loopback URI")
+        })
+        .collect();
     let start = Arc::new(Barrier::new(requests));
     let tasks: Vec<_> = (0..requests)
-        .map(|_| {
-            let (client, uri, start) = (client.clone(), uri.clone(), Arc::clone(&start));
+        .map(|i| {
+            let uri = uris[i % uris.len()].clone();
+            let (client, start) = (client.clone(), Arc::clone(&start));
             tokio::spawn(async move {
                 start.wait().await;
                 let sent = Instant::now();
-                let response = client.get(uri).await.ok()?;
+                // Replicas behind a load balancer see the service's one host
+                // name, whichever port they listen on; it is part of the key.
+                let request = http::Request::get(uri)
+                    .header(http::header::HOST, "api.example")
+                    .body(Empty::new())
+                    .ok()?;
+                let response = client.request(request).await.ok()?;
                 let ok = response.status().is_success();
                 response.into_body().collect().await.ok()?;
                 ok.then(|| sent.elapsed())
@@ -99,54 +120,137 @@ fn percentile(sorted: &[Duration], p: f64) -> String {
     format!("{} ms", at.as_millis())
 }
 
-fn parse_requests() -> Result<usize, String> {
+struct Args {
+    requests: usize,
+    redis: Option<String>,
+    replicas: usize,
+}
+
+const USAGE: &str = "usage: stampede [--requests N] [--redis URL] [--replicas R]
+  --requests N   concurrent requests (default 1000)
+  --redis URL    use the Redis store at URL instead of the memory store
+  --replicas R   serve the cached side from R layers, each with its own store handle (default 1)";
+
+fn positive(flag: &str, value: Option<String>) -> Result<usize, String> {
+    let value = value.ok_or_else(|| format!("{flag} needs a number"))?;
+    value
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{flag} takes a positive number, not {value:?}"))
+}
+
+fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
-    let mut requests = 1000;
+    let mut parsed = Args {
+        requests: 1000,
+        redis: None,
+        replicas: 1,
+    };
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--requests" => {
-                let value = args.next().ok_or("--requests needs a number")?;
-                requests = value
-                    .parse()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| format!("--requests takes a positive number, not {value:?}"))?;
-            }
-            "-h" | "--help" => {
-                return Err("usage: stampede [--requests N]   (default 1000)".into());
-            }
-            other => return Err(format!("unknown argument {other:?}; try --help")),
+            "--requests" => parsed.requests = positive("--requests", args.next())?,
+            "--replicas" => parsed.replicas = positive("--replicas", args.next())?,
+            "--redis" => parsed.redis = Some(args.next().ok_or("--redis needs a URL")?),
+            "-h" | "--help" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }
-    Ok(requests)
+    Ok(parsed)
+}
+
+/// The cached side: one server per replica, each behind its own layer.
+async fn serve_replicas(app: &Router, args: &Args) -> Result<(Vec<SocketAddr>, Vec<StampedeHandle>), String> {
+    let policy = Policy::ttl(Duration::from_secs(60));
+    // A prefix of this run's own, so the key is cold even on a shared Redis.
+    let prefix = format!(
+        "stampede-demo:{}:{}:",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    );
+    let mut addrs = Vec::new();
+    let mut handles = Vec::new();
+    for _ in 0..args.replicas {
+        let handle = match &args.redis {
+            Some(url) => {
+                let store = RedisStore::from_url(url)
+                    .map_err(|e| format!("--redis {url}: {e}"))?
+                    .prefix(prefix.clone());
+                store
+                    .connect()
+                    .await
+                    .map_err(|e| format!("cannot reach Redis at {url}: {e}"))?;
+                StampedeHandle::Redis(StampedeLayer::new(store).policy(policy.clone()))
+            }
+            None => StampedeHandle::Memory(StampedeLayer::new(MemoryStore::new()).policy(policy.clone())),
+        };
+        let app = match &handle {
+            StampedeHandle::Redis(layer) => app.clone().layer(layer.clone()),
+            StampedeHandle::Memory(layer) => app.clone().layer(layer.clone()),
+        };
+        addrs.push(
+            serve(app)
+                .await
+                .map_err(|e| format!("cannot listen on loopback: {e}"))?,
+        );
+        handles.push(handle);
+    }
+    Ok((addrs, handles))
+}
+
+enum StampedeHandle {
+    Memory(StampedeLayer<MemoryStore>),
+    Redis(StampedeLayer<RedisStore>),
+}
+
+impl StampedeHandle {
+    fn stats(&self) -> Stats {
+        match self {
+            Self::Memory(layer) => layer.stats(),
+            Self::Redis(layer) => layer.stats(),
+        }
+    }
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let requests = match parse_requests() {
-        Ok(n) => n,
+    let args = match parse_args() {
+        Ok(args) => args,
         Err(message) => {
             eprintln!("{message}");
             return ExitCode::from(2);
         }
     };
+    let requests = args.requests;
     let queries = Arc::new(AtomicUsize::new(0));
     let app = Router::new()
         .route("/api/popular-posts", get(popular_posts))
         .with_state(Arc::clone(&queries));
-    let layer = StampedeLayer::new(MemoryStore::new()).policy(Policy::ttl(Duration::from_secs(60)));
 
-    let (bare, cached) = match tokio::try_join!(serve(app.clone()), serve(app.layer(layer.clone()))) {
-        Ok(addrs) => addrs,
+    let bare = match serve(app.clone()).await {
+        Ok(addr) => addr,
         Err(error) => {
             eprintln!("cannot listen on loopback: {error}");
             return ExitCode::FAILURE;
         }
     };
+    let (cached, replicas) = match serve_replicas(&app, &args).await {
+        Ok(served) => served,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::FAILURE;
+        }
+    };
 
-    let without = stampede(bare, requests, &queries).await;
-    let with = stampede(cached, requests, &queries).await;
+    let without = stampede(&[bare], requests, &queries).await;
+    let with = stampede(&cached, requests, &queries).await;
 
+    let store = match &args.redis {
+        Some(_) => format!("redis, {} replica(s)", args.replicas),
+        None => format!("memory, {} replica(s)", args.replicas),
+    };
     println!(
         "{:<14} {:>8} {:>13} {:>8} {:>8} {:>8} {:>7}",
         "mode", "requests", "origin calls", "p50", "p99", "max", "failed"
@@ -163,10 +267,14 @@ async fn main() -> ExitCode {
             run.failed,
         );
     }
-    let stats = layer.stats();
+    let (collapsed, hits, store_errors) = replicas
+        .iter()
+        .map(StampedeHandle::stats)
+        .fold((0, 0, 0), |acc, s| {
+            (acc.0 + s.coalesced, acc.1 + s.hits, acc.2 + s.store_errors)
+        });
     println!(
-        "layer: {} collapsed onto the leader, {} served from the store",
-        stats.coalesced, stats.hits
+        "layer ({store}): {collapsed} collapsed onto a leader, {hits} served from the store, {store_errors} store errors"
     );
     println!(
         "origin calls: {} of {requests} requests (without the layer: {})",

@@ -53,6 +53,44 @@ impl fmt::Display for DecodeError {
 impl Error for DecodeError {}
 
 impl Entry {
+    /// An entry for `response`, stored at `stored_at`, fresh for `fresh_for`
+    /// and servable (stale) until `stale_for` after that; for custom stores
+    /// and their tests. The layer makes its own entries.
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use tower_stampede::Entry;
+    ///
+    /// let response = http::Response::new(bytes::Bytes::from("hello"));
+    /// let entry = Entry::from_response(response, SystemTime::now(), Duration::from_secs(60), Duration::ZERO);
+    /// let back = Entry::decode(entry.encode()).expect("round trip");
+    /// assert_eq!(back.body(), "hello");
+    /// ```
+    pub fn from_response(
+        response: http::Response<Bytes>,
+        stored_at: SystemTime,
+        fresh_for: Duration,
+        stale_for: Duration,
+    ) -> Self {
+        let (parts, body) = response.into_parts();
+        let fresh_until = stored_at.checked_add(fresh_for).unwrap_or(stored_at);
+        let lifetime = Lifetime {
+            fresh_until,
+            stale_until: fresh_until.checked_add(stale_for).unwrap_or(fresh_until),
+        };
+        let vary = (Vec::new(), HeaderMap::new());
+        Self::new(
+            parts.status,
+            parts.headers,
+            body,
+            None,
+            vary,
+            stored_at,
+            lifetime,
+            Duration::ZERO,
+        )
+    }
+
     /// Builds an entry and derives what is derived from its headers.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(

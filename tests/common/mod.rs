@@ -2,6 +2,8 @@
 //! waves of requests, and readable replies.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod redis_server;
+
 use std::{
     convert::Infallible,
     sync::{

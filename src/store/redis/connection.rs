@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use redis::{Cmd, FromRedisValue, RedisFuture, Value, aio::ConnectionLike};
+use redis::{Cmd, FromRedisValue, RedisFuture, ScriptInvocation, Value, aio::ConnectionLike};
 
 use crate::store::StoreError;
 
@@ -62,6 +62,10 @@ impl ConnectionLike for Conn {
     }
 }
 
+fn is_broken(error: &redis::RedisError) -> bool {
+    error.is_io_error() || error.is_connection_dropped() || error.is_connection_refusal()
+}
+
 pub(super) struct Connections {
     pool: Pool,
     shared: Mutex<Option<Conn>>,
@@ -104,20 +108,33 @@ impl Connections {
 
     /// Runs `call` on the shared connection within the store's timeout. A
     /// connection that fails or stops answering is dropped, so the next call
-    /// takes a fresh one from the pool.
+    /// takes a fresh one from the pool; when the shared connection turns out
+    /// dead (Redis restarted since), the call is tried once more on a fresh
+    /// one at once.
     pub(super) async fn run<T, F, Fut>(&self, call: F) -> Result<T, StoreError>
     where
-        F: FnOnce(Conn) -> Fut,
+        F: Fn(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let attempt = async {
-            let conn = self.connect().await?;
-            call(conn).await.map_err(|error| {
-                if error.is_io_error() || error.is_connection_dropped() || error.is_timeout() {
+            let reused = self.current().is_some();
+            match call(self.connect().await?).await {
+                Ok(value) => Ok(value),
+                Err(error) if is_broken(&error) => {
                     self.forget();
+                    if !reused {
+                        return Err(StoreError::new(error));
+                    }
+                    let retried = call(self.connect().await?).await;
+                    retried.map_err(|error| {
+                        if is_broken(&error) {
+                            self.forget();
+                        }
+                        StoreError::new(error)
+                    })
                 }
-                StoreError::new(error)
-            })
+                Err(error) => Err(StoreError::new(error)),
+            }
         };
         match tokio::time::timeout(self.timeout, attempt).await {
             Ok(result) => result,
@@ -130,6 +147,14 @@ impl Connections {
 
     pub(super) async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, StoreError> {
         self.run(|mut conn| async move { cmd.query_async(&mut conn).await })
+            .await
+    }
+
+    pub(super) async fn invoke<T: FromRedisValue>(
+        &self,
+        script: &ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        self.run(|mut conn| async move { script.invoke_async(&mut conn).await })
             .await
     }
 }

@@ -218,6 +218,24 @@ impl RedisStore {
         self.inner.wakeups.is_subscribed()
     }
 
+    /// Opens the store's connections now rather than on first use: checks
+    /// that Redis answers, and waits (up to a second, or the store timeout
+    /// if longer) until the pub/sub connection is subscribed. Useful at
+    /// start-up to warm up, or to fail fast; never required, since the store
+    /// connects and reconnects by itself.
+    pub async fn connect(&self) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        inner.wakeups.start();
+        inner.conns.query::<String>(&redis::cmd("PING")).await?;
+        if inner.wakeups.can_push() {
+            let patience = inner.settings.timeout.max(Duration::from_secs(1));
+            tokio::time::timeout(patience, inner.wakeups.subscribed())
+                .await
+                .map_err(|_| StoreError::timeout())?;
+        }
+        Ok(())
+    }
+
     /// The Redis key an entry for cache key `key` is stored at.
     pub fn entry_key(&self, key: &str) -> String {
         format!("{}{{{}}}", self.inner.settings.prefix, tag(key))
@@ -305,20 +323,9 @@ impl Store for RedisStore {
     }
 
     async fn extend_lock(&self, key: &str, token: &LockToken, ttl: Duration) -> Result<bool, StoreError> {
-        let (lock, token) = (self.lock_key(key), token_arg(token));
-        let extended: i64 = self
-            .inner
-            .conns
-            .run(|mut conn| async move {
-                EXTEND
-                    .key(&lock)
-                    .arg(&token)
-                    .arg(millis(ttl))
-                    .invoke_async(&mut conn)
-                    .await
-            })
-            .await?;
-        Ok(extended == 1)
+        let mut extend = EXTEND.key(self.lock_key(key));
+        extend.arg(token_arg(token)).arg(millis(ttl));
+        Ok(self.inner.conns.invoke::<i64>(&extend).await? == 1)
     }
 
     async fn set(
@@ -328,43 +335,24 @@ impl Store for RedisStore {
         token: &LockToken,
         keep_for: Duration,
     ) -> Result<bool, StoreError> {
-        let (lock, entry_key, token) = (self.lock_key(key), self.entry_key(key), token_arg(token));
-        let (channel, tag) = (self.channel(), tag(key));
-        let bytes = entry.encode();
         let keep_for = if keep_for.is_zero() { 0 } else { millis(keep_for) };
-        let written: i64 = self
-            .inner
-            .conns
-            .run(|mut conn| async move {
-                SET.key(&lock)
-                    .key(&entry_key)
-                    .arg(&token)
-                    .arg(&bytes[..])
-                    .arg(keep_for)
-                    .arg(&channel)
-                    .arg(tag.as_ref())
-                    .invoke_async(&mut conn)
-                    .await
-            })
-            .await?;
-        Ok(written == 1)
+        let mut set = SET.key(self.lock_key(key));
+        set.key(self.entry_key(key))
+            .arg(token_arg(token))
+            .arg(&entry.encode()[..])
+            .arg(keep_for)
+            .arg(self.channel())
+            .arg(tag(key).as_ref());
+        Ok(self.inner.conns.invoke::<i64>(&set).await? == 1)
     }
 
     async fn unlock(&self, key: &str, token: &LockToken) -> Result<(), StoreError> {
-        let (lock, token) = (self.lock_key(key), token_arg(token));
-        let (channel, tag) = (self.channel(), tag(key));
-        self.inner
-            .conns
-            .run(|mut conn| async move {
-                UNLOCK
-                    .key(&lock)
-                    .arg(&token)
-                    .arg(&channel)
-                    .arg(tag.as_ref())
-                    .invoke_async::<i64>(&mut conn)
-                    .await
-            })
-            .await?;
+        let mut unlock = UNLOCK.key(self.lock_key(key));
+        unlock
+            .arg(token_arg(token))
+            .arg(self.channel())
+            .arg(tag(key).as_ref());
+        self.inner.conns.invoke::<i64>(&unlock).await?;
         Ok(())
     }
 

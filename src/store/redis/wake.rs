@@ -26,7 +26,7 @@ pub(super) struct Wakeups {
     clients: Vec<redis::Client>,
     waiters: Mutex<HashMap<String, Waiting>>,
     started: AtomicBool,
-    subscribed: AtomicBool,
+    subscribed: watch::Sender<bool>,
     /// Dropped with the store: tells the subscriber task to end.
     _alive: watch::Sender<()>,
     alive: watch::Receiver<()>,
@@ -52,7 +52,7 @@ impl Wakeups {
             clients,
             waiters: Mutex::new(HashMap::new()),
             started: AtomicBool::new(false),
-            subscribed: AtomicBool::new(false),
+            subscribed: watch::Sender::new(false),
             _alive: tx,
             alive: rx,
         }
@@ -64,7 +64,14 @@ impl Wakeups {
 
     /// Whether the subscriber connection is up and subscribed.
     pub(super) fn is_subscribed(&self) -> bool {
-        self.subscribed.load(Ordering::Acquire)
+        *self.subscribed.borrow()
+    }
+
+    /// Returns once the subscriber connection is subscribed.
+    pub(super) async fn subscribed(&self) {
+        let mut subscribed = self.subscribed.subscribe();
+        // The sender lives as long as `self`: this cannot fail.
+        let _ = subscribed.wait_for(|up| *up).await;
     }
 
     /// Whether pushes can arrive at all.
@@ -145,7 +152,7 @@ async fn subscribe(wakeups: Weak<Wakeups>, mut alive: watch::Receiver<()>) {
         match pubsub {
             Ok(Ok(pubsub)) => {
                 let Some(this) = wakeups.upgrade() else { return };
-                this.subscribed.store(true, Ordering::Release);
+                this.subscribed.send_replace(true);
                 debug!(channel, "subscribed for wake-ups");
                 this.wake_all();
                 drop(this);
@@ -168,7 +175,7 @@ async fn subscribe(wakeups: Weak<Wakeups>, mut alive: watch::Receiver<()>) {
             Err(_) => debug!(channel, "subscribing for wake-ups timed out"),
         }
         if let Some(this) = wakeups.upgrade() {
-            this.subscribed.store(false, Ordering::Release);
+            this.subscribed.send_replace(false);
             this.wake_all();
         }
         tokio::select! {

@@ -1,0 +1,374 @@
+//! The Redis store against a real `redis-server` the tests start: one origin
+//! call across replicas, push wake-ups, fencing, garbage, and Redis killed,
+//! frozen and restarted under load. Real network, so real time: these tests
+//! do not pause the clock.
+#![cfg(feature = "redis")]
+
+mod common;
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use axum::{Router, extract::State, routing::get};
+use bytes::Bytes;
+use common::{Calls, Reply, get_request, redis_server::RedisServer, send, slow_app};
+use futures_util::future::join_all;
+use http::Response;
+use tokio::sync::Notify;
+use tower_stampede::{Entry, Policy, RedisStore, StampedeLayer, Store};
+
+type Replica = StampedeLayer<RedisStore>;
+
+const STORE_TIMEOUT: Duration = Duration::from_millis(100);
+const RETRY_AFTER: Duration = Duration::from_millis(200);
+
+fn replica(server: &RedisServer) -> Replica {
+    let store = RedisStore::from_url(server.url()).expect("valid url");
+    StampedeLayer::new(store)
+        .policy(Policy::ttl(Duration::from_secs(60)))
+        .store_timeout(STORE_TIMEOUT)
+        .store_retry_after(RETRY_AFTER)
+}
+
+async fn replicas(server: &RedisServer, n: usize) -> Vec<Replica> {
+    let replicas: Vec<_> = (0..n).map(|_| replica(server)).collect();
+    for replica in &replicas {
+        replica.store().connect().await.expect("redis is up");
+    }
+    replicas
+}
+
+/// `n` concurrent requests for `path` on each app at once; each reply with
+/// how long it took.
+async fn stampede(apps: &[Router], n: usize, path: &str) -> Vec<(Reply, Duration)> {
+    let tasks = apps.iter().flat_map(|app| {
+        (0..n).map(move |_| {
+            let (app, request) = (app.clone(), get_request(path));
+            tokio::spawn(async move {
+                let start = Instant::now();
+                let reply = send(app, request).await;
+                (reply, start.elapsed())
+            })
+        })
+    });
+    join_all(tasks.collect::<Vec<_>>())
+        .await
+        .into_iter()
+        .map(|r| r.expect("request task does not panic"))
+        .collect()
+}
+
+fn p99(replies: &[(Reply, Duration)]) -> Duration {
+    let mut latencies: Vec<_> = replies.iter().map(|(_, d)| *d).collect();
+    latencies.sort();
+    latencies[(latencies.len() * 99).div_ceil(100) - 1]
+}
+
+fn all_ok_and_equal(replies: &[(Reply, Duration)]) -> bool {
+    replies
+        .iter()
+        .all(|(r, _)| r.status == 200 && r.body == replies[0].0.body)
+}
+
+fn origin_calls(replicas: &[Replica]) -> u64 {
+    replicas.iter().map(|r| r.stats().origin_calls).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_replicas_of_250_requests_make_one_origin_call_woken_by_push() {
+    let server = RedisServer::start();
+    let calls = Calls::default();
+    let replicas = replicas(&server, 4).await;
+    let apps: Vec<_> = replicas
+        .iter()
+        .map(|r| slow_app(&calls).layer(r.clone()))
+        .collect();
+
+    let replies = stampede(&apps, 250, "/api/popular-posts").await;
+
+    assert_eq!(replies.len(), 1000);
+    assert_eq!(calls.get(), 1);
+    assert_eq!(origin_calls(&replicas), 1);
+    assert!(all_ok_and_equal(&replies));
+    // Waiters are answered when the value lands, not at a polling tick: a
+    // 200 ms poll would put p99 near 400 ms.
+    let p99 = p99(&replies);
+    assert!(
+        p99 < common::ORIGIN_DELAY + Duration::from_millis(120),
+        "p99 {p99:?}"
+    );
+    assert!(replicas.iter().all(|r| r.in_flight() == 0));
+    assert_eq!(server.cli(&["KEYS", "*:lock"]), "", "no lock is left behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_replica_reads_what_the_others_stored() {
+    let server = RedisServer::start();
+    let calls = Calls::default();
+    let first = replicas(&server, 2).await;
+    let apps: Vec<_> = first.iter().map(|r| slow_app(&calls).layer(r.clone())).collect();
+    let replies = stampede(&apps, 20, "/api/popular-posts").await;
+
+    let fresh = replica(&server);
+    let reply = send(
+        slow_app(&calls).layer(fresh.clone()),
+        get_request("/api/popular-posts"),
+    )
+    .await;
+
+    assert_eq!(calls.get(), 1);
+    assert_eq!(reply.body, replies[0].0.body);
+    assert!(
+        reply.cache_status().starts_with("tower-stampede; hit; ttl="),
+        "{}",
+        reply.cache_status()
+    );
+    assert!(reply.header("age").is_some());
+    assert_eq!(fresh.stats().hits, 1);
+}
+
+fn entry(body: &'static str) -> Arc<Entry> {
+    let response = Response::new(Bytes::from(body));
+    Arc::new(Entry::from_response(
+        response,
+        SystemTime::now(),
+        Duration::from_secs(60),
+        Duration::ZERO,
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_former_leader_cannot_overwrite_a_newer_value() {
+    let server = RedisServer::start();
+    let paused = RedisStore::from_url(server.url()).expect("valid url");
+    let next = RedisStore::from_url(server.url()).expect("valid url");
+    let ttl = Duration::from_secs(10);
+
+    let old_token = paused.try_lock("k", ttl).await.expect("redis").expect("free");
+    assert!(next.try_lock("k", ttl).await.expect("redis").is_none(), "held");
+    // The first holder stalls past its lock, which expires (forced here).
+    server.cli(&["DEL", &paused.lock_key("k")]);
+    let new_token = next
+        .try_lock("k", ttl)
+        .await
+        .expect("redis")
+        .expect("expired lock is free");
+    assert!(
+        next.set("k", entry("newer"), &new_token, ttl)
+            .await
+            .expect("redis")
+    );
+
+    assert!(
+        !paused
+            .set("k", entry("older"), &old_token, ttl)
+            .await
+            .expect("redis")
+    );
+    assert!(!paused.extend_lock("k", &old_token, ttl).await.expect("redis"));
+    paused.unlock("k", &old_token).await.expect("redis");
+    let stored = next.get("k").await.expect("redis").expect("stored");
+    assert_eq!(stored.body(), "newer");
+    // Kept for as long as the writer said.
+    let pttl: u64 = server
+        .cli(&["PTTL", &next.entry_key("k")])
+        .parse()
+        .expect("number");
+    assert!(pttl > 5_000 && pttl <= 10_000, "{pttl}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_at_a_key_is_a_counted_miss_and_is_overwritten() {
+    let server = RedisServer::start();
+    let calls = Calls::default();
+    let layer = replica(&server);
+    let app = slow_app(&calls).layer(layer.clone());
+    let key = "GET /api/popular-posts";
+    let mut valid = entry("valid").encode().to_vec();
+    valid.truncate(valid.len() - 1);
+    let mut old_version = entry("old").encode().to_vec();
+    old_version[3] = 0;
+    let mut redis = redis::Client::open(server.url())
+        .expect("valid url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis is up");
+
+    for (n, garbage) in [b"<html>not ours</html>".to_vec(), valid, old_version]
+        .into_iter()
+        .enumerate()
+    {
+        let _: () = redis::cmd("SET")
+            .arg(layer.store().entry_key(key))
+            .arg(garbage)
+            .query_async(&mut redis)
+            .await
+            .expect("redis");
+        let miss = send(app.clone(), get_request("/api/popular-posts")).await;
+        assert_eq!(miss.status, 200);
+        assert!(miss.cache_status().contains("stored"), "{}", miss.cache_status());
+        let hit = send(app.clone(), get_request("/api/popular-posts")).await;
+        assert!(
+            hit.cache_status().contains("hit"),
+            "overwritten: {}",
+            hit.cache_status()
+        );
+        assert_eq!(calls.get(), n + 1);
+        assert_eq!(layer.stats().store_errors, n as u64 + 1);
+    }
+}
+
+/// An app whose origin says when it has been entered, then takes 200 ms.
+fn signalling_app(calls: &Calls, entered: &Arc<Notify>) -> Router {
+    async fn handler(State((calls, entered)): State<(Calls, Arc<Notify>)>) -> String {
+        let n = calls.record();
+        entered.notify_one();
+        tokio::time::sleep(common::ORIGIN_DELAY).await;
+        format!("answered by call {n}")
+    }
+    Router::new()
+        .route("/{*path}", get(handler))
+        .with_state((calls.clone(), Arc::clone(entered)))
+}
+
+/// After an outage: once the store's rest is over, values are stored and
+/// served again.
+async fn hits_resume(replicas: &[Replica], apps: &[Router], path: &str) {
+    // The layer leaves a failed store alone for this long by design.
+    tokio::time::sleep(RETRY_AFTER).await;
+    let stored = send(apps[0].clone(), get_request(path)).await;
+    assert!(
+        stored.cache_status().contains("stored"),
+        "{}",
+        stored.cache_status()
+    );
+    for app in apps {
+        let hit = send(app.clone(), get_request(path)).await;
+        assert!(hit.cache_status().contains("hit"), "{}", hit.cache_status());
+    }
+    assert!(replicas.iter().all(|r| r.in_flight() == 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_mid_stampede_fails_no_request_and_hits_resume_after_restart() {
+    let mut server = RedisServer::start();
+    let (calls, entered) = (Calls::default(), Arc::new(Notify::new()));
+    let replicas = replicas(&server, 2).await;
+    let apps: Vec<_> = replicas
+        .iter()
+        .map(|r| signalling_app(&calls, &entered).layer(r.clone()))
+        .collect();
+
+    let stampede = tokio::spawn({
+        let apps = apps.clone();
+        async move { stampede(&apps, 100, "/hot").await }
+    });
+    entered.notified().await;
+    server.kill();
+    let replies = stampede.await.expect("no panic");
+
+    assert!(
+        replies.iter().all(|(r, _)| r.status == 200),
+        "every request answered"
+    );
+    assert!(calls.get() <= 2, "at most one call per replica: {}", calls.get());
+    let worst = replies.iter().map(|(_, d)| *d).max().expect("replies");
+    assert!(
+        worst < common::ORIGIN_DELAY + 3 * STORE_TIMEOUT,
+        "a request waited {worst:?}"
+    );
+    assert!(replicas.iter().any(|r| r.stats().store_errors > 0));
+
+    server.restart();
+    hits_resume(&replicas, &apps, "/after-restart").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_frozen_fails_no_request_and_hits_resume_when_it_thaws() {
+    let server = RedisServer::start();
+    let calls = Calls::default();
+    let replicas = replicas(&server, 2).await;
+    let apps: Vec<_> = replicas
+        .iter()
+        .map(|r| slow_app(&calls).layer(r.clone()))
+        .collect();
+
+    server.pause();
+    let replies = stampede(&apps, 100, "/hot").await;
+    server.resume();
+
+    assert!(replies.iter().all(|(r, _)| r.status == 200));
+    assert!(calls.get() <= 2, "in-process coalescing held: {}", calls.get());
+    let worst = replies.iter().map(|(_, d)| *d).max().expect("replies");
+    assert!(
+        worst < common::ORIGIN_DELAY + 3 * STORE_TIMEOUT,
+        "a request waited {worst:?}"
+    );
+    hits_resume(&replicas, &apps, "/after-thaw").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_starts_while_redis_is_down_and_uses_it_once_it_is_up() {
+    let mut server = RedisServer::start();
+    server.kill();
+    let calls = Calls::default();
+    let layer = replica(&server);
+    let app = slow_app(&calls).layer(layer.clone());
+
+    let reply = send(app.clone(), get_request("/hot")).await;
+    assert_eq!(reply.status, 200);
+    assert!(layer.stats().store_errors >= 1);
+
+    server.restart();
+    hits_resume(&[layer], &[app], "/hot").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_still_complete_when_the_pubsub_connection_is_killed() {
+    let server = RedisServer::start();
+    let calls = Calls::default();
+    let replicas = replicas(&server, 2).await;
+    let apps: Vec<_> = replicas
+        .iter()
+        .map(|r| slow_app(&calls).layer(r.clone()))
+        .collect();
+
+    let killed: u32 = server
+        .cli(&["CLIENT", "KILL", "TYPE", "pubsub"])
+        .parse()
+        .expect("count");
+    assert_eq!(killed, 2, "one subscriber connection per store");
+    let replies = stampede(&apps, 50, "/hot").await;
+
+    assert_eq!(calls.get(), 1);
+    assert!(all_ok_and_equal(&replies));
+    // The losing replica re-checked with back-off, or was woken by a
+    // reconnected subscriber: either way within a second of the origin.
+    assert!(p99(&replies) < common::ORIGIN_DELAY + Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_whose_holder_vanished_is_taken_over_once() {
+    let server = RedisServer::start();
+    let calls = Calls::default();
+    let replicas = replicas(&server, 3).await;
+    let apps: Vec<_> = replicas
+        .iter()
+        .map(|r| slow_app(&calls).layer(r.clone()))
+        .collect();
+    // A replica took the lock and died: nobody will release it.
+    let lock = replicas[0].store().lock_key("GET /hot");
+    server.cli(&["SET", &lock, "ghost", "PX", "300"]);
+
+    let replies = stampede(&apps, 50, "/hot").await;
+
+    assert_eq!(calls.get(), 1, "one replica took over, not all");
+    assert!(all_ok_and_equal(&replies));
+    let fastest = replies.iter().map(|(_, d)| *d).min().expect("replies");
+    assert!(
+        fastest >= Duration::from_millis(300),
+        "nobody went around the lock"
+    );
+}
