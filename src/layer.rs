@@ -43,6 +43,7 @@ pub(crate) struct Config {
     pub(crate) max_body_bytes: usize,
     pub(crate) store_timeout: Duration,
     pub(crate) lock_ttl: Duration,
+    pub(crate) lock_wait: Duration,
     pub(crate) store_retry_after: Duration,
     pub(crate) key: Arc<dyn MakeKey>,
     pub(crate) clock: Arc<dyn Clock>,
@@ -52,7 +53,8 @@ impl<St: Store> StampedeLayer<St> {
     /// A layer over `store` with the defaults: [`Policy::ttl`] of 60 s for
     /// every route, bodies stored up to 8 MiB, store calls bounded by 250 ms
     /// and skipped for 1 s after one fails, rebuild locks of 10 s (extended
-    /// while a rebuild runs), [`DefaultKey`] and the system clock.
+    /// while a rebuild runs) waited on for up to 30 s, [`DefaultKey`] and the
+    /// system clock.
     pub fn new(store: St) -> Self {
         Self {
             store,
@@ -62,6 +64,7 @@ impl<St: Store> StampedeLayer<St> {
                 max_body_bytes: 8 * 1024 * 1024,
                 store_timeout: Duration::from_millis(250),
                 lock_ttl: Duration::from_secs(10),
+                lock_wait: Duration::from_secs(30),
                 store_retry_after: Duration::from_secs(1),
                 key: Arc::new(DefaultKey),
                 clock: Arc::new(SystemClock),
@@ -123,11 +126,19 @@ impl<St: Store> StampedeLayer<St> {
     }
 
     /// How long a rebuild lock lasts if its holder stops extending it (a
-    /// crashed process); a live holder extends it every third of this.
-    /// A layer that loses the lock waits at most this long for the holder's
-    /// write, then goes to the origin without storing. Default: 10 s.
+    /// crashed process); a live holder extends it every third of this, so
+    /// the lock of a dead holder is taken over within this time. Default:
+    /// 10 s.
     pub fn lock_ttl(mut self, ttl: Duration) -> Self {
         self.config().lock_ttl = ttl;
+        self
+    }
+
+    /// How long a layer that lost the rebuild lock waits for the holder's
+    /// write before it goes to the origin itself (without storing), as
+    /// nginx's `proxy_cache_lock_timeout` does. Default: 30 s.
+    pub fn lock_wait(mut self, wait: Duration) -> Self {
+        self.config().lock_wait = wait;
         self
     }
 
@@ -194,6 +205,7 @@ impl<St: fmt::Debug> fmt::Debug for StampedeLayer<St> {
             .field("max_body_bytes", &self.config.max_body_bytes)
             .field("store_timeout", &self.config.store_timeout)
             .field("lock_ttl", &self.config.lock_ttl)
+            .field("lock_wait", &self.config.lock_wait)
             .field("store_retry_after", &self.config.store_retry_after)
             .finish_non_exhaustive()
     }

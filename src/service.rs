@@ -442,8 +442,9 @@ where
     B: Body,
 {
     // Another layer on this store may be rebuilding: wait for its write, and
-    // take the lock over if it is released without one. Bounded by the lock
-    // ttl, after which this leader goes to the origin without storing.
+    // take the lock over if it is released (or expires) without one. A live
+    // holder keeps its lock, so the wait is bounded by `lock_wait`, after
+    // which this leader goes to the origin without storing.
     let waiting_since = tokio::time::Instant::now();
     let token = loop {
         match shared.try_lock(&key).await {
@@ -451,12 +452,15 @@ where
             Lock::Unavailable => break None,
             Lock::Taken => {}
         }
-        let left = shared.config.lock_ttl.saturating_sub(waiting_since.elapsed());
+        let left = shared.config.lock_wait.saturating_sub(waiting_since.elapsed());
         if left.is_zero() {
-            debug!(key, "the rebuild lock outlasted the wait; going to the origin");
+            debug!(
+                key,
+                "waited lock_wait for another layer's rebuild; going to the origin"
+            );
             break None;
         }
-        shared.wait_unlocked(&key, left).await;
+        shared.wait_unlocked(&key, left.min(shared.config.lock_ttl)).await;
         if let Some(entry) = shared.get(&key).await {
             let now = shared.now();
             if let Decision::Fresh { ttl } = policy.decide(entry.lifetime, now)

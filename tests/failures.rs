@@ -300,3 +300,25 @@ async fn a_store_that_errors_fails_no_request() {
     // The first error rests the store: the other 99 never call it.
     a_broken_store_fails_no_request(false, 1).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_rebuild_lock_held_too_long_is_waited_on_for_lock_wait_then_gone_around() {
+    let calls = Calls::default();
+    let store = MemoryStore::new();
+    // Another layer holds the lock and never writes.
+    let _held = store
+        .try_lock("GET /hot", Duration::from_secs(3600))
+        .await
+        .expect("memory")
+        .expect("free");
+    let layer = StampedeLayer::new(store).lock_wait(Duration::from_millis(300));
+    let app = common::slow_app(&calls).layer(layer.clone());
+
+    let start = tokio::time::Instant::now();
+    let replies = common::wave(&app, 10, |_| get_request("/hot")).await;
+
+    assert_eq!(start.elapsed(), Duration::from_millis(300) + common::ORIGIN_DELAY);
+    assert_eq!(calls.get(), 1, "in-process coalescing still holds");
+    assert!(replies.iter().all(|r| r.status == 200));
+    assert_eq!(common::count_status(&replies, "stored"), 0, "no lock, no write");
+}

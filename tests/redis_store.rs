@@ -372,3 +372,33 @@ async fn a_lock_whose_holder_vanished_is_taken_over_once() {
         "nobody went around the lock"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_longer_than_the_lock_ttl_keeps_its_lock_and_others_wait() {
+    async fn slow_query(State(calls): State<Calls>) -> String {
+        let n = calls.record();
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        format!("answered by call {n}")
+    }
+    let server = RedisServer::start();
+    let calls = Calls::default();
+    let replicas: Vec<_> = replicas(&server, 2)
+        .await
+        .into_iter()
+        .map(|r| r.lock_ttl(Duration::from_millis(300)))
+        .collect();
+    let apps: Vec<_> = replicas
+        .iter()
+        .map(|r| {
+            Router::new()
+                .route("/{*path}", get(slow_query))
+                .with_state(calls.clone())
+                .layer(r.clone())
+        })
+        .collect();
+
+    let replies = stampede(&apps, 20, "/report").await;
+
+    assert_eq!(calls.get(), 1, "the lock was extended, not taken over");
+    assert!(all_ok_and_equal(&replies));
+}
