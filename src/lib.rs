@@ -9,8 +9,10 @@
 //! - **single flight**: identical in-flight requests in one process share one
 //!   origin call; the others wait for it and are woken by the leader, not by
 //!   polling;
-//! - **a rebuild lock in the store**: layers that share a [`Store`] take a
-//!   fenced lock before calling the origin, so only one of them rebuilds;
+//! - **a rebuild lock in the store**: layers that share a [`Store`] (replicas
+//!   sharing a `RedisStore`, say) take a fenced lock before calling the
+//!   origin, so only one of them rebuilds and the others are woken by its
+//!   write;
 //! - **HTTP shared-cache rules**: responses that belong to one user are never
 //!   stored nor handed to other requests (see [Guarantees](#guarantees)).
 //!
@@ -35,6 +37,18 @@
 //! assert_eq!(layer.stats().requests, 0);
 //! # let _ = app;
 //! ```
+//!
+//! # Runtime
+//!
+//! The layer needs a Tokio runtime with time enabled (`#[tokio::main]` has
+//! it): the leader's origin call runs in a task of its own, and every store
+//! call has a timeout.
+//!
+//! # Cargo features
+//!
+//! - `redis` (default): `RedisStore`, on deadpool-redis.
+//! - `redis-cluster`: `RedisStore::cluster` for Redis Cluster.
+//! - `redis-tls`: `rediss://` URLs, through rustls.
 //!
 //! # What is cached
 //!
@@ -62,7 +76,10 @@
 //!    response body is complete (`Cache-Status: ...; collapsed`).
 //! 2. Layers sharing one store take the store's rebuild lock before calling
 //!    the origin: a layer that loses waits for the winner's write to land
-//!    (woken by the store, not by polling) and then serves it.
+//!    (woken by the store, not by polling) and then serves it. A winner that
+//!    dies leaves a lock that expires after [`StampedeLayer::lock_ttl`];
+//!    then one waiting layer takes over. A layer waits at most
+//!    [`StampedeLayer::lock_wait`], then goes to the origin without storing.
 //! 3. The origin call runs in its own task. A leader whose client goes away
 //!    does not cancel it: its waiters are still answered and the response is
 //!    still stored.
