@@ -81,7 +81,12 @@ impl Wakeups {
 
     /// Starts the subscriber task on first use, on the caller's runtime.
     pub(super) fn start(self: &Arc<Self>) {
-        if self.clients.is_empty() || self.started.swap(true, Ordering::AcqRel) {
+        // A plain load first: this runs on every read, and a swap would make
+        // every core write the same cache line.
+        if self.clients.is_empty()
+            || self.started.load(Ordering::Acquire)
+            || self.started.swap(true, Ordering::AcqRel)
+        {
             return;
         }
         tokio::spawn(subscribe(Arc::downgrade(self), self.alive.clone()));
