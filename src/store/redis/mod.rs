@@ -197,9 +197,16 @@ impl RedisStore {
     }
 
     /// Prefix of every key and of the wake-up channel, so that several
-    /// applications can share one Redis. Default: `stampede:`.
+    /// applications can share one Redis. Default: `stampede:`. Braces in it
+    /// are escaped like those of cache keys: a hash tag in the prefix would
+    /// put every key in one cluster slot.
     pub fn prefix(self, prefix: impl Into<String>) -> Self {
         let prefix = prefix.into();
+        let prefix = if prefix.is_empty() {
+            prefix
+        } else {
+            tag(&prefix).into_owned()
+        };
         self.with(|s| s.prefix = prefix)
     }
 
@@ -270,8 +277,13 @@ fn pool_config(timeout: Duration) -> deadpool_redis::PoolConfig {
 }
 
 /// The cache key as the content of a hash tag: `{`, `}` and `%` escaped so
-/// that the tag is the whole key and distinct keys stay distinct.
+/// that the tag is the whole key and distinct keys stay distinct. The empty
+/// key becomes `%` (which no escaped key can be), because Redis ignores an
+/// empty `{}` and would put an entry and its lock in different slots.
 fn tag(key: &str) -> Cow<'_, str> {
+    if key.is_empty() {
+        return Cow::Borrowed("%");
+    }
     if !key.contains(['{', '}', '%']) {
         return Cow::Borrowed(key);
     }
@@ -402,6 +414,13 @@ mod tests {
         assert_eq!(store.lock_key("GET /"), "stampede:{GET /}:lock");
         assert_eq!(store.entry_key("GET /{id}%"), "stampede:{GET /%7Bid%7D%25}");
         assert_ne!(tag("a%7Bb"), tag("a{b"));
+        assert_eq!(
+            store.lock_key(""),
+            "stampede:{%}:lock",
+            "an empty tag would not be a tag"
+        );
+        assert_ne!(tag(""), tag("%"));
+        assert_eq!(store.clone().prefix("{app}:").entry_key("k"), "%7Bapp%7D:{k}");
         let other = store.prefix("app:");
         assert_eq!(other.lock_key("k"), "app:{k}:lock");
     }

@@ -1,0 +1,128 @@
+//! Replicas sharing a real three-node Redis Cluster: one origin call between
+//! them, and entries found by any replica that joins later.
+#![cfg(feature = "redis-cluster")]
+
+mod common;
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use common::{Calls, get_request, redis_server::RedisServer, send, slow_app, wave};
+use tower::Layer;
+use tower_stampede::{Policy, RedisStore, StampedeLayer};
+
+const PATH: &str = "/api/popular-posts";
+/// The cache key [`DefaultKey`](tower_stampede::DefaultKey) gives a GET of
+/// [`PATH`] without a `Host`.
+const KEY: &str = "GET /api/popular-posts";
+
+/// Three masters, slots split between them, every node agreeing the
+/// cluster is up.
+fn start_cluster() -> Vec<RedisServer> {
+    let nodes: Vec<RedisServer> = (0..3)
+        .map(|_| {
+            RedisServer::start_with(&[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+            ])
+        })
+        .collect();
+    let addresses: Vec<String> = nodes
+        .iter()
+        .map(|node| format!("127.0.0.1:{}", node.port()))
+        .collect();
+    let output = Command::new("redis-cli")
+        .arg("--cluster")
+        .arg("create")
+        .args(&addresses)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .expect("redis-cli runs (it comes with redis-server)");
+    assert!(
+        output.status.success(),
+        "redis-cli --cluster create failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // The one poll in the suite: nodes agree on the slot map over the
+    // cluster bus and Redis has nothing to block on until they do, so each
+    // node's view is re-checked until every one reports the cluster up.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let states: Vec<String> = nodes.iter().map(|node| node.cli(&["CLUSTER", "INFO"])).collect();
+        if states.iter().all(|info| info.contains("cluster_state:ok")) {
+            return nodes;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cluster did not come up within 10 s; CLUSTER INFO per node:\n{}",
+            states.join("\n---\n")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn store(nodes: &[RedisServer]) -> RedisStore {
+    RedisStore::cluster(nodes.iter().map(RedisServer::url))
+        .expect("valid node URLs")
+        .prefix("two-replicas-one-origin-call:")
+}
+
+fn layer(store: RedisStore) -> StampedeLayer<RedisStore> {
+    StampedeLayer::new(store).policy(Policy::ttl(Duration::from_secs(60)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_a_redis_cluster_make_one_origin_call_and_a_third_hits() {
+    let nodes = start_cluster();
+    let calls = Calls::default();
+    let (store_a, store_b) = (store(&nodes), store(&nodes));
+    store_a.connect().await.expect("replica A reaches the cluster");
+    store_b.connect().await.expect("replica B reaches the cluster");
+    let (layer_a, layer_b) = (layer(store_a.clone()), layer(store_b));
+    let replica_a = layer_a.layer(slow_app(&calls));
+    let replica_b = layer_b.layer(slow_app(&calls));
+
+    let (replies_a, replies_b) = tokio::join!(
+        wave(&replica_a, 100, |_| get_request(PATH)),
+        wave(&replica_b, 100, |_| get_request(PATH)),
+    );
+
+    assert_eq!(calls.get(), 1, "one origin call across both replicas");
+    let replies: Vec<_> = replies_a.iter().chain(&replies_b).collect();
+    assert_eq!(replies.len(), 200);
+    for reply in &replies {
+        assert_eq!(reply.status, 200, "{}", reply.cache_status());
+        assert_eq!(reply.body, replies[0].body, "{}", reply.cache_status());
+    }
+    assert_eq!(replies[0].text(), "/api/popular-posts answered by call 1");
+    let (stats_a, stats_b) = (layer_a.stats(), layer_b.stats());
+    assert_eq!(stats_a.origin_calls + stats_b.origin_calls, 1);
+    assert_eq!(
+        (stats_a.store_errors, stats_b.store_errors),
+        (0, 0),
+        "the cluster answered every store call"
+    );
+
+    // A replica started after the stampede finds the entry in the cluster.
+    let store_c = store(&nodes);
+    store_c.connect().await.expect("replica C reaches the cluster");
+    let layer_c = layer(store_c);
+    let late = send(layer_c.layer(slow_app(&calls)), get_request(PATH)).await;
+    assert_eq!(late.status, 200);
+    assert!(late.cache_status().contains("hit"), "{}", late.cache_status());
+    assert_eq!(late.body, replies[0].body);
+    assert_eq!(calls.get(), 1);
+
+    // The leader's fenced write is one script over the entry and its lock,
+    // which a cluster runs only when both keys live in one slot.
+    let slot_of = |key: String| nodes[0].cli(&["CLUSTER", "KEYSLOT", &key]);
+    assert_eq!(slot_of(store_a.entry_key(KEY)), slot_of(store_a.lock_key(KEY)));
+}
