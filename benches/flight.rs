@@ -5,12 +5,14 @@
 //! parking and waking the waiters (and of the requests themselves).
 #![allow(missing_docs, reason = "criterion_group! makes an undocumented public fn")]
 
+mod support;
+
 use std::{convert::Infallible, hint::black_box};
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use http::{Request, Response};
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{Empty, Full};
 use tower::{Layer, ServiceExt, service_fn};
 use tower_stampede::{MemoryStore, StampedeLayer};
 
@@ -31,13 +33,7 @@ async fn one_flight(requests: usize) {
             let service = service.clone();
             tokio::spawn(async move {
                 let request = Request::get("/hot").body(Empty::new()).expect("valid");
-                let response = service.oneshot(request).await.expect("infallible");
-                response
-                    .into_body()
-                    .collect()
-                    .await
-                    .expect("whole body")
-                    .to_bytes()
+                support::body(service.oneshot(request).await.expect("infallible")).await
             })
         })
         .collect();

@@ -5,61 +5,14 @@
 //! that the caller reads whole.
 #![allow(missing_docs, reason = "criterion_group! makes an undocumented public fn")]
 
-use std::{convert::Infallible, hint::black_box};
+mod support;
 
-use bytes::Bytes;
+use std::hint::black_box;
+
 use criterion::{Criterion, criterion_group, criterion_main};
-use http::{Request, Response};
-use http_body_util::{BodyExt, Empty, Full};
-use tower::{Layer, Service, ServiceExt, service_fn};
+use support::{origin, read};
+use tower::Layer;
 use tower_stampede::{MemoryStore, StampedeLayer};
-
-fn origin()
--> impl Service<Request<Empty<Bytes>>, Response = Response<Full<Bytes>>, Error = Infallible, Future = impl Send>
-+ Clone
-+ Send
-+ 'static {
-    let body = Bytes::from(vec![b'x'; 1024]);
-    service_fn(move |_: Request<Empty<Bytes>>| {
-        let body = body.clone();
-        async move {
-            let mut response = Response::new(Full::new(body));
-            response.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/json"),
-            );
-            Ok::<_, Infallible>(response)
-        }
-    })
-}
-
-fn request() -> Request<Empty<Bytes>> {
-    Request::get("/api/popular-posts")
-        .header(http::header::HOST, "bench.local")
-        .body(Empty::new())
-        .expect("valid request")
-}
-
-async fn read<S, B>(service: &mut S) -> Bytes
-where
-    S: Service<Request<Empty<Bytes>>, Response = Response<B>, Error = Infallible>,
-    B: http_body::Body<Data = Bytes>,
-    B::Error: std::fmt::Debug,
-{
-    let response = service
-        .ready()
-        .await
-        .expect("infallible")
-        .call(request())
-        .await
-        .expect("infallible");
-    response
-        .into_body()
-        .collect()
-        .await
-        .expect("whole body")
-        .to_bytes()
-}
 
 fn hit_path(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -27,25 +27,24 @@
 )]
 mod redis_server;
 
+mod support;
+
 use std::{
-    convert::Infallible,
     future::Future,
     hint::black_box,
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
-use http::{Request, Response};
-use http_body_util::{BodyExt, Empty, Full};
 use redis::aio::MultiplexedConnection;
 use redis_server::RedisServer;
+use support::{origin, read};
 use tokio::runtime::Runtime;
-use tower::{Layer, Service, ServiceExt, service_fn};
+use tower::Layer;
 use tower_stampede::{Entry, RedisStore, StampedeLayer, Store};
 
-/// The cache key [`request`] gets.
+/// The cache key [`support::request`] gets.
 const KEY: &str = "GET bench.local/api/popular-posts";
 const BARE_KEY: &str = "bench:bare";
 const LOCK_TTL: Duration = Duration::from_secs(10);
@@ -57,53 +56,6 @@ const WAIT: Duration = Duration::from_secs(5);
 const HEAD_START: Duration = Duration::from_millis(20);
 const POLL_EVERY: Duration = Duration::from_millis(200);
 const PLAIN_SAMPLES: usize = 200;
-
-fn origin()
--> impl Service<Request<Empty<Bytes>>, Response = Response<Full<Bytes>>, Error = Infallible, Future = impl Send>
-+ Clone
-+ Send
-+ 'static {
-    let body = Bytes::from(vec![b'x'; 1024]);
-    service_fn(move |_: Request<Empty<Bytes>>| {
-        let body = body.clone();
-        async move {
-            let mut response = Response::new(Full::new(body));
-            response.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/json"),
-            );
-            Ok::<_, Infallible>(response)
-        }
-    })
-}
-
-fn request() -> Request<Empty<Bytes>> {
-    Request::get("/api/popular-posts")
-        .header(http::header::HOST, "bench.local")
-        .body(Empty::new())
-        .expect("valid request")
-}
-
-async fn read<S, B>(service: &mut S) -> Bytes
-where
-    S: Service<Request<Empty<Bytes>>, Response = Response<B>, Error = Infallible>,
-    B: http_body::Body<Data = Bytes>,
-    B::Error: std::fmt::Debug,
-{
-    let response = service
-        .ready()
-        .await
-        .expect("infallible")
-        .call(request())
-        .await
-        .expect("infallible");
-    response
-        .into_body()
-        .collect()
-        .await
-        .expect("whole body")
-        .to_bytes()
-}
 
 /// Runs the hit-path group and returns the entry the layer stored, for the
 /// wake-up group to write.

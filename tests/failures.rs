@@ -6,6 +6,8 @@ mod common;
 
 use std::{convert::Infallible, future, sync::Arc, time::Duration};
 
+use tokio::task::JoinHandle;
+
 use axum::body::Body;
 use bytes::Bytes;
 use common::{Calls, get_request, try_send};
@@ -39,6 +41,24 @@ where
     })
 }
 
+/// What a spawned `try_send` through `S` ends with.
+type Sent<S, B> =
+    Result<(common::Reply, Option<<B as http_body::Body>::Error>), <S as Service<Request<Body>>>::Error>;
+
+/// One request for `/hot`, then `n` more while it is at the origin.
+#[allow(clippy::type_complexity, reason = "two task handles of one alias")]
+fn leader_and_waiters<S, B>(service: &S, n: usize) -> (JoinHandle<Sent<S, B>>, Vec<JoinHandle<Sent<S, B>>>)
+where
+    S: Service<Request<Body>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Send + 'static,
+{
+    let send = || tokio::spawn(try_send(service.clone(), get_request("/hot")));
+    (send(), (0..n).map(|_| send()).collect())
+}
+
 fn text(body: &'static str) -> Response<Full<Bytes>> {
     Response::new(Full::new(Bytes::from(body)))
 }
@@ -53,10 +73,7 @@ async fn a_panicking_origin_strands_no_one_and_the_next_request_succeeds() {
     let layer = StampedeLayer::new(MemoryStore::new());
     let service = layer.layer(origin);
 
-    let leader = tokio::spawn(try_send(service.clone(), get_request("/hot")));
-    let waiters: Vec<_> = (0..9)
-        .map(|_| tokio::spawn(try_send(service.clone(), get_request("/hot"))))
-        .collect();
+    let (leader, waiters) = leader_and_waiters(&service, 9);
 
     assert!(leader.await.expect_err("the panic reaches the leader").is_panic());
     for waiter in waiters {
@@ -88,10 +105,7 @@ async fn a_failing_origin_fails_its_leader_answers_waiters_502_and_frees_the_key
     let layer = StampedeLayer::new(MemoryStore::new());
     let service = layer.layer(origin);
 
-    let leader = tokio::spawn(try_send(service.clone(), get_request("/hot")));
-    let waiters: Vec<_> = (0..9)
-        .map(|_| tokio::spawn(try_send(service.clone(), get_request("/hot"))))
-        .collect();
+    let (leader, waiters) = leader_and_waiters(&service, 9);
 
     assert_eq!(leader.await.expect("no panic").err(), Some("connection refused"));
     for waiter in waiters {

@@ -72,6 +72,14 @@ fn all_ok_and_equal(replies: &[(Reply, Duration)]) -> bool {
         .all(|(r, _)| r.status == 200 && r.body == replies[0].0.body)
 }
 
+/// The slow origin behind each replica, all counting into `calls`.
+fn slow_apps(replicas: &[Replica], calls: &Calls) -> Vec<Router> {
+    replicas
+        .iter()
+        .map(|r| slow_app(calls).layer(r.clone()))
+        .collect()
+}
+
 fn origin_calls(replicas: &[Replica]) -> u64 {
     replicas.iter().map(|r| r.stats().origin_calls).sum()
 }
@@ -81,10 +89,7 @@ async fn four_replicas_of_250_requests_make_one_origin_call_woken_by_push() {
     let server = RedisServer::start();
     let calls = Calls::default();
     let replicas = replicas(&server, 4).await;
-    let apps: Vec<_> = replicas
-        .iter()
-        .map(|r| slow_app(&calls).layer(r.clone()))
-        .collect();
+    let apps = slow_apps(&replicas, &calls);
 
     let replies = stampede(&apps, 250, "/api/popular-posts").await;
 
@@ -290,10 +295,7 @@ async fn redis_frozen_fails_no_request_and_hits_resume_when_it_thaws() {
     let server = RedisServer::start();
     let calls = Calls::default();
     let replicas = replicas(&server, 2).await;
-    let apps: Vec<_> = replicas
-        .iter()
-        .map(|r| slow_app(&calls).layer(r.clone()))
-        .collect();
+    let apps = slow_apps(&replicas, &calls);
 
     server.pause();
     let replies = stampede(&apps, 100, "/hot").await;
@@ -330,10 +332,7 @@ async fn waiters_still_complete_when_the_pubsub_connection_is_killed() {
     let server = RedisServer::start();
     let calls = Calls::default();
     let replicas = replicas(&server, 2).await;
-    let apps: Vec<_> = replicas
-        .iter()
-        .map(|r| slow_app(&calls).layer(r.clone()))
-        .collect();
+    let apps = slow_apps(&replicas, &calls);
 
     let killed: u32 = server
         .cli(&["CLIENT", "KILL", "TYPE", "pubsub"])
@@ -354,10 +353,7 @@ async fn a_lock_whose_holder_vanished_is_taken_over_once() {
     let server = RedisServer::start();
     let calls = Calls::default();
     let replicas = replicas(&server, 3).await;
-    let apps: Vec<_> = replicas
-        .iter()
-        .map(|r| slow_app(&calls).layer(r.clone()))
-        .collect();
+    let apps = slow_apps(&replicas, &calls);
     // A replica took the lock and died: nobody will release it.
     let lock = replicas[0].store().lock_key("GET /hot");
     server.cli(&["SET", &lock, "ghost", "PX", "300"]);
