@@ -12,7 +12,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use crate::{cacheable::CacheControl, policy::Lifetime};
 
 /// The first bytes of every encoded entry: a magic and the format version.
-const MAGIC: &[u8; 4] = b"TSE\x01";
+const MAGIC: &[u8; 4] = b"TSE\x02";
 
 /// A stored response: status, headers, body and trailers, with the times
 /// that decide whether it may be served.
@@ -74,9 +74,11 @@ impl Entry {
     ) -> Self {
         let (parts, body) = response.into_parts();
         let fresh_until = stored_at.checked_add(fresh_for).unwrap_or(stored_at);
+        let stale_until = fresh_until.checked_add(stale_for).unwrap_or(fresh_until);
         let lifetime = Lifetime {
             fresh_until,
-            stale_until: fresh_until.checked_add(stale_for).unwrap_or(fresh_until),
+            stale_until,
+            error_until: stale_until,
         };
         let vary = (Vec::new(), HeaderMap::new());
         Self::new(
@@ -148,10 +150,15 @@ impl Entry {
         self.lifetime.fresh_until
     }
 
-    /// When the entry may no longer be served at all; a store may drop it
-    /// from then on.
+    /// When the entry may no longer be served stale while it is refreshed.
     pub fn stale_until(&self) -> SystemTime {
         self.lifetime.stale_until
+    }
+
+    /// When the entry may no longer stand in for a failing origin; a store
+    /// may drop it from then on, or from [`Entry::stale_until`] if later.
+    pub fn error_until(&self) -> SystemTime {
+        self.lifetime.error_until
     }
 
     /// An estimate of the memory the entry holds, in bytes.
@@ -175,6 +182,7 @@ impl Entry {
         out.put_u64(millis(self.stored_at));
         out.put_u64(millis(self.lifetime.fresh_until));
         out.put_u64(millis(self.lifetime.stale_until));
+        out.put_u64(millis(self.lifetime.error_until));
         out.put_u64(u64::try_from(self.recompute.as_micros()).unwrap_or(u64::MAX));
         put_headers(&mut out, &self.headers);
         match &self.trailers {
@@ -210,6 +218,7 @@ impl Entry {
         let stored_at = r.time()?;
         let fresh_until = r.time()?;
         let stale_until = r.time()?;
+        let error_until = r.time()?;
         let recompute = Duration::from_micros(r.u64()?);
         let headers = r.headers()?;
         let trailers = match r.u8()? {
@@ -246,6 +255,7 @@ impl Entry {
             Lifetime {
                 fresh_until,
                 stale_until,
+                error_until,
             },
             recompute,
         ))
@@ -384,6 +394,7 @@ mod tests {
             Lifetime {
                 fresh_until: t0 + Duration::from_secs(50),
                 stale_until: t0 + Duration::from_secs(120),
+                error_until: t0 + Duration::from_secs(300),
             },
             Duration::from_micros(200_123),
         )
@@ -423,12 +434,14 @@ mod tests {
                 reason: "trailing bytes"
             })
         );
-        let mut v2 = BytesMut::from(&sample().encode()[..]);
-        v2[3] = 2;
-        assert!(Entry::decode(v2.freeze()).is_err());
+        for version in [1, 3] {
+            let mut other = BytesMut::from(&sample().encode()[..]);
+            other[3] = version;
+            assert!(Entry::decode(other.freeze()).is_err(), "version {version}");
+        }
         assert!(Entry::decode(Bytes::from_static(b"<html>not ours</html>")).is_err());
         let huge_count = Bytes::from_static(
-            b"TSE\x01\x00\xc8\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\xff\xff\xff\xff",
+            b"TSE\x02\x00\xc8\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\xff\xff\xff\xff",
         );
         assert!(Entry::decode(huge_count).is_err());
     }

@@ -2,6 +2,7 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
+use tokio::sync::Semaphore;
 use tower_layer::Layer;
 
 use crate::{
@@ -13,6 +14,8 @@ use crate::{
     stats::Stats,
     store::Store,
 };
+
+const DEFAULT_MAX_REFRESHES: usize = 64;
 
 /// Puts a stampede-proof cache in front of an `http` service.
 ///
@@ -47,14 +50,17 @@ pub(crate) struct Config {
     pub(crate) store_retry_after: Duration,
     pub(crate) key: Arc<dyn MakeKey>,
     pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) random: Arc<dyn Fn() -> f64 + Send + Sync>,
+    /// Permits for background refreshes, shared by the layer's services.
+    pub(crate) refreshes: Arc<Semaphore>,
 }
 
 impl<St: Store> StampedeLayer<St> {
     /// A layer over `store` with the defaults: [`Policy::ttl`] of 60 s for
     /// every route, bodies stored up to 8 MiB, store calls bounded by 250 ms
     /// and skipped for 1 s after one fails, rebuild locks of 10 s (extended
-    /// while a rebuild runs) waited on for up to 30 s, [`DefaultKey`] and the
-    /// system clock.
+    /// while a rebuild runs) waited on for up to 30 s, up to 64 background
+    /// refreshes at once, [`DefaultKey`] and the system clock.
     pub fn new(store: St) -> Self {
         Self {
             store,
@@ -68,6 +74,8 @@ impl<St: Store> StampedeLayer<St> {
                 store_retry_after: Duration::from_secs(1),
                 key: Arc::new(DefaultKey),
                 clock: Arc::new(SystemClock),
+                random: Arc::new(fastrand::f64),
+                refreshes: Arc::new(Semaphore::new(DEFAULT_MAX_REFRESHES)),
             }),
             state: Arc::new(State::new()),
         }
@@ -152,6 +160,24 @@ impl<St: Store> StampedeLayer<St> {
     /// system clock; tests use [`ManualClock`](crate::clock::ManualClock).
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.config().clock = Arc::new(clock);
+        self
+    }
+
+    /// Where XFetch and jitter draw their random numbers, uniform in [0, 1).
+    /// Default: a fast thread-local generator; tests pass a seeded one.
+    pub fn random(mut self, random: impl Fn() -> f64 + Send + Sync + 'static) -> Self {
+        self.config().random = Arc::new(random);
+        self
+    }
+
+    /// How many background refreshes (XFetch's early ones, and those of
+    /// stale entries) may run at once. A refresh that would exceed it is not
+    /// started, rather than queued: the entry is served as it is, and a
+    /// later request tries again. Counted in
+    /// [`Stats::refreshes_dropped`](crate::Stats::refreshes_dropped).
+    /// Default: 64.
+    pub fn max_refreshes(mut self, max: usize) -> Self {
+        self.config().refreshes = Arc::new(Semaphore::new(max));
         self
     }
 

@@ -124,6 +124,7 @@ mod future;
 mod key;
 mod layer;
 mod policy;
+mod rebuild;
 mod route;
 mod service;
 mod stats;

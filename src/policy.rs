@@ -1,50 +1,94 @@
-//! Pure freshness decisions: no I/O, time passed in.
+//! Pure freshness decisions: no I/O; time and randomness passed in.
 
 use std::time::{Duration, SystemTime};
 
-/// How long responses stay fresh, and what happens when they are not.
+/// How long responses stay fresh, and what happens around their expiry.
 ///
 /// A policy is set for the whole layer with [`StampedeLayer::policy`] and
 /// per route with [`StampedeLayer::route`].
+///
+/// | policy | before expiry | around expiry | after |
+/// | --- | --- | --- | --- |
+/// | [`ttl`](Policy::ttl) | hit | the first request rebuilds, the others wait on it | |
+/// | [`xfetch`](Policy::xfetch) | hit; a request may start an early background refresh, likelier as expiry nears | as `ttl` if no early refresh landed | |
+/// | [`stale_while_revalidate`](Policy::stale_while_revalidate) | hit | served stale at once while one background refresh runs | a miss once the stale window is over |
+///
+/// Any policy can add [`stale_if_error`](Policy::stale_if_error) and
+/// [`jitter`](Policy::jitter).
 ///
 /// [`StampedeLayer::policy`]: crate::StampedeLayer::policy
 /// [`StampedeLayer::route`]: crate::StampedeLayer::route
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
     kind: Kind,
+    stale_if_error: Duration,
+    jitter: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Kind {
     Bypass,
     Ttl { ttl: Duration },
+    XFetch { ttl: Duration, beta: f64 },
+    Swr { fresh: Duration, gone: Duration },
 }
 
-/// When a stored entry stops being fresh and when it may no longer be served
-/// at all.
+/// When a stored entry stops being fresh, stops being servable while a
+/// refresh runs, and stops being servable even when the origin fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Lifetime {
     pub(crate) fresh_until: SystemTime,
     pub(crate) stale_until: SystemTime,
+    pub(crate) error_until: SystemTime,
 }
 
 impl Lifetime {
+    /// An entry that is never fresh (a response shared but not stored).
+    pub(crate) fn expired(now: SystemTime) -> Self {
+        Self {
+            fresh_until: now,
+            stale_until: now,
+            error_until: now,
+        }
+    }
+
     /// How long a store should keep an entry written at `now`.
     pub(crate) fn keep_for(&self, now: SystemTime) -> Duration {
-        self.stale_until.duration_since(now).unwrap_or_default()
+        self.stale_until
+            .max(self.error_until)
+            .duration_since(now)
+            .unwrap_or_default()
+    }
+
+    /// Whether the entry may stand in for a failed origin at `now`.
+    pub(crate) fn serves_errors_at(&self, now: SystemTime) -> bool {
+        now < self.error_until
     }
 }
 
 /// What to do with a stored entry at a given time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Decision {
-    /// Serve it; it stays fresh for the given time.
+    /// Serve it; it stays fresh for `ttl`.
     Fresh { ttl: Duration },
+    /// Serve it, and refresh it in the background now (XFetch).
+    RefreshEarly { ttl: Duration },
+    /// Serve it stale, `late` past its freshness, and refresh it in the
+    /// background (stale-while-revalidate).
+    Stale { late: Duration },
     /// Treat it as a miss.
     Expired,
 }
 
 impl Policy {
+    fn new(kind: Kind) -> Self {
+        Self {
+            kind,
+            stale_if_error: Duration::ZERO,
+            jitter: 0.0,
+        }
+    }
+
     /// Responses are fresh for `ttl` after they are stored, then expire; the
     /// next request rebuilds them with the usual single flight.
     ///
@@ -56,15 +100,85 @@ impl Policy {
     /// assert!(!policy.is_bypass());
     /// ```
     pub fn ttl(ttl: Duration) -> Self {
-        Self {
-            kind: Kind::Ttl { ttl },
+        Self::new(Kind::Ttl { ttl })
+    }
+
+    /// Fresh for `ttl`, with probabilistic early refresh (XFetch, Vattani et
+    /// al., VLDB 2015): each request for a fresh entry refreshes it in the
+    /// background when `now - delta * beta * ln(u) >= expiry`, where `delta`
+    /// is how long the entry's last rebuild took and `u` is uniform in
+    /// (0, 1]. The nearer the expiry and the slower the rebuild, the likelier
+    /// an early refresh; requests are served the still-fresh entry and never
+    /// wait for it. At expiry it behaves like [`Policy::ttl`]. `beta` is 1
+    /// unless set with [`Policy::beta`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_stampede::Policy;
+    ///
+    /// let policy = Policy::xfetch(Duration::from_secs(60)).beta(2.0);
+    /// # let _ = policy;
+    /// ```
+    pub fn xfetch(ttl: Duration) -> Self {
+        Self::new(Kind::XFetch { ttl, beta: 1.0 })
+    }
+
+    /// XFetch's eagerness: above 1 refreshes earlier, below 1 later. Has no
+    /// effect on other policies. Negative or non-finite values count as 0
+    /// (no early refresh).
+    pub fn beta(mut self, beta: f64) -> Self {
+        if let Kind::XFetch { beta: b, .. } = &mut self.kind {
+            *b = if beta.is_finite() { beta.max(0.0) } else { 0.0 };
         }
+        self
+    }
+
+    /// Fresh for `fresh`; then, until `gone` after it was stored, the stale
+    /// response is served at once while one background refresh runs (one per
+    /// key across every replica that shares the store); from `gone` on, a
+    /// miss. `gone` at or below `fresh` leaves no stale window.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_stampede::Policy;
+    ///
+    /// // Fresh for 50 s, served stale while one refresh runs, gone at 120 s.
+    /// let policy = Policy::stale_while_revalidate(Duration::from_secs(50), Duration::from_secs(120));
+    /// # let _ = policy;
+    /// ```
+    pub fn stale_while_revalidate(fresh: Duration, gone: Duration) -> Self {
+        Self::new(Kind::Swr {
+            fresh,
+            gone: gone.max(fresh),
+        })
     }
 
     /// Requests go straight to the inner service: nothing is looked up,
     /// collapsed or stored.
     pub fn bypass() -> Self {
-        Self { kind: Kind::Bypass }
+        Self::new(Kind::Bypass)
+    }
+
+    /// When a rebuild (a miss or a background refresh) fails, because the
+    /// inner service errs or answers `500`, `502`, `503` or `504`, the last
+    /// good response is served instead for up to `window` after it stopped
+    /// being fresh (RFC 5861's `stale-if-error`). A failed background
+    /// refresh leaves the last good response in place.
+    pub fn stale_if_error(mut self, window: Duration) -> Self {
+        self.stale_if_error = window;
+        self
+    }
+
+    /// Spreads expiries: each stored response is fresh for the policy's time
+    /// less a random part of up to `fraction` of it (clamped to 0..=1), so
+    /// that responses stored together do not expire together.
+    pub fn jitter(mut self, fraction: f64) -> Self {
+        self.jitter = if fraction.is_finite() {
+            fraction.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        self
     }
 
     /// Whether this policy sends every request straight to the inner service.
@@ -72,29 +186,59 @@ impl Policy {
         matches!(self.kind, Kind::Bypass)
     }
 
-    /// The lifetime of an entry stored at `now`, or `None` when nothing may be
-    /// stored under this policy.
-    pub(crate) fn lifetime(&self, now: SystemTime) -> Option<Lifetime> {
-        match self.kind {
-            Kind::Bypass => None,
-            Kind::Ttl { ttl } => {
-                let fresh_until = now.checked_add(ttl)?;
-                Some(Lifetime {
-                    fresh_until,
-                    stale_until: fresh_until,
-                })
-            }
-        }
+    /// The lifetime of an entry stored at `now`, or `None` when nothing may
+    /// be stored under this policy. `random` is uniform in [0, 1).
+    pub(crate) fn lifetime(&self, now: SystemTime, random: f64) -> Option<Lifetime> {
+        let (fresh, stale) = match self.kind {
+            Kind::Bypass => return None,
+            Kind::Ttl { ttl } | Kind::XFetch { ttl, .. } => (ttl, Duration::ZERO),
+            Kind::Swr { fresh, gone } => (fresh, gone - fresh),
+        };
+        // The factor is at most 1; converting back can only fail by rounding
+        // a huge duration up, and then the unjittered one is right anyway.
+        let factor = 1.0 - self.jitter * random.clamp(0.0, 1.0);
+        let fresh = Duration::try_from_secs_f64(fresh.as_secs_f64() * factor).unwrap_or(fresh);
+        let fresh_until = now.checked_add(fresh)?;
+        let stale_until = fresh_until.checked_add(stale)?;
+        let error_until = fresh_until.checked_add(self.stale_if_error)?.max(stale_until);
+        Some(Lifetime {
+            fresh_until,
+            stale_until,
+            error_until,
+        })
     }
 
-    /// Whether an entry with lifetime `lifetime` may be served at `now`.
-    pub(crate) fn decide(&self, lifetime: Lifetime, now: SystemTime) -> Decision {
+    /// What to do at `now` with an entry of lifetime `lifetime` whose last
+    /// rebuild took `recompute`. `random` is uniform in [0, 1).
+    pub(crate) fn decide(
+        &self,
+        lifetime: Lifetime,
+        recompute: Duration,
+        now: SystemTime,
+        random: f64,
+    ) -> Decision {
+        let left = lifetime.fresh_until.duration_since(now).unwrap_or_default();
+        if left.is_zero() {
+            return match self.kind {
+                Kind::Swr { .. } if now < lifetime.stale_until => Decision::Stale {
+                    late: now.duration_since(lifetime.fresh_until).unwrap_or_default(),
+                },
+                _ => Decision::Expired,
+            };
+        }
         match self.kind {
             Kind::Bypass => Decision::Expired,
-            Kind::Ttl { .. } => match lifetime.fresh_until.duration_since(now) {
-                Ok(ttl) if !ttl.is_zero() => Decision::Fresh { ttl },
-                _ => Decision::Expired,
-            },
+            Kind::XFetch { beta, .. } => {
+                // u in (0, 1], so ln(u) <= 0 and the gap is never negative.
+                let u = 1.0 - random.clamp(0.0, 1.0);
+                let gap = recompute.as_secs_f64() * beta * -u.ln();
+                if gap >= left.as_secs_f64() {
+                    Decision::RefreshEarly { ttl: left }
+                } else {
+                    Decision::Fresh { ttl: left }
+                }
+            }
+            Kind::Ttl { .. } | Kind::Swr { .. } => Decision::Fresh { ttl: left },
         }
     }
 }
@@ -116,46 +260,166 @@ mod tests {
         Duration::from_secs(s)
     }
 
+    fn ms(ms: u64) -> Duration {
+        Duration::from_millis(ms)
+    }
+
     #[test]
     fn ttl_is_fresh_until_the_ttl_has_passed() {
         let policy = Policy::ttl(secs(60));
-        let lifetime = policy.lifetime(T0).expect("ttl stores");
+        let lifetime = policy.lifetime(T0, 0.5).expect("ttl stores");
         assert_eq!(lifetime.fresh_until, T0 + secs(60));
         assert_eq!(lifetime.stale_until, T0 + secs(60));
-        assert_eq!(policy.decide(lifetime, T0), Decision::Fresh { ttl: secs(60) });
-        assert_eq!(
-            policy.decide(lifetime, T0 + secs(59)),
-            Decision::Fresh { ttl: secs(1) }
-        );
-        assert_eq!(policy.decide(lifetime, T0 + secs(60)), Decision::Expired);
-        assert_eq!(policy.decide(lifetime, T0 + secs(3600)), Decision::Expired);
+        let decide = |at| policy.decide(lifetime, secs(1), at, 0.5);
+        assert_eq!(decide(T0), Decision::Fresh { ttl: secs(60) });
+        assert_eq!(decide(T0 + secs(59)), Decision::Fresh { ttl: secs(1) });
+        assert_eq!(decide(T0 + secs(60)), Decision::Expired);
+        assert_eq!(decide(T0 + secs(3600)), Decision::Expired);
     }
 
     #[test]
     fn an_entry_from_a_clock_ahead_of_ours_is_fresh_for_its_whole_ttl() {
         let policy = Policy::ttl(secs(10));
-        let lifetime = policy.lifetime(T0 + secs(5)).expect("ttl stores");
-        assert_eq!(policy.decide(lifetime, T0), Decision::Fresh { ttl: secs(15) });
+        let lifetime = policy.lifetime(T0 + secs(5), 0.0).expect("ttl stores");
+        assert_eq!(
+            policy.decide(lifetime, secs(0), T0, 0.0),
+            Decision::Fresh { ttl: secs(15) }
+        );
     }
 
     #[test]
     fn bypass_stores_nothing_and_serves_nothing() {
         let policy = Policy::bypass();
         assert!(policy.is_bypass());
-        assert_eq!(policy.lifetime(T0), None);
-        let lifetime = Policy::ttl(secs(60)).lifetime(T0).expect("ttl stores");
-        assert_eq!(policy.decide(lifetime, T0), Decision::Expired);
+        assert_eq!(policy.lifetime(T0, 0.0), None);
+        let lifetime = Policy::ttl(secs(60)).lifetime(T0, 0.0).expect("ttl stores");
+        assert_eq!(policy.decide(lifetime, secs(0), T0, 0.0), Decision::Expired);
     }
 
     #[test]
-    fn keep_for_is_the_time_left_until_the_entry_is_gone() {
-        let lifetime = Policy::ttl(secs(30)).lifetime(T0).expect("ttl stores");
+    fn keep_for_covers_the_stale_and_error_windows() {
+        let lifetime = Policy::ttl(secs(30)).lifetime(T0, 0.0).expect("stores");
         assert_eq!(lifetime.keep_for(T0), secs(30));
         assert_eq!(lifetime.keep_for(T0 + secs(40)), Duration::ZERO);
+        let swr = Policy::stale_while_revalidate(secs(50), secs(120)).stale_if_error(secs(300));
+        let lifetime = swr.lifetime(T0, 0.0).expect("stores");
+        assert_eq!(lifetime.keep_for(T0), secs(350));
     }
 
     #[test]
     fn a_ttl_beyond_the_end_of_time_stores_nothing() {
-        assert_eq!(Policy::ttl(Duration::MAX).lifetime(T0), None);
+        assert_eq!(Policy::ttl(Duration::MAX).lifetime(T0, 0.0), None);
+    }
+
+    #[test]
+    fn swr_serves_stale_inside_its_window_and_not_at_its_edge() {
+        let policy = Policy::stale_while_revalidate(secs(50), secs(120));
+        let lifetime = policy.lifetime(T0, 0.0).expect("stores");
+        assert_eq!(lifetime.stale_until, T0 + secs(120));
+        let decide = |at| policy.decide(lifetime, secs(1), at, 0.0);
+        assert_eq!(decide(T0 + secs(49)), Decision::Fresh { ttl: secs(1) });
+        assert_eq!(decide(T0 + secs(50)), Decision::Stale { late: Duration::ZERO });
+        assert_eq!(decide(T0 + ms(119_999)), Decision::Stale { late: ms(69_999) });
+        assert_eq!(decide(T0 + secs(120)), Decision::Expired);
+    }
+
+    #[test]
+    fn swr_with_gone_before_fresh_has_no_stale_window() {
+        let policy = Policy::stale_while_revalidate(secs(50), secs(10));
+        let lifetime = policy.lifetime(T0, 0.0).expect("stores");
+        assert_eq!(
+            policy.decide(lifetime, secs(0), T0 + secs(50), 0.0),
+            Decision::Expired
+        );
+    }
+
+    #[test]
+    fn stale_if_error_window_runs_from_the_end_of_freshness() {
+        let policy = Policy::ttl(secs(10)).stale_if_error(secs(30));
+        let lifetime = policy.lifetime(T0, 0.0).expect("stores");
+        assert!(lifetime.serves_errors_at(T0 + secs(39)));
+        assert!(lifetime.serves_errors_at(T0 + ms(39_999)));
+        assert!(!lifetime.serves_errors_at(T0 + secs(40)));
+        // Never shorter than the stale window.
+        let swr = Policy::stale_while_revalidate(secs(10), secs(60)).stale_if_error(secs(5));
+        let lifetime = swr.lifetime(T0, 0.0).expect("stores");
+        assert_eq!(lifetime.error_until, T0 + secs(60));
+        // Without it, an expired entry stands in for nothing.
+        let plain = Policy::ttl(secs(10)).lifetime(T0, 0.0).expect("stores");
+        assert!(!plain.serves_errors_at(T0 + secs(10)));
+    }
+
+    #[test]
+    fn jitter_shortens_freshness_by_up_to_its_fraction() {
+        let policy = Policy::ttl(secs(100)).jitter(0.2);
+        let at = |random| policy.lifetime(T0, random).expect("stores").fresh_until;
+        assert_eq!(at(0.0), T0 + secs(100));
+        assert_eq!(at(0.5), T0 + secs(90));
+        assert_eq!(at(0.999_999), T0 + Duration::from_secs_f64(80.00002));
+        assert_eq!(Policy::ttl(secs(100)).jitter(7.0).jitter, 1.0);
+        assert_eq!(Policy::ttl(secs(100)).jitter(f64::NAN).jitter, 0.0);
+    }
+
+    /// The fraction of requests that refresh early at `left` before expiry,
+    /// over `n` draws of a seeded source.
+    fn early_fraction(beta: f64, delta: Duration, left: Duration, n: usize) -> f64 {
+        let policy = Policy::xfetch(secs(60)).beta(beta);
+        let lifetime = policy.lifetime(T0, 0.0).expect("stores");
+        let now = lifetime.fresh_until - left;
+        let mut rng = fastrand::Rng::with_seed(7);
+        let early = (0..n)
+            .filter(|_| {
+                matches!(
+                    policy.decide(lifetime, delta, now, rng.f64()),
+                    Decision::RefreshEarly { .. }
+                )
+            })
+            .count();
+        early as f64 / n as f64
+    }
+
+    #[test]
+    fn xfetch_refreshes_early_as_often_as_the_closed_form_says() {
+        // P(-delta * beta * ln(u) >= left) = P(u <= e^(-left / (delta * beta)))
+        //                                 = e^(-left / (delta * beta)).
+        let delta = ms(200);
+        for (beta, left_ms) in [
+            (1.0, 10),
+            (1.0, 50),
+            (1.0, 200),
+            (1.0, 600),
+            (2.0, 200),
+            (0.5, 100),
+        ] {
+            let left = ms(left_ms);
+            let expected = (-(left.as_secs_f64()) / (delta.as_secs_f64() * beta)).exp();
+            let measured = early_fraction(beta, delta, left, 100_000);
+            assert!(
+                (measured - expected).abs() < 0.01,
+                "beta {beta}, {left_ms} ms before expiry: {measured} vs {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn xfetch_never_refreshes_early_without_a_rebuild_time_or_with_beta_zero() {
+        assert_eq!(early_fraction(1.0, Duration::ZERO, ms(1), 10_000), 0.0);
+        assert_eq!(early_fraction(0.0, ms(200), ms(1), 10_000), 0.0);
+        assert_eq!(early_fraction(-3.0, ms(200), ms(1), 10_000), 0.0);
+    }
+
+    #[test]
+    fn xfetch_at_expiry_is_a_miss_like_ttl() {
+        let policy = Policy::xfetch(secs(10));
+        let lifetime = policy.lifetime(T0, 0.0).expect("stores");
+        assert_eq!(
+            policy.decide(lifetime, secs(1), T0 + secs(10), 0.0),
+            Decision::Expired
+        );
+    }
+
+    #[test]
+    fn beta_only_changes_xfetch() {
+        assert_eq!(Policy::ttl(secs(1)).beta(5.0), Policy::ttl(secs(1)));
     }
 }

@@ -4,31 +4,31 @@ use std::{
     fmt,
     future::Future,
     mem, panic,
-    pin::pin,
     sync::Arc,
     task::{Context, Poll},
     time::{Duration, SystemTime},
 };
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response, StatusCode, header, request, response};
+use http::{HeaderMap, Request, Response, StatusCode, header, request};
 use http_body::Body;
 use tower::ServiceExt;
 use tower_service::Service;
 use tracing::debug;
 
 use crate::{
-    body::{Collected, StampedeBody, collect},
+    body::StampedeBody,
     breaker::Breaker,
-    cacheable::{self, CacheControl, Private},
-    entry::{Entry, strip_unstorable_headers},
-    flight::{Flights, Join, Leader},
+    cacheable,
+    entry::Entry,
+    flight::{Flights, Join},
     future::ResponseFuture,
     layer::Config,
     policy::{Decision, Lifetime, Policy},
+    rebuild::{STALE_IF_ERROR, lead, refresh},
     stats::{Counters, Stats},
     status::{CacheStatus, Fwd, set_age},
-    store::{LockToken, Store, StoreError},
+    store::{Store, StoreError},
 };
 
 /// The middleware made by [`StampedeLayer`](crate::StampedeLayer): caches
@@ -75,10 +75,13 @@ pub(crate) enum Outcome {
     Private(&'static str),
     /// The inner service failed or panicked.
     Failed,
+    /// The inner service failed, and the last good response stands in for
+    /// it (`stale_if_error`).
+    LastGood(Arc<Entry>),
 }
 
 /// Why a response whose body was not read whole is not shared.
-const BODY_NOT_STORED: &str = "body-not-stored";
+pub(crate) const BODY_NOT_STORED: &str = "body-not-stored";
 
 enum Plan {
     Forward(Fwd),
@@ -87,7 +90,7 @@ enum Plan {
 
 /// Why a stored response may not answer a request.
 #[derive(Debug, PartialEq, Eq)]
-enum Fit {
+pub(crate) enum Fit {
     Yes,
     /// The request has `Authorization` and the response did not allow that.
     Authorization,
@@ -95,7 +98,7 @@ enum Fit {
     Vary,
 }
 
-fn fit(entry: &Entry, request: &HeaderMap) -> Fit {
+pub(crate) fn fit(entry: &Entry, request: &HeaderMap) -> Fit {
     if request.contains_key(header::AUTHORIZATION) && !entry.allows_authorized {
         Fit::Authorization
     } else if !cacheable::vary_matches(&entry.vary, &entry.vary_values, request) {
@@ -206,14 +209,14 @@ impl<St: Store> Shared<St> {
         }
     }
 
-    fn now(&self) -> SystemTime {
+    pub(crate) fn now(&self) -> SystemTime {
         self.config.clock.now()
     }
 
     /// Runs a store call within the store timeout; a failure is counted,
     /// logged and turned into `None`, never into a failed request. While the
     /// store is resting after a failure, the call is not made at all.
-    async fn store_call<T>(
+    pub(crate) async fn store_call<T>(
         &self,
         what: &'static str,
         key: &str,
@@ -237,110 +240,16 @@ impl<St: Store> Shared<St> {
         None
     }
 
-    async fn get(&self, key: &str) -> Option<Arc<Entry>> {
+    pub(crate) async fn get(&self, key: &str) -> Option<Arc<Entry>> {
         let timeout = self.config.store_timeout;
         self.store_call("get", key, timeout, self.store.get(key))
             .await
             .flatten()
     }
 
-    async fn try_lock(&self, key: &str) -> Lock {
-        let (timeout, ttl) = (self.config.store_timeout, self.config.lock_ttl);
-        match self
-            .store_call("lock", key, timeout, self.store.try_lock(key, ttl))
-            .await
-        {
-            Some(Some(token)) => Lock::Held(token),
-            Some(None) => Lock::Taken,
-            None => Lock::Unavailable,
-        }
-    }
-
-    async fn wait_unlocked(&self, key: &str, wait: Duration) {
-        let timeout = wait + self.config.store_timeout;
-        self.store_call("wait", key, timeout, self.store.wait_unlocked(key, wait))
-            .await;
-    }
-
-    /// Runs `work` while keeping the rebuild lock alive: a rebuild that takes
-    /// longer than the lock's ttl must not let a second one start.
-    async fn keep_lock<F: Future>(&self, key: &str, token: Option<&LockToken>, work: F) -> F::Output {
-        let Some(token) = token else {
-            return work.await;
-        };
-        let (ttl, timeout) = (self.config.lock_ttl, self.config.store_timeout);
-        let mut work = pin!(work);
-        loop {
-            tokio::select! {
-                output = &mut work => return output,
-                () = tokio::time::sleep(ttl / 3) => {
-                    let extend = self.store.extend_lock(key, token, ttl);
-                    if self.store_call("extend lock", key, timeout, extend).await != Some(true) {
-                        debug!(key, "rebuild lock lost while the origin was still working");
-                    }
-                }
-            }
-        }
-    }
-}
-
-enum Lock {
-    Held(LockToken),
-    Taken,
-    Unavailable,
-}
-
-/// A held rebuild lock that is released even if the leader's task unwinds.
-struct LockGuard<St: Store> {
-    shared: Arc<Shared<St>>,
-    key: String,
-    token: Option<LockToken>,
-}
-
-impl<St: Store> LockGuard<St> {
-    /// Writes `entry` fenced by the lock, which also releases it.
-    async fn store(mut self, entry: Arc<Entry>, keep_for: Duration) -> bool {
-        let Some(token) = self.token.take() else {
-            return false;
-        };
-        let shared = &self.shared;
-        let set = shared.store.set(&self.key, entry, &token, keep_for);
-        let stored = shared
-            .store_call("set", &self.key, shared.config.store_timeout, set)
-            .await;
-        if stored == Some(false) {
-            debug!(
-                key = self.key,
-                "write refused: the rebuild lock had passed to another"
-            );
-        }
-        stored == Some(true)
-    }
-
-    async fn release(mut self) {
-        if let Some(token) = self.token.take() {
-            let shared = &self.shared;
-            let unlock = shared.store.unlock(&self.key, &token);
-            shared
-                .store_call("unlock", &self.key, shared.config.store_timeout, unlock)
-                .await;
-        }
-    }
-}
-
-impl<St: Store> Drop for LockGuard<St> {
-    fn drop(&mut self) {
-        let Some(token) = self.token.take() else {
-            return;
-        };
-        // The leader unwound: free the key for the next rebuild now rather
-        // than when the lock expires.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let (store, key) = (self.shared.store.clone(), mem::take(&mut self.key));
-            runtime.spawn(async move {
-                let _ = store.unlock(&key, &token).await;
-            });
-        }
+    /// A uniform draw in [0, 1) for the policies.
+    pub(crate) fn random(&self) -> f64 {
+        (self.config.random)()
     }
 }
 
@@ -363,21 +272,34 @@ where
     B::Error: Send,
 {
     let counters = &shared.state.counters;
+    let mut last_good = None;
     if let Some(entry) = shared.get(&key).await {
         let now = shared.now();
-        if let Decision::Fresh { ttl } = policy.decide(entry.lifetime, now) {
-            match fit(&entry, request.headers()) {
-                Fit::Yes => {
-                    counters.hits.incr();
-                    debug!(key, "hit");
-                    return Ok(from_entry(&entry, CacheStatus::hit(ttl), Some(now)));
-                }
-                Fit::Authorization => {
-                    counters.bypassed.incr();
-                    let status = CacheStatus::forward(Fwd::Request).detail("authorization");
-                    return forward(&shared, inner, request, status).await;
-                }
-                Fit::Vary => {}
+        let decision = policy.decide(entry.lifetime, entry.recompute, now, shared.random());
+        match (decision, fit(&entry, request.headers())) {
+            (Decision::Expired, Fit::Yes) => last_good = Some(entry),
+            (Decision::Expired, _) | (_, Fit::Vary) => {}
+            (_, Fit::Authorization) => {
+                counters.bypassed.incr();
+                let status = CacheStatus::forward(Fwd::Request).detail("authorization");
+                return forward(&shared, inner, request, status).await;
+            }
+            (Decision::Fresh { ttl }, Fit::Yes) => {
+                counters.hits.incr();
+                debug!(key, "hit");
+                return Ok(from_entry(&entry, CacheStatus::hit(ttl), Some(now)));
+            }
+            (Decision::RefreshEarly { ttl }, Fit::Yes) => {
+                counters.hits.incr();
+                let response = from_entry(&entry, CacheStatus::hit(ttl).detail("early-refresh"), Some(now));
+                refresh(&shared, inner, request, key, policy, entry);
+                return Ok(response);
+            }
+            (Decision::Stale { late }, Fit::Yes) => {
+                counters.stale_hits.incr();
+                let response = from_entry(&entry, CacheStatus::stale(late), Some(now));
+                refresh(&shared, inner, request, key, policy, entry);
+                return Ok(response);
             }
         }
     }
@@ -385,7 +307,15 @@ where
     match shared.state.flights.join(&key) {
         Join::Leader(leader) => {
             debug!(key, "leading a flight");
-            let task = tokio::spawn(lead(Arc::clone(&shared), inner, request, key, policy, leader));
+            let task = tokio::spawn(lead(
+                Arc::clone(&shared),
+                inner,
+                request,
+                key,
+                policy,
+                leader,
+                last_good,
+            ));
             match task.await {
                 Ok(response) => response,
                 Err(error) => match error.try_into_panic() {
@@ -411,8 +341,12 @@ where
                         .ttl(ttl);
                     Ok(from_entry(&entry, status, None))
                 }
+                Some(Outcome::LastGood(entry)) if fit(&entry, request.headers()) == Fit::Yes => {
+                    let status = CacheStatus::forward(Fwd::Miss).collapsed().detail(STALE_IF_ERROR);
+                    Ok(from_entry(&entry, status, Some(shared.now())))
+                }
                 Some(Outcome::Failed) | None => Ok(bad_gateway("origin-error")),
-                Some(Outcome::Shared { .. }) => {
+                Some(Outcome::Shared { .. } | Outcome::LastGood(_)) => {
                     debug!(key, "leader's response does not fit this request; going forward");
                     forward(&shared, fallback, request, CacheStatus::forward(Fwd::Miss)).await
                 }
@@ -424,172 +358,6 @@ where
             }
         }
     }
-}
-
-/// The leader's work, run in its own task so that its client going away
-/// does not cancel what its waiters wait for.
-async fn lead<S, St, ReqBody, B>(
-    shared: Arc<Shared<St>>,
-    mut inner: S,
-    request: Request<ReqBody>,
-    key: String,
-    policy: Policy,
-    leader: Leader<Outcome>,
-) -> Result<Response<StampedeBody<B>>, S::Error>
-where
-    S: Service<Request<ReqBody>, Response = Response<B>>,
-    St: Store,
-    B: Body,
-{
-    // Another layer on this store may be rebuilding: wait for its write, and
-    // take the lock over if it is released (or expires) without one. A live
-    // holder keeps its lock, so the wait is bounded by `lock_wait`, after
-    // which this leader goes to the origin without storing.
-    let waiting_since = tokio::time::Instant::now();
-    let token = loop {
-        match shared.try_lock(&key).await {
-            Lock::Held(token) => break Some(token),
-            Lock::Unavailable => break None,
-            Lock::Taken => {}
-        }
-        let left = shared.config.lock_wait.saturating_sub(waiting_since.elapsed());
-        if left.is_zero() {
-            debug!(
-                key,
-                "waited lock_wait for another layer's rebuild; going to the origin"
-            );
-            break None;
-        }
-        shared.wait_unlocked(&key, left.min(shared.config.lock_ttl)).await;
-        if let Some(entry) = shared.get(&key).await {
-            let now = shared.now();
-            if let Decision::Fresh { ttl } = policy.decide(entry.lifetime, now)
-                && fit(&entry, request.headers()) == Fit::Yes
-            {
-                shared.state.counters.coalesced.incr();
-                leader.finish(Outcome::Shared {
-                    entry: Arc::clone(&entry),
-                    stored: true,
-                });
-                let status = CacheStatus::forward(Fwd::Miss).collapsed().ttl(Some(ttl));
-                return Ok(from_entry(&entry, status, Some(now)));
-            }
-        }
-    };
-    let guard = LockGuard {
-        shared: Arc::clone(&shared),
-        key,
-        token,
-    };
-
-    let authorized = request.headers().contains_key(header::AUTHORIZATION);
-    let request_headers = request.headers().clone();
-    let started = tokio::time::Instant::now();
-    shared.state.counters.origin_calls.incr();
-    let limit = shared.config.max_body_bytes;
-    let fetch = async {
-        let (parts, body) = inner.call(request).await?.into_parts();
-        let cc = CacheControl::parse(&parts.headers);
-        if let Err(reason) = cacheable::shareable(&parts.headers, &cc, authorized) {
-            return Ok(Fetched::Private { parts, body, reason });
-        }
-        Ok(match collect(body, limit).await {
-            Collected::Complete { data, trailers } => Fetched::Whole {
-                parts,
-                data,
-                trailers,
-            },
-            Collected::Partial(body) => Fetched::Partial { parts, body },
-        })
-    };
-    let fetched = shared.keep_lock(&guard.key, guard.token.as_ref(), fetch).await;
-
-    let (mut parts, data, trailers) = match fetched {
-        Err(error) => {
-            guard.release().await;
-            leader.finish(Outcome::Failed);
-            return Err(error);
-        }
-        Ok(Fetched::Private { parts, body, reason }) => {
-            guard.release().await;
-            leader.finish(Outcome::Private(reason.as_str()));
-            let status = CacheStatus::forward(Fwd::Miss)
-                .fwd_status(parts.status)
-                .detail(reason.as_str());
-            return Ok(with_status(
-                Response::from_parts(parts, StampedeBody::inner(body)),
-                &status,
-            ));
-        }
-        Ok(Fetched::Partial { parts, body }) => {
-            guard.release().await;
-            leader.finish(Outcome::Private(BODY_NOT_STORED));
-            let status = CacheStatus::forward(Fwd::Miss)
-                .fwd_status(parts.status)
-                .detail(BODY_NOT_STORED);
-            return Ok(with_status(Response::from_parts(parts, body), &status));
-        }
-        Ok(Fetched::Whole {
-            parts,
-            data,
-            trailers,
-        }) => (parts, data, trailers),
-    };
-
-    let now = shared.now();
-    strip_unstorable_headers(&mut parts.headers);
-    let vary = cacheable::vary_names(&parts.headers).unwrap_or_default();
-    let vary_values = cacheable::vary_values(&vary, &request_headers);
-    let lifetime = policy
-        .lifetime(now)
-        .filter(|_| cacheable::status_is_storable(parts.status));
-    let entry = Arc::new(Entry::new(
-        parts.status,
-        parts.headers,
-        data,
-        trailers,
-        (vary, vary_values),
-        now,
-        lifetime.unwrap_or(Lifetime {
-            fresh_until: now,
-            stale_until: now,
-        }),
-        started.elapsed(),
-    ));
-    let stored = match lifetime {
-        Some(lifetime) => guard.store(Arc::clone(&entry), lifetime.keep_for(now)).await,
-        None => {
-            guard.release().await;
-            false
-        }
-    };
-    debug!(key = leader.key(), stored, "flight done");
-    leader.finish(Outcome::Shared {
-        entry: Arc::clone(&entry),
-        stored,
-    });
-    let status = CacheStatus::forward(Fwd::Miss)
-        .fwd_status(entry.status)
-        .stored(stored)
-        .ttl(stored.then(|| ttl_left(entry.lifetime, now)));
-    Ok(from_entry(&entry, status, None))
-}
-
-enum Fetched<B: Body> {
-    Whole {
-        parts: response::Parts,
-        data: Bytes,
-        trailers: Option<HeaderMap>,
-    },
-    Private {
-        parts: response::Parts,
-        body: B,
-        reason: Private,
-    },
-    Partial {
-        parts: response::Parts,
-        body: StampedeBody<B>,
-    },
 }
 
 /// Sends a request that cannot use the cache to the inner service.
@@ -609,7 +377,7 @@ where
     Ok(with_status(response.map(StampedeBody::inner), &status))
 }
 
-fn with_status<B: Body>(
+pub(crate) fn with_status<B: Body>(
     mut response: Response<StampedeBody<B>>,
     status: &CacheStatus,
 ) -> Response<StampedeBody<B>> {
@@ -617,13 +385,13 @@ fn with_status<B: Body>(
     response
 }
 
-fn ttl_left(lifetime: Lifetime, now: SystemTime) -> Duration {
+pub(crate) fn ttl_left(lifetime: Lifetime, now: SystemTime) -> Duration {
     lifetime.fresh_until.duration_since(now).unwrap_or_default()
 }
 
 /// A response built from a shared or stored entry; `Age` is set when it
 /// comes from the store, `served_at` being the time of the read.
-fn from_entry<B: Body>(
+pub(crate) fn from_entry<B: Body>(
     entry: &Entry,
     status: CacheStatus,
     served_at: Option<SystemTime>,

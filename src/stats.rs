@@ -24,8 +24,12 @@ pub struct Stats {
     pub coalesced: u64,
     /// Calls made to the inner service, for any reason.
     pub origin_calls: u64,
-    /// Refreshes run in the background.
+    /// Refreshes started in the background (early, or of a stale entry).
     pub refreshes: u64,
+    /// Background refreshes not started because
+    /// [`StampedeLayer::max_refreshes`](crate::StampedeLayer::max_refreshes)
+    /// were already running.
+    pub refreshes_dropped: u64,
     /// Store calls that failed or timed out.
     pub store_errors: u64,
 }
@@ -40,6 +44,7 @@ pub(crate) struct Counters {
     pub(crate) coalesced: Counter,
     pub(crate) origin_calls: Counter,
     pub(crate) refreshes: Counter,
+    pub(crate) refreshes_dropped: Counter,
     pub(crate) store_errors: Counter,
 }
 
@@ -67,6 +72,7 @@ impl Counters {
             coalesced: self.coalesced.get(),
             origin_calls: self.origin_calls.get(),
             refreshes: self.refreshes.get(),
+            refreshes_dropped: self.refreshes_dropped.get(),
             store_errors: self.store_errors.get(),
         }
     }

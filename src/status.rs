@@ -17,6 +17,8 @@ pub(crate) enum Fwd {
     Request,
     /// Nothing usable was stored.
     Miss,
+    /// A stale response was served while it is refreshed.
+    Stale,
 }
 
 impl Fwd {
@@ -26,6 +28,7 @@ impl Fwd {
             Self::Method => "method",
             Self::Request => "request",
             Self::Miss => "miss",
+            Self::Stale => "stale",
         }
     }
 
@@ -37,6 +40,7 @@ impl Fwd {
             Self::Method => "tower-stampede; fwd=method",
             Self::Request => "tower-stampede; fwd=request",
             Self::Miss => "tower-stampede; fwd=miss",
+            Self::Stale => "tower-stampede; fwd=stale",
         })
     }
 }
@@ -48,15 +52,23 @@ pub(crate) struct CacheStatus {
     fwd_status: Option<StatusCode>,
     stored: bool,
     collapsed: bool,
-    ttl: Option<Duration>,
+    /// Seconds of freshness left; negative when served stale.
+    ttl: Option<i64>,
     detail: Option<&'static str>,
 }
 
 impl CacheStatus {
     /// Served from the store; fresh for `ttl` more.
     pub(crate) fn hit(ttl: Duration) -> Self {
+        Self::default().ttl(Some(ttl))
+    }
+
+    /// Served from the store `late` past its freshness, while a background
+    /// refresh runs (RFC 9211 `fwd=stale` with a negative `ttl`).
+    pub(crate) fn stale(late: Duration) -> Self {
         Self {
-            ttl: Some(ttl),
+            fwd: Some(Fwd::Stale),
+            ttl: Some(-i64::try_from(late.as_secs()).unwrap_or(i64::MAX)),
             ..Self::default()
         }
     }
@@ -84,7 +96,7 @@ impl CacheStatus {
     }
 
     pub(crate) fn ttl(mut self, ttl: Option<Duration>) -> Self {
-        self.ttl = ttl;
+        self.ttl = ttl.map(|ttl| i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
         self
     }
 
@@ -112,7 +124,7 @@ impl CacheStatus {
             out.push_str("; collapsed");
         }
         if let Some(ttl) = self.ttl {
-            let _ = write!(out, "; ttl={}", ttl.as_secs());
+            let _ = write!(out, "; ttl={ttl}");
         }
         if let Some(detail) = self.detail {
             let _ = write!(out, "; detail={detail}");

@@ -260,10 +260,7 @@ mod tests {
             None,
             (Vec::new(), HeaderMap::new()),
             now,
-            Lifetime {
-                fresh_until: now,
-                stale_until: now,
-            },
+            Lifetime::expired(now),
             Duration::ZERO,
         ))
     }

@@ -1,0 +1,419 @@
+//! Rebuilding an entry: the leader's origin call under the store's rebuild
+//! lock, the background refresh, and the last good response standing in for
+//! a failing origin.
+
+use std::{mem, pin::pin, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode, header, response};
+use http_body::Body;
+use tower_service::Service;
+use tracing::debug;
+
+use crate::{
+    body::{Collected, StampedeBody, collect},
+    cacheable::{self, CacheControl, Private},
+    entry::{Entry, strip_unstorable_headers},
+    flight::{Join, Leader},
+    policy::{Decision, Lifetime, Policy},
+    service::{BODY_NOT_STORED, Fit, Outcome, Shared, fit, from_entry, ttl_left, with_status},
+    status::{CacheStatus, Fwd},
+    store::{LockToken, Store},
+};
+
+/// The detail of a response served because the origin failed.
+pub(crate) const STALE_IF_ERROR: &str = "stale-if-error";
+
+impl<St: Store> Shared<St> {
+    async fn try_lock(&self, key: &str) -> Lock {
+        let (timeout, ttl) = (self.config.store_timeout, self.config.lock_ttl);
+        match self
+            .store_call("lock", key, timeout, self.store.try_lock(key, ttl))
+            .await
+        {
+            Some(Some(token)) => Lock::Held(token),
+            Some(None) => Lock::Taken,
+            None => Lock::Unavailable,
+        }
+    }
+
+    async fn wait_unlocked(&self, key: &str, wait: Duration) {
+        let timeout = wait + self.config.store_timeout;
+        self.store_call("wait", key, timeout, self.store.wait_unlocked(key, wait))
+            .await;
+    }
+
+    /// Runs `work` while keeping the rebuild lock alive: a rebuild that takes
+    /// longer than the lock's ttl must not let a second one start.
+    async fn keep_lock<F: std::future::Future>(
+        &self,
+        key: &str,
+        token: Option<&LockToken>,
+        work: F,
+    ) -> F::Output {
+        let Some(token) = token else {
+            return work.await;
+        };
+        let (ttl, timeout) = (self.config.lock_ttl, self.config.store_timeout);
+        let mut work = pin!(work);
+        loop {
+            tokio::select! {
+                output = &mut work => return output,
+                () = tokio::time::sleep(ttl / 3) => {
+                    let extend = self.store.extend_lock(key, token, ttl);
+                    if self.store_call("extend lock", key, timeout, extend).await != Some(true) {
+                        debug!(key, "rebuild lock lost while the origin was still working");
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub(crate) enum Lock {
+    Held(LockToken),
+    Taken,
+    Unavailable,
+}
+
+/// A held rebuild lock that is released even if the leader's task unwinds.
+struct LockGuard<St: Store> {
+    shared: Arc<Shared<St>>,
+    key: String,
+    token: Option<LockToken>,
+}
+
+impl<St: Store> LockGuard<St> {
+    /// Writes `entry` fenced by the lock, which also releases it.
+    async fn store(mut self, entry: Arc<Entry>, keep_for: Duration) -> bool {
+        let Some(token) = self.token.take() else {
+            return false;
+        };
+        let shared = &self.shared;
+        let set = shared.store.set(&self.key, entry, &token, keep_for);
+        let stored = shared
+            .store_call("set", &self.key, shared.config.store_timeout, set)
+            .await;
+        if stored == Some(false) {
+            debug!(
+                key = self.key,
+                "write refused: the rebuild lock had passed to another"
+            );
+        }
+        stored == Some(true)
+    }
+
+    async fn release(mut self) {
+        if let Some(token) = self.token.take() {
+            let shared = &self.shared;
+            let unlock = shared.store.unlock(&self.key, &token);
+            shared
+                .store_call("unlock", &self.key, shared.config.store_timeout, unlock)
+                .await;
+        }
+    }
+}
+
+impl<St: Store> Drop for LockGuard<St> {
+    fn drop(&mut self) {
+        let Some(token) = self.token.take() else {
+            return;
+        };
+        // The leader unwound: free the key for the next rebuild now rather
+        // than when the lock expires.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (store, key) = (self.shared.store.clone(), mem::take(&mut self.key));
+            runtime.spawn(async move {
+                let _ = store.unlock(&key, &token).await;
+            });
+        }
+    }
+}
+
+/// Starts a background refresh of `key` with the request that found its
+/// entry due, unless one is already running in this process or too many
+/// refreshes are. The request's readied service makes the call; across
+/// replicas, the store's rebuild lock keeps it to one refresh.
+pub(crate) fn refresh<S, St, ReqBody, B>(
+    shared: &Arc<Shared<St>>,
+    inner: S,
+    request: Request<ReqBody>,
+    key: String,
+    policy: Policy,
+    last_good: Arc<Entry>,
+) where
+    S: Service<Request<ReqBody>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    St: Store,
+    ReqBody: Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Send,
+{
+    let counters = &shared.state.counters;
+    // The permit first: a flight started and then abandoned would send its
+    // waiters away with nothing.
+    let Ok(permit) = Arc::clone(&shared.config.refreshes).try_acquire_owned() else {
+        counters.refreshes_dropped.incr();
+        debug!(key, "too many refreshes running; this one is skipped");
+        return;
+    };
+    let Join::Leader(leader) = shared.state.flights.join(&key) else {
+        return;
+    };
+    counters.refreshes.incr();
+    debug!(key, "refreshing in the background");
+    let shared = Arc::clone(shared);
+    tokio::spawn(async move {
+        let _permit = permit;
+        let request = refresh_request(request);
+        // Nobody waits for this response: waiters of the flight, if any,
+        // were answered by the leader.
+        let _ = lead(shared, inner, request, key, policy, leader, Some(last_good)).await;
+    });
+}
+
+/// The request that found the entry due, less what belongs to its own
+/// connection or would make the origin answer with less than the whole
+/// response.
+fn refresh_request<B>(mut request: Request<B>) -> Request<B> {
+    let headers = request.headers_mut();
+    for name in [
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::IF_MATCH,
+        header::IF_UNMODIFIED_SINCE,
+        header::IF_RANGE,
+        header::CONNECTION,
+        header::TE,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+    request
+}
+
+/// Whether a rebuild failed in the sense of RFC 5861's `stale-if-error`,
+/// and with which status, if any.
+fn failure<B: Body, E>(fetched: &Result<Fetched<B>, E>) -> Option<Option<StatusCode>> {
+    match fetched {
+        Err(_) => Some(None),
+        Ok(fetched) => {
+            let status = fetched.status();
+            matches!(status.as_u16(), 500 | 502 | 503 | 504).then_some(Some(status))
+        }
+    }
+}
+
+/// The leader's work, run in its own task so that its client going away
+/// does not cancel what its waiters wait for.
+pub(crate) async fn lead<S, St, ReqBody, B>(
+    shared: Arc<Shared<St>>,
+    mut inner: S,
+    request: Request<ReqBody>,
+    key: String,
+    policy: Policy,
+    leader: Leader<Outcome>,
+    last_good: Option<Arc<Entry>>,
+) -> Result<Response<StampedeBody<B>>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<B>>,
+    St: Store,
+    B: Body,
+{
+    // Another layer on this store may be rebuilding: wait for its write, and
+    // take the lock over if it is released (or expires) without one. A live
+    // holder keeps its lock, so the wait is bounded by `lock_wait`, after
+    // which this leader goes to the origin without storing.
+    let waiting_since = tokio::time::Instant::now();
+    let token = loop {
+        match shared.try_lock(&key).await {
+            Lock::Held(token) => break Some(token),
+            Lock::Unavailable => break None,
+            Lock::Taken => {}
+        }
+        let left = shared.config.lock_wait.saturating_sub(waiting_since.elapsed());
+        if left.is_zero() {
+            debug!(
+                key,
+                "waited lock_wait for another layer's rebuild; going to the origin"
+            );
+            break None;
+        }
+        shared.wait_unlocked(&key, left.min(shared.config.lock_ttl)).await;
+        if let Some(entry) = shared.get(&key).await {
+            let now = shared.now();
+            let decision = policy.decide(entry.lifetime, entry.recompute, now, shared.random());
+            if let Decision::Fresh { ttl } | Decision::RefreshEarly { ttl } = decision
+                && fit(&entry, request.headers()) == Fit::Yes
+            {
+                shared.state.counters.coalesced.incr();
+                leader.finish(Outcome::Shared {
+                    entry: Arc::clone(&entry),
+                    stored: true,
+                });
+                let status = CacheStatus::forward(Fwd::Miss).collapsed().ttl(Some(ttl));
+                return Ok(from_entry(&entry, status, Some(now)));
+            }
+        }
+    };
+    let guard = LockGuard {
+        shared: Arc::clone(&shared),
+        key,
+        token,
+    };
+
+    let authorized = request.headers().contains_key(header::AUTHORIZATION);
+    let request_headers = request.headers().clone();
+    let started = tokio::time::Instant::now();
+    shared.state.counters.origin_calls.incr();
+    let limit = shared.config.max_body_bytes;
+    let fetch = async {
+        let (parts, body) = inner.call(request).await?.into_parts();
+        let cc = CacheControl::parse(&parts.headers);
+        if let Err(reason) = cacheable::shareable(&parts.headers, &cc, authorized) {
+            return Ok(Fetched::Private { parts, body, reason });
+        }
+        Ok(match collect(body, limit).await {
+            Collected::Complete { data, trailers } => Fetched::Whole {
+                parts,
+                data,
+                trailers,
+            },
+            Collected::Partial(body) => Fetched::Partial { parts, body },
+        })
+    };
+    let fetched = shared.keep_lock(&guard.key, guard.token.as_ref(), fetch).await;
+
+    let now = shared.now();
+    if let Some(last_good) = last_good.filter(|entry| entry.lifetime.serves_errors_at(now))
+        && let Some(failure) = failure(&fetched)
+    {
+        // stale-if-error: the last good response stands in for the failure.
+        guard.release().await;
+        debug!(
+            key = leader.key(),
+            "origin failed; serving the last good response"
+        );
+        leader.finish(Outcome::LastGood(Arc::clone(&last_good)));
+        let mut status = CacheStatus::forward(Fwd::Miss).detail(STALE_IF_ERROR);
+        if let Some(failed) = failure {
+            status = status.fwd_status(failed);
+        }
+        return Ok(from_entry(&last_good, status, Some(now)));
+    }
+
+    let (mut parts, data, trailers) = match fetched {
+        Err(error) => {
+            guard.release().await;
+            leader.finish(Outcome::Failed);
+            return Err(error);
+        }
+        Ok(Fetched::Private { parts, body, reason }) => {
+            guard.release().await;
+            leader.finish(Outcome::Private(reason.as_str()));
+            let status = CacheStatus::forward(Fwd::Miss)
+                .fwd_status(parts.status)
+                .detail(reason.as_str());
+            return Ok(with_status(
+                Response::from_parts(parts, StampedeBody::inner(body)),
+                &status,
+            ));
+        }
+        Ok(Fetched::Partial { parts, body }) => {
+            guard.release().await;
+            leader.finish(Outcome::Private(BODY_NOT_STORED));
+            let status = CacheStatus::forward(Fwd::Miss)
+                .fwd_status(parts.status)
+                .detail(BODY_NOT_STORED);
+            return Ok(with_status(Response::from_parts(parts, body), &status));
+        }
+        Ok(Fetched::Whole {
+            parts,
+            data,
+            trailers,
+        }) => (parts, data, trailers),
+    };
+
+    strip_unstorable_headers(&mut parts.headers);
+    let vary = cacheable::vary_names(&parts.headers).unwrap_or_default();
+    let vary_values = cacheable::vary_values(&vary, &request_headers);
+    let lifetime = policy
+        .lifetime(now, shared.random())
+        .filter(|_| cacheable::status_is_storable(parts.status));
+    let entry = Arc::new(Entry::new(
+        parts.status,
+        parts.headers,
+        data,
+        trailers,
+        (vary, vary_values),
+        now,
+        lifetime.unwrap_or(Lifetime::expired(now)),
+        started.elapsed(),
+    ));
+    let stored = match lifetime {
+        Some(lifetime) => guard.store(Arc::clone(&entry), lifetime.keep_for(now)).await,
+        None => {
+            guard.release().await;
+            false
+        }
+    };
+    debug!(key = leader.key(), stored, "flight done");
+    leader.finish(Outcome::Shared {
+        entry: Arc::clone(&entry),
+        stored,
+    });
+    let status = CacheStatus::forward(Fwd::Miss)
+        .fwd_status(entry.status)
+        .stored(stored)
+        .ttl(stored.then(|| ttl_left(entry.lifetime, now)));
+    Ok(from_entry(&entry, status, None))
+}
+
+enum Fetched<B: Body> {
+    Whole {
+        parts: response::Parts,
+        data: Bytes,
+        trailers: Option<HeaderMap>,
+    },
+    Private {
+        parts: response::Parts,
+        body: B,
+        reason: Private,
+    },
+    Partial {
+        parts: response::Parts,
+        body: StampedeBody<B>,
+    },
+}
+
+impl<B: Body> Fetched<B> {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Whole { parts, .. } | Self::Private { parts, .. } | Self::Partial { parts, .. } => {
+                parts.status
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refresh_asks_for_the_whole_response() {
+        let request = Request::get("/a")
+            .header("if-none-match", "\"v1\"")
+            .header("if-modified-since", "Tue, 01 Jan 2030 00:00:00 GMT")
+            .header("connection", "keep-alive")
+            .header("accept", "application/json")
+            .body(())
+            .expect("valid");
+        let refreshed = refresh_request(request);
+        let names: Vec<_> = refreshed.headers().keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["accept"]);
+        assert_eq!(refreshed.uri(), "/a");
+    }
+}
