@@ -2,7 +2,12 @@
 //! lock, the background refresh, and the last good response standing in for
 //! a failing origin.
 
-use std::{mem, pin::pin, sync::Arc, time::Duration};
+use std::{
+    mem,
+    pin::pin,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode, header, response};
@@ -194,6 +199,53 @@ fn refresh_request<B>(mut request: Request<B>) -> Request<B> {
     request
 }
 
+/// An entry another layer wrote while this one waited, fresh and fit for
+/// the request.
+struct Written {
+    entry: Arc<Entry>,
+    ttl: Duration,
+    now: SystemTime,
+}
+
+/// Reads `key` for an entry another layer has written: fresh, fit for
+/// `request`, and not `replaced` (the entry this rebuild is replacing).
+async fn written_meanwhile<St: Store>(
+    shared: &Shared<St>,
+    key: &str,
+    policy: &Policy,
+    request: &HeaderMap,
+    replaced: Option<&Arc<Entry>>,
+) -> Option<Written> {
+    let entry = shared.get(key).await?;
+    if replaced.is_some_and(|old| old.stored_at == entry.stored_at) {
+        return None;
+    }
+    let now = shared.now();
+    match policy.decide(entry.lifetime, entry.recompute, now, shared.random()) {
+        Decision::Fresh { ttl } | Decision::RefreshEarly { ttl } if fit(&entry, request) == Fit::Yes => {
+            Some(Written { entry, ttl, now })
+        }
+        _ => None,
+    }
+}
+
+impl Written {
+    /// Ends the flight with the other layer's entry.
+    fn serve<B: Body>(
+        self,
+        shared: &Shared<impl Store>,
+        leader: Leader<Outcome>,
+    ) -> Response<StampedeBody<B>> {
+        shared.state.counters.coalesced.incr();
+        leader.finish(Outcome::Shared {
+            entry: Arc::clone(&self.entry),
+            stored: true,
+        });
+        let status = CacheStatus::forward(Fwd::Miss).collapsed().ttl(Some(self.ttl));
+        from_entry(&self.entry, status, Some(self.now))
+    }
+}
+
 /// Whether a rebuild failed in the sense of RFC 5861's `stale-if-error`,
 /// and with which status, if any.
 fn failure<B: Body, E>(fetched: &Result<Fetched<B>, E>) -> Option<Option<StatusCode>> {
@@ -242,20 +294,8 @@ where
             break None;
         }
         shared.wait_unlocked(&key, left.min(shared.config.lock_ttl)).await;
-        if let Some(entry) = shared.get(&key).await {
-            let now = shared.now();
-            let decision = policy.decide(entry.lifetime, entry.recompute, now, shared.random());
-            if let Decision::Fresh { ttl } | Decision::RefreshEarly { ttl } = decision
-                && fit(&entry, request.headers()) == Fit::Yes
-            {
-                shared.state.counters.coalesced.incr();
-                leader.finish(Outcome::Shared {
-                    entry: Arc::clone(&entry),
-                    stored: true,
-                });
-                let status = CacheStatus::forward(Fwd::Miss).collapsed().ttl(Some(ttl));
-                return Ok(from_entry(&entry, status, Some(now)));
-            }
+        if let Some(written) = written_meanwhile(&shared, &key, &policy, request.headers(), None).await {
+            return Ok(written.serve(&shared, leader));
         }
     };
     let guard = LockGuard {
@@ -263,6 +303,21 @@ where
         key,
         token,
     };
+    // The lock may have come free because another layer just wrote: then
+    // there is nothing to rebuild.
+    if guard.token.is_some()
+        && let Some(written) = written_meanwhile(
+            &shared,
+            &guard.key,
+            &policy,
+            request.headers(),
+            last_good.as_ref(),
+        )
+        .await
+    {
+        guard.release().await;
+        return Ok(written.serve(&shared, leader));
+    }
 
     let authorized = request.headers().contains_key(header::AUTHORIZATION);
     let request_headers = request.headers().clone();

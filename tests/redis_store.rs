@@ -221,7 +221,8 @@ async fn garbage_at_a_key_is_a_counted_miss_and_is_overwritten() {
             hit.cache_status()
         );
         assert_eq!(calls.get(), n + 1);
-        assert_eq!(layer.stats().store_errors, n as u64 + 1);
+        // Counted twice a round: the read, and the re-read under the lock.
+        assert_eq!(layer.stats().store_errors, 2 * (n as u64 + 1));
     }
 }
 
@@ -397,4 +398,48 @@ async fn a_rebuild_longer_than_the_lock_ttl_keeps_its_lock_and_others_wait() {
 
     assert_eq!(calls.get(), 1, "the lock was extended, not taken over");
     assert!(all_ok_and_equal(&replies));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swr_across_three_replicas_serves_stale_at_once_and_refreshes_once() {
+    let server = RedisServer::start();
+    let (calls, entered) = (Calls::default(), Arc::new(Notify::new()));
+    let clock = tower_stampede::clock::ManualClock::new(common::t0());
+    let policy = Policy::stale_while_revalidate(Duration::from_secs(10), Duration::from_secs(60));
+    let replicas: Vec<_> = replicas(&server, 3)
+        .await
+        .into_iter()
+        .map(|r| r.policy(policy.clone()).clock(clock.clone()))
+        .collect();
+    let apps: Vec<_> = replicas
+        .iter()
+        .map(|r| signalling_app(&calls, &entered).layer(r.clone()))
+        .collect();
+    let stored = send(apps[0].clone(), get_request("/hot")).await;
+    entered.notified().await;
+
+    clock.advance(Duration::from_secs(15));
+    let replies = stampede(&apps, 70, "/hot").await;
+
+    for (reply, took) in &replies {
+        assert_eq!((reply.status.as_u16(), &reply.body), (200, &stored.body));
+        assert!(reply.cache_status().starts_with("tower-stampede; fwd=stale"));
+        assert!(
+            *took < common::ORIGIN_DELAY,
+            "a request waited on the origin: {took:?}"
+        );
+    }
+    // The refresh holds the lock while it calls the origin; its write frees it.
+    entered.notified().await;
+    let watcher = RedisStore::from_url(server.url()).expect("valid url");
+    watcher
+        .wait_unlocked("GET /hot", Duration::from_secs(5))
+        .await
+        .expect("redis");
+    for app in &apps {
+        let fresh = send(app.clone(), get_request("/hot")).await;
+        assert_eq!(fresh.text(), "answered by call 2");
+        assert!(fresh.cache_status().contains("hit"), "{}", fresh.cache_status());
+    }
+    assert_eq!(calls.get(), 2, "one refresh across the three replicas");
 }

@@ -71,10 +71,9 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn unlock(&self, key: &str, token: &LockToken) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Returns once nobody holds the lock for `key` (released, written or
-    /// expired), or when `timeout` has passed, whichever is first. Like a
-    /// condition variable it may also return early (say, after a lost
-    /// wake-up connection is back, when releases may have been missed): the
-    /// caller reads the key and tries the lock again, as the layer does.
+    /// expired), or when `timeout` has passed, whichever is first. By the
+    /// time the caller acts, another may hold the lock again: the caller
+    /// reads the key and tries the lock again, as the layer does.
     fn wait_unlocked(
         &self,
         key: &str,

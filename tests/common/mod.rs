@@ -167,3 +167,16 @@ where
     };
     Ok((reply, error))
 }
+
+/// A wall clock that follows tokio's (paused) clock from [`t0`], so that
+/// entry freshness and the origin's sleeps move together.
+pub fn tokio_clock() -> impl Fn() -> SystemTime + Send + Sync + 'static {
+    let start = tokio::time::Instant::now();
+    move || t0() + start.elapsed()
+}
+
+/// A seeded source of uniform numbers in [0, 1), for XFetch and jitter.
+pub fn seeded(seed: u64) -> impl Fn() -> f64 + Send + Sync + 'static {
+    let rng = std::sync::Mutex::new(fastrand::Rng::with_seed(seed));
+    move || rng.lock().expect("not poisoned").f64()
+}

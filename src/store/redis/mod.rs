@@ -384,8 +384,13 @@ impl Store for RedisStore {
         let mut recheck = FIRST_RECHECK;
         loop {
             // Registered before the check, so a release right after it wakes us.
-            let mut released = pin!(registration.notify.notified());
+            let signals = &registration.signals;
+            let (mut released, mut look_again) = (
+                pin!(signals.released.notified()),
+                pin!(signals.recheck.notified()),
+            );
             released.as_mut().enable();
+            look_again.as_mut().enable();
             let locked: bool = inner.conns.query(&exists).await?;
             let now = Instant::now();
             if !locked || now >= deadline {
@@ -393,6 +398,7 @@ impl Store for RedisStore {
             }
             tokio::select! {
                 () = released => return Ok(()),
+                () = look_again => {}
                 () = tokio::time::sleep_until(deadline.min(now + recheck)) => {}
             }
             recheck = (recheck * 2).min(MAX_RECHECK);

@@ -33,15 +33,25 @@ pub(super) struct Wakeups {
 }
 
 struct Waiting {
-    notify: Arc<Notify>,
+    signals: Arc<Signals>,
     count: usize,
+}
+
+/// What a waiter is told.
+#[derive(Default)]
+pub(super) struct Signals {
+    /// The key's lock was released: a publish arrived.
+    pub(super) released: Notify,
+    /// Publishes may have been missed (the subscription came back): look at
+    /// the lock again.
+    pub(super) recheck: Notify,
 }
 
 /// A waiter's place in the map; leaving drops the key when it was the last.
 pub(super) struct Registration {
     wakeups: Arc<Wakeups>,
     tag: String,
-    pub(super) notify: Arc<Notify>,
+    pub(super) signals: Arc<Signals>,
 }
 
 impl Wakeups {
@@ -95,28 +105,28 @@ impl Wakeups {
     pub(super) fn register(self: &Arc<Self>, tag: &str) -> Registration {
         let mut waiters = self.waiters();
         let waiting = waiters.entry(tag.to_owned()).or_insert_with(|| Waiting {
-            notify: Arc::new(Notify::new()),
+            signals: Arc::default(),
             count: 0,
         });
         waiting.count += 1;
         Registration {
             wakeups: Arc::clone(self),
             tag: tag.to_owned(),
-            notify: Arc::clone(&waiting.notify),
+            signals: Arc::clone(&waiting.signals),
         }
     }
 
     fn wake(&self, tag: &str) {
         if let Some(waiting) = self.waiters().get(tag) {
-            waiting.notify.notify_waiters();
+            waiting.signals.released.notify_waiters();
         }
     }
 
     /// After a gap in the subscription, pushes may have been missed:
     /// everyone re-checks.
-    fn wake_all(&self) {
+    fn recheck_all(&self) {
         for waiting in self.waiters().values() {
-            waiting.notify.notify_waiters();
+            waiting.signals.recheck.notify_waiters();
         }
     }
 }
@@ -159,7 +169,7 @@ async fn subscribe(wakeups: Weak<Wakeups>, mut alive: watch::Receiver<()>) {
                 let Some(this) = wakeups.upgrade() else { return };
                 this.subscribed.send_replace(true);
                 debug!(channel, "subscribed for wake-ups");
-                this.wake_all();
+                this.recheck_all();
                 drop(this);
                 backoff = FIRST_RECONNECT;
                 let mut messages = pubsub.into_on_message();
@@ -181,7 +191,7 @@ async fn subscribe(wakeups: Weak<Wakeups>, mut alive: watch::Receiver<()>) {
         }
         if let Some(this) = wakeups.upgrade() {
             this.subscribed.send_replace(false);
-            this.wake_all();
+            this.recheck_all();
         }
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
