@@ -22,17 +22,45 @@ const DEFAULT_MAX_REFRESHES: usize = 64;
 /// Cheap to clone: clones, and every [`Stampede`] service they make, share
 /// one store, one table of in-flight requests and one set of counters.
 ///
+/// Policies per route, two ways. With the layer's own route table, one
+/// layer over the whole app:
+///
 /// ```
 /// use std::time::Duration;
 /// use tower_stampede::{MemoryStore, Policy, StampedeLayer};
 ///
 /// let layer = StampedeLayer::new(MemoryStore::new())
 ///     .policy(Policy::ttl(Duration::from_secs(60)))
-///     .route("/api/prices/*", Policy::ttl(Duration::from_secs(5)))
+///     .route("/api/popular-posts", Policy::stale_while_revalidate(
+///         Duration::from_secs(50),
+///         Duration::from_secs(120),
+///     ))
+///     .route("/api/prices/*", Policy::ttl(Duration::from_secs(5)).stale_if_error(Duration::from_secs(30)))
 ///     .route("/admin/*", Policy::bypass())
 ///     .max_body_bytes(1024 * 1024);
 /// # let _ = layer;
 /// ```
+///
+/// Or with axum's `route_layer`, one layer per route, all on one store (each
+/// layer has its own flight table and counters):
+///
+/// ```
+/// use std::time::Duration;
+/// use axum::{Router, routing::get};
+/// use tower_stampede::{MemoryStore, Policy, StampedeLayer};
+///
+/// let store = MemoryStore::new();
+/// let app: Router = Router::new()
+///     .route("/api/popular-posts", get(|| async { "[]" }))
+///     .route_layer(StampedeLayer::new(store.clone()).policy(Policy::xfetch(Duration::from_secs(60))))
+///     .route("/api/prices", get(|| async { "{}" }))
+///     .route_layer(StampedeLayer::new(store).policy(Policy::ttl(Duration::from_secs(5))));
+/// # let _ = app;
+/// ```
+///
+/// In the route table an exact path beats any prefix and a longer prefix
+/// beats a shorter one; requests no route matches take
+/// [`policy`](Self::policy).
 pub struct StampedeLayer<St> {
     store: St,
     config: Arc<Config>,

@@ -13,6 +13,11 @@
 //!   sharing a `RedisStore`, say) take a fenced lock before calling the
 //!   origin, so only one of them rebuilds and the others are woken by its
 //!   write;
+//! - **early refresh and stale serving**: [`Policy::xfetch`] refreshes hot
+//!   entries in the background before they expire, with a probability that
+//!   rises as expiry nears; [`Policy::stale_while_revalidate`] serves the
+//!   stale entry at once while one refresh runs; [`Policy::stale_if_error`]
+//!   serves the last good entry while the origin fails;
 //! - **HTTP shared-cache rules**: responses that belong to one user are never
 //!   stored nor handed to other requests (see [Guarantees](#guarantees)).
 //!
@@ -103,7 +108,11 @@
 //!    response `Vary`s on match those of the request that produced it, and,
 //!    for a request with `Authorization`, only if the response said `public`,
 //!    `s-maxage` or `must-revalidate`.
-//! 8. A store that errors or does not answer within
+//! 8. A background refresh (XFetch's early one, or a stale entry's) never
+//!    makes a request wait: the request is answered from the store first.
+//!    At most one runs per key in a layer, and one per key across layers
+//!    sharing a store; when it fails, the entry it was refreshing stays.
+//! 9. A store that errors or does not answer within
 //!    [`StampedeLayer::store_timeout`] never fails a request: the request goes
 //!    on with in-process coalescing only and the failure is counted in
 //!    [`Stats::store_errors`]. For [`StampedeLayer::store_retry_after`] after

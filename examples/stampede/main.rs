@@ -18,6 +18,14 @@
 //! The last line is `origin calls: <with> of <N> requests (without the layer:
 //! <without>)`; the exit status is non-zero if the layer let more than one
 //! call through.
+//!
+//! `--policy ttl|xfetch|swr|all` switches to steady load instead: `--rate R`
+//! requests a second (default 200) at the hot key for `--duration D` seconds
+//! (default 10), entries fresh for `--ttl T` seconds (default 2), and a table
+//! of origin calls, requests that waited on the origin, and latency per
+//! policy (see `steady.rs`).
+
+mod steady;
 
 use std::{
     net::SocketAddr,
@@ -31,7 +39,8 @@ use std::{
 
 use axum::{Router, extract::State, routing::get};
 use http_body_util::{BodyExt, Empty};
-use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper_util::rt::TokioExecutor;
 use tokio::{net::TcpListener, sync::Barrier};
 use tower_stampede::{MemoryStore, Policy, RedisStore, StampedeLayer, Stats};
 
@@ -43,6 +52,47 @@ async fn popular_posts(State(queries): State<Arc<AtomicUsize>>) -> &'static str 
     queries.fetch_add(1, Ordering::SeqCst);
     tokio::time::sleep(QUERY_TIME).await;
     r#"[{"id":1,"title":"Cache stampedes, explained","views":48213}]"#
+}
+
+type HttpClient = Client<HttpConnector, Empty<bytes::Bytes>>;
+
+fn client(connections: usize) -> HttpClient {
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(connections)
+        .build_http()
+}
+
+/// One GET, timed until its whole body has arrived: the latency and the
+/// response's `Cache-Status`, or `None` if it failed.
+async fn send_one(client: HttpClient, uri: http::Uri) -> Option<(Duration, String)> {
+    // Replicas behind a load balancer see the service's one host name,
+    // whichever port they listen on; it is part of the cache key.
+    let request = http::Request::get(uri)
+        .header(http::header::HOST, "api.example")
+        .body(Empty::new())
+        .ok()?;
+    let sent = Instant::now();
+    let response = client.request(request).await.ok()?;
+    let ok = response.status().is_success();
+    let status = response
+        .headers()
+        .get("cache-status")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    response.into_body().collect().await.ok()?;
+    ok.then(|| (sent.elapsed(), status))
+}
+
+fn uris(addrs: &[SocketAddr]) -> Vec<http::Uri> {
+    addrs
+        .iter()
+        .map(|addr| {
+            format!("http://{addr}/api/popular-posts")
+                .parse()
+                .expect("loopback URI")
+        })
+        .collect()
 }
 
 struct Run {
@@ -59,39 +109,17 @@ async fn serve(app: Router) -> std::io::Result<SocketAddr> {
     Ok(addr)
 }
 
-/// Sends `requests` GETs at once, spread over `addrs` and released together,
-/// and times each one until its whole body has arrived.
+/// Sends `requests` GETs at once, spread over `addrs` and released together.
 async fn stampede(addrs: &[SocketAddr], requests: usize, queries: &AtomicUsize) -> Run {
     queries.store(0, Ordering::SeqCst);
-    let client = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(requests)
-        .build_http::<Empty<bytes::Bytes>>();
-    let uris: Vec<http::Uri> = addrs
-        .iter()
-        .map(|addr| {
-            format!("http://{addr}/api/popular-posts")
-                .parse()
-                .expect("loopback URI")
-        })
-        .collect();
+    let (client, uris) = (client(requests), uris(addrs));
     let start = Arc::new(Barrier::new(requests));
     let tasks: Vec<_> = (0..requests)
         .map(|i| {
-            let uri = uris[i % uris.len()].clone();
-            let (client, start) = (client.clone(), Arc::clone(&start));
+            let (client, uri, start) = (client.clone(), uris[i % uris.len()].clone(), Arc::clone(&start));
             tokio::spawn(async move {
                 start.wait().await;
-                let sent = Instant::now();
-                // Replicas behind a load balancer see the service's one host
-                // name, whichever port they listen on; it is part of the key.
-                let request = http::Request::get(uri)
-                    .header(http::header::HOST, "api.example")
-                    .body(Empty::new())
-                    .ok()?;
-                let response = client.request(request).await.ok()?;
-                let ok = response.status().is_success();
-                response.into_body().collect().await.ok()?;
-                ok.then(|| sent.elapsed())
+                send_one(client, uri).await
             })
         })
         .collect();
@@ -102,7 +130,7 @@ async fn stampede(addrs: &[SocketAddr], requests: usize, queries: &AtomicUsize) 
     };
     for task in tasks {
         match task.await.ok().flatten() {
-            Some(latency) => run.latencies.push(latency),
+            Some((latency, _)) => run.latencies.push(latency),
             None => run.failed += 1,
         }
     }
@@ -117,19 +145,25 @@ fn percentile(sorted: &[Duration], p: f64) -> String {
     }
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     let at = sorted[rank.clamp(1, sorted.len()) - 1];
-    format!("{} ms", at.as_millis())
+    format!("{:.1} ms", at.as_secs_f64() * 1000.0)
 }
 
 struct Args {
     requests: usize,
     redis: Option<String>,
     replicas: usize,
+    steady: Option<steady::Load>,
 }
 
 const USAGE: &str = "usage: stampede [--requests N] [--redis URL] [--replicas R]
-  --requests N   concurrent requests (default 1000)
+       stampede --policy ttl|xfetch|swr|all [--rate R] [--duration D] [--ttl T] [--redis URL] [--replicas R]
+  --requests N   concurrent requests of the stampede (default 1000)
   --redis URL    use the Redis store at URL instead of the memory store
-  --replicas R   serve the cached side from R layers, each with its own store handle (default 1)";
+  --replicas R   serve the cached side from R layers, each with its own store handle (default 1)
+  --policy P     steady load instead of a stampede, under policy P (or all three)
+  --rate R       steady load: requests per second (default 200)
+  --duration D   steady load: seconds (default 10)
+  --ttl T        steady load: seconds an entry stays fresh (default 2)";
 
 fn positive(flag: &str, value: Option<String>) -> Result<usize, String> {
     let value = value.ok_or_else(|| format!("{flag} needs a number"))?;
@@ -146,23 +180,37 @@ fn parse_args() -> Result<Args, String> {
         requests: 1000,
         redis: None,
         replicas: 1,
+        steady: None,
     };
+    let mut load = steady::Load::default();
+    let mut steady = false;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--requests" => parsed.requests = positive("--requests", args.next())?,
             "--replicas" => parsed.replicas = positive("--replicas", args.next())?,
             "--redis" => parsed.redis = Some(args.next().ok_or("--redis needs a URL")?),
+            "--policy" => {
+                load.policies = steady::parse_policies(&args.next().ok_or("--policy needs a name")?)?;
+                steady = true;
+            }
+            "--rate" => load.rate = positive("--rate", args.next())?,
+            "--duration" => load.duration = Duration::from_secs(positive("--duration", args.next())? as u64),
+            "--ttl" => load.ttl = Duration::from_secs(positive("--ttl", args.next())? as u64),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }
+    parsed.steady = steady.then_some(load);
     Ok(parsed)
 }
 
-/// The cached side: one server per replica, each behind its own layer.
-async fn serve_replicas(app: &Router, args: &Args) -> Result<(Vec<SocketAddr>, Vec<StampedeHandle>), String> {
-    let policy = Policy::ttl(Duration::from_secs(60));
-    // A prefix of this run's own, so the key is cold even on a shared Redis.
+/// The cached side: one server per replica, each behind its own layer with
+/// `policy`, on a key prefix of its own so the key starts cold.
+async fn serve_replicas(
+    app: &Router,
+    args: &Args,
+    policy: &Policy,
+) -> Result<(Vec<SocketAddr>, Vec<StampedeHandle>), String> {
     let prefix = format!(
         "stampede-demo:{}:{}:",
         std::process::id(),
@@ -214,6 +262,11 @@ impl StampedeHandle {
     }
 }
 
+fn store_name(args: &Args) -> String {
+    let store = if args.redis.is_some() { "redis" } else { "memory" };
+    format!("{store}, {} replica(s)", args.replicas)
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = match parse_args() {
@@ -223,34 +276,33 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let requests = args.requests;
     let queries = Arc::new(AtomicUsize::new(0));
     let app = Router::new()
         .route("/api/popular-posts", get(popular_posts))
         .with_state(Arc::clone(&queries));
-
-    let bare = match serve(app.clone()).await {
-        Ok(addr) => addr,
-        Err(error) => {
-            eprintln!("cannot listen on loopback: {error}");
-            return ExitCode::FAILURE;
-        }
+    let result = match &args.steady {
+        Some(load) => steady::run(&app, &args, load, &queries).await,
+        None => run_stampede(&app, &args, &queries).await,
     };
-    let (cached, replicas) = match serve_replicas(&app, &args).await {
-        Ok(served) => served,
+    match result {
+        Ok(code) => code,
         Err(message) => {
             eprintln!("{message}");
-            return ExitCode::FAILURE;
+            ExitCode::FAILURE
         }
-    };
+    }
+}
 
-    let without = stampede(&[bare], requests, &queries).await;
-    let with = stampede(&cached, requests, &queries).await;
+async fn run_stampede(app: &Router, args: &Args, queries: &AtomicUsize) -> Result<ExitCode, String> {
+    let requests = args.requests;
+    let bare = serve(app.clone())
+        .await
+        .map_err(|e| format!("cannot listen on loopback: {e}"))?;
+    let (cached, replicas) = serve_replicas(app, args, &Policy::ttl(Duration::from_secs(60))).await?;
 
-    let store = match &args.redis {
-        Some(_) => format!("redis, {} replica(s)", args.replicas),
-        None => format!("memory, {} replica(s)", args.replicas),
-    };
+    let without = stampede(&[bare], requests, queries).await;
+    let with = stampede(&cached, requests, queries).await;
+
     println!(
         "{:<14} {:>8} {:>13} {:>8} {:>8} {:>8} {:>7}",
         "mode", "requests", "origin calls", "p50", "p99", "max", "failed"
@@ -274,15 +326,16 @@ async fn main() -> ExitCode {
             (acc.0 + s.coalesced, acc.1 + s.hits, acc.2 + s.store_errors)
         });
     println!(
-        "layer ({store}): {collapsed} collapsed onto a leader, {hits} served from the store, {store_errors} store errors"
+        "layer ({}): {collapsed} collapsed onto a leader, {hits} served from the store, {store_errors} store errors",
+        store_name(args)
     );
     println!(
         "origin calls: {} of {requests} requests (without the layer: {})",
         with.origin_calls, without.origin_calls
     );
-    if with.origin_calls > 1 || with.failed > 0 {
+    Ok(if with.origin_calls > 1 || with.failed > 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
-    }
+    })
 }
