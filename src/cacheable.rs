@@ -12,6 +12,7 @@ pub(crate) struct CacheControl {
     pub(crate) public: bool,
     pub(crate) s_maxage: bool,
     pub(crate) must_revalidate: bool,
+    pub(crate) max_age_zero: bool,
 }
 
 impl CacheControl {
@@ -27,7 +28,11 @@ impl CacheControl {
                 continue;
             };
             for directive in value.split(',') {
-                let name = directive.split('=').next().unwrap_or("").trim();
+                let mut parts = directive.splitn(2, '=');
+                let name = parts.next().unwrap_or("").trim();
+                if name.eq_ignore_ascii_case("max-age") {
+                    cc.max_age_zero |= parts.next().is_some_and(|v| v.trim().trim_matches('"') == "0");
+                }
                 match name.to_ascii_lowercase().as_str() {
                     "no-store" => cc.no_store = true,
                     "no-cache" => cc.no_cache = true,
@@ -100,6 +105,20 @@ pub(crate) fn shareable(
         return Err(Private::VaryStar);
     }
     Ok(())
+}
+
+/// Whether the client asks not to be served from the cache without
+/// revalidation: `Cache-Control: no-cache` (or `max-age=0`), or
+/// `Pragma: no-cache` when there is no `Cache-Control`.
+pub(crate) fn request_says_no_cache(headers: &HeaderMap) -> bool {
+    if headers.contains_key(header::CACHE_CONTROL) {
+        let cc = CacheControl::parse(headers);
+        return cc.no_cache || cc.max_age_zero;
+    }
+    headers.get_all(header::PRAGMA).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.to_ascii_lowercase().contains("no-cache"))
+    })
 }
 
 /// Successful statuses that RFC 9111 lets a cache store heuristically.
@@ -238,6 +257,23 @@ mod tests {
                 "{s}"
             );
         }
+    }
+
+    #[test]
+    fn a_request_says_no_cache_with_cache_control_or_pragma() {
+        assert!(request_says_no_cache(&headers(&[("cache-control", "no-cache")])));
+        assert!(request_says_no_cache(&headers(&[("cache-control", "max-age=0")])));
+        assert!(request_says_no_cache(&headers(&[("pragma", "no-cache")])));
+        assert!(!request_says_no_cache(&headers(&[(
+            "cache-control",
+            "max-age=60"
+        )])));
+        // Cache-Control wins over Pragma (RFC 9111 section 5.4).
+        assert!(!request_says_no_cache(&headers(&[
+            ("cache-control", "max-age=5"),
+            ("pragma", "no-cache")
+        ])));
+        assert!(!request_says_no_cache(&HeaderMap::new()));
     }
 
     #[test]

@@ -76,6 +76,8 @@ pub(crate) struct Config {
     pub(crate) lock_ttl: Duration,
     pub(crate) lock_wait: Duration,
     pub(crate) store_retry_after: Duration,
+    pub(crate) pass_for: Duration,
+    pub(crate) honor_no_cache: bool,
     pub(crate) key: Arc<dyn MakeKey>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) random: Arc<dyn Fn() -> f64 + Send + Sync>,
@@ -100,6 +102,8 @@ impl<St: Store> StampedeLayer<St> {
                 lock_ttl: Duration::from_secs(10),
                 lock_wait: Duration::from_secs(30),
                 store_retry_after: Duration::from_secs(1),
+                pass_for: Duration::from_secs(30),
+                honor_no_cache: false,
                 key: Arc::new(DefaultKey),
                 clock: Arc::new(SystemClock),
                 random: Arc::new(fastrand::f64),
@@ -149,6 +153,27 @@ impl<St: Store> StampedeLayer<St> {
     /// the store. Default: 250 ms.
     pub fn store_timeout(mut self, timeout: Duration) -> Self {
         self.config().store_timeout = timeout;
+        self
+    }
+
+    /// How long a key whose response turned out to be for one client only
+    /// (a cookie, `private`, a body over the limit...) is remembered as such
+    /// ("hit-for-pass"): meanwhile its requests go straight to the origin,
+    /// concurrently, instead of queueing behind a leader whose answer they
+    /// could not have. Remembered per layer, not across replicas.
+    /// `Duration::ZERO` turns it off. Default: 30 s.
+    pub fn pass_for(mut self, pause: Duration) -> Self {
+        self.config().pass_for = pause;
+        self
+    }
+
+    /// Whether a request's `Cache-Control: no-cache` (or `max-age=0`, or
+    /// `Pragma: no-cache`) skips the stored response. Off by default: a
+    /// client could otherwise force origin calls at will. When on, such a
+    /// request is still collapsed with the others of its key, so it cannot
+    /// cause a stampede either. Default: false.
+    pub fn honor_no_cache(mut self, honor: bool) -> Self {
+        self.config().honor_no_cache = honor;
         self
     }
 

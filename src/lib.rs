@@ -123,6 +123,7 @@
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod ask;
 mod body;
 mod breaker;
 mod cacheable;
@@ -132,6 +133,7 @@ mod flight;
 mod future;
 mod key;
 mod layer;
+mod pass;
 mod policy;
 mod rebuild;
 mod route;

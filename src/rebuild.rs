@@ -16,6 +16,7 @@ use tower_service::Service;
 use tracing::debug;
 
 use crate::{
+    ask::origin_request,
     body::{Collected, StampedeBody, collect},
     cacheable::{self, CacheControl, Private},
     entry::{Entry, strip_unstorable_headers},
@@ -172,31 +173,19 @@ pub(crate) fn refresh<S, St, ReqBody, B>(
     let shared = Arc::clone(shared);
     tokio::spawn(async move {
         let _permit = permit;
-        let request = refresh_request(request);
         // Nobody waits for this response: waiters of the flight, if any,
         // were answered by the leader.
-        let _ = lead(shared, inner, request, key, policy, leader, Some(last_good)).await;
+        let _ = lead(
+            shared,
+            inner,
+            origin_request(request),
+            key,
+            policy,
+            leader,
+            Some(last_good),
+        )
+        .await;
     });
-}
-
-/// The request that found the entry due, less what belongs to its own
-/// connection or would make the origin answer with less than the whole
-/// response.
-fn refresh_request<B>(mut request: Request<B>) -> Request<B> {
-    let headers = request.headers_mut();
-    for name in [
-        header::IF_NONE_MATCH,
-        header::IF_MODIFIED_SINCE,
-        header::IF_MATCH,
-        header::IF_UNMODIFIED_SINCE,
-        header::IF_RANGE,
-        header::CONNECTION,
-        header::TE,
-        header::UPGRADE,
-    ] {
-        headers.remove(name);
-    }
-    request
 }
 
 /// An entry another layer wrote while this one waited, fresh and fit for
@@ -367,6 +356,7 @@ where
         }
         Ok(Fetched::Private { parts, body, reason }) => {
             guard.release().await;
+            shared.state.passes.insert(leader.key(), shared.config.pass_for);
             leader.finish(Outcome::Private(reason.as_str()));
             let status = CacheStatus::forward(Fwd::Miss)
                 .fwd_status(parts.status)
@@ -378,6 +368,7 @@ where
         }
         Ok(Fetched::Partial { parts, body }) => {
             guard.release().await;
+            shared.state.passes.insert(leader.key(), shared.config.pass_for);
             leader.finish(Outcome::Private(BODY_NOT_STORED));
             let status = CacheStatus::forward(Fwd::Miss)
                 .fwd_status(parts.status)
@@ -450,25 +441,5 @@ impl<B: Body> Fetched<B> {
                 parts.status
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_refresh_asks_for_the_whole_response() {
-        let request = Request::get("/a")
-            .header("if-none-match", "\"v1\"")
-            .header("if-modified-since", "Tue, 01 Jan 2030 00:00:00 GMT")
-            .header("connection", "keep-alive")
-            .header("accept", "application/json")
-            .body(())
-            .expect("valid");
-        let refreshed = refresh_request(request);
-        let names: Vec<_> = refreshed.headers().keys().map(|n| n.as_str()).collect();
-        assert_eq!(names, ["accept"]);
-        assert_eq!(refreshed.uri(), "/a");
     }
 }

@@ -10,13 +10,14 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response, StatusCode, header, request};
+use http::{HeaderMap, Method, Request, Response, StatusCode, header, request};
 use http_body::Body;
 use tower::ServiceExt;
 use tower_service::Service;
 use tracing::debug;
 
 use crate::{
+    ask::{Ask, origin_request},
     body::StampedeBody,
     breaker::Breaker,
     cacheable,
@@ -24,6 +25,7 @@ use crate::{
     flight::{Flights, Join},
     future::ResponseFuture,
     layer::Config,
+    pass::Passes,
     policy::{Decision, Lifetime, Policy},
     rebuild::{STALE_IF_ERROR, lead, refresh},
     stats::{Counters, Stats},
@@ -52,6 +54,7 @@ pub(crate) struct Shared<St> {
 pub(crate) struct State {
     pub(crate) flights: Arc<Flights<Outcome>>,
     pub(crate) counters: Counters,
+    pub(crate) passes: Passes,
     breaker: Breaker,
 }
 
@@ -60,6 +63,7 @@ impl State {
         Self {
             flights: Arc::new(Flights::new()),
             counters: Counters::default(),
+            passes: Passes::default(),
             breaker: Breaker::new(),
         }
     }
@@ -167,8 +171,8 @@ where
         let mut inner = mem::replace(&mut self.inner, clone);
         let counters = &self.shared.state.counters;
         counters.requests.incr();
-        let (parts, body) = request.into_parts();
-        let plan = self.shared.plan(&parts);
+        let (mut parts, body) = request.into_parts();
+        let plan = self.shared.plan(&mut parts);
         let request = Request::from_parts(parts, body);
         match plan {
             Plan::Forward(fwd) => {
@@ -188,7 +192,7 @@ where
 }
 
 impl<St: Store> Shared<St> {
-    fn plan(&self, parts: &request::Parts) -> Plan {
+    fn plan(&self, parts: &mut request::Parts) -> Plan {
         let config = &self.config;
         let policy = config.routes.get(parts.uri.path()).unwrap_or(&config.policy);
         if policy.is_bypass() {
@@ -200,7 +204,11 @@ impl<St: Store> Shared<St> {
         if cacheable::request_skips_cache(&parts.headers) {
             return Plan::Forward(Fwd::Request);
         }
-        match config.key.make_key(parts) {
+        // HEAD is answered from the GET response: one key for both.
+        let method = mem::replace(&mut parts.method, Method::GET);
+        let key = config.key.make_key(parts);
+        parts.method = method;
+        match key {
             Some(key) => Plan::Cache {
                 key,
                 policy: policy.clone(),
@@ -272,8 +280,15 @@ where
     B::Error: Send,
 {
     let counters = &shared.state.counters;
+    let ask = Ask::of(&request);
     let mut last_good = None;
-    if let Some(entry) = shared.get(&key).await {
+    let refused = shared.config.honor_no_cache && cacheable::request_says_no_cache(request.headers());
+    let found = shared.get(&key).await;
+    if refused {
+        // The client refuses the stored entry: rebuild, and let the rebuild
+        // know the entry it replaces (and may fall back on if it fails).
+        last_good = found.filter(|entry| fit(entry, request.headers()) == Fit::Yes);
+    } else if let Some(entry) = found {
         let now = shared.now();
         let decision = policy.decide(entry.lifetime, entry.recompute, now, shared.random());
         match (decision, fit(&entry, request.headers())) {
@@ -287,37 +302,44 @@ where
             (Decision::Fresh { ttl }, Fit::Yes) => {
                 counters.hits.incr();
                 debug!(key, "hit");
-                return Ok(from_entry(&entry, CacheStatus::hit(ttl), Some(now)));
+                return Ok(ask.shape(from_entry(&entry, CacheStatus::hit(ttl), Some(now))));
             }
             (Decision::RefreshEarly { ttl }, Fit::Yes) => {
                 counters.hits.incr();
                 let response = from_entry(&entry, CacheStatus::hit(ttl).detail("early-refresh"), Some(now));
                 refresh(&shared, inner, request, key, policy, entry);
-                return Ok(response);
+                return Ok(ask.shape(response));
             }
             (Decision::Stale { late }, Fit::Yes) => {
                 counters.stale_hits.incr();
                 let response = from_entry(&entry, CacheStatus::stale(late), Some(now));
                 refresh(&shared, inner, request, key, policy, entry);
-                return Ok(response);
+                return Ok(ask.shape(response));
             }
         }
     }
     counters.misses.incr();
+    if shared.state.passes.contains(&key) {
+        // Its last response was for one client only: queueing behind a
+        // leader would only delay this request.
+        counters.bypassed.incr();
+        let status = CacheStatus::forward(Fwd::Miss).detail("hit-for-pass");
+        return forward(&shared, inner, request, status).await;
+    }
     match shared.state.flights.join(&key) {
         Join::Leader(leader) => {
             debug!(key, "leading a flight");
             let task = tokio::spawn(lead(
                 Arc::clone(&shared),
                 inner,
-                request,
+                origin_request(request),
                 key,
                 policy,
                 leader,
                 last_good,
             ));
             match task.await {
-                Ok(response) => response,
+                Ok(response) => response.map(|response| ask.shape(response)),
                 Err(error) => match error.try_into_panic() {
                     // As if the layer were not there: the panic is the
                     // leader's client's to see.
@@ -339,11 +361,11 @@ where
                         .fwd_status(entry.status)
                         .collapsed()
                         .ttl(ttl);
-                    Ok(from_entry(&entry, status, None))
+                    Ok(ask.shape(from_entry(&entry, status, None)))
                 }
                 Some(Outcome::LastGood(entry)) if fit(&entry, request.headers()) == Fit::Yes => {
                     let status = CacheStatus::forward(Fwd::Miss).collapsed().detail(STALE_IF_ERROR);
-                    Ok(from_entry(&entry, status, Some(shared.now())))
+                    Ok(ask.shape(from_entry(&entry, status, Some(shared.now()))))
                 }
                 Some(Outcome::Failed) | None => Ok(bad_gateway("origin-error")),
                 Some(Outcome::Shared { .. } | Outcome::LastGood(_)) => {

@@ -1,0 +1,226 @@
+//! HTTP rules of a shared cache beyond never-leak: HEAD from the stored GET,
+//! conditional requests answered from the cache, the client's `no-cache`,
+//! and hit-for-pass.
+
+mod common;
+
+use std::time::Duration;
+
+use axum::{
+    Router,
+    body::Body,
+    extract::State,
+    http::{HeaderMap, Method, Request, header},
+    response::IntoResponse,
+    routing::get,
+};
+use common::{Calls, ORIGIN_DELAY, count_status, get_request, send, tokio_clock, wave};
+use tokio::time::Instant;
+use tower_stampede::{MemoryStore, Policy, StampedeLayer};
+
+const ETAG: &str = "\"v1\"";
+const LAST_MODIFIED: &str = "Tue, 01 Jan 2030 00:00:00 GMT";
+
+/// An origin with validators, that would answer 304 itself to a matching
+/// `If-None-Match`, and says which method reached it.
+async fn validated(State(calls): State<Calls>, method: Method, request: HeaderMap) -> impl IntoResponse {
+    let n = calls.record();
+    tokio::time::sleep(ORIGIN_DELAY).await;
+    let mut headers = HeaderMap::new();
+    headers.insert(header::ETAG, ETAG.parse().expect("valid"));
+    headers.insert(header::LAST_MODIFIED, LAST_MODIFIED.parse().expect("valid"));
+    if request.get(header::IF_NONE_MATCH).is_some_and(|v| v == ETAG) {
+        return (http::StatusCode::NOT_MODIFIED, headers, String::new());
+    }
+    (
+        http::StatusCode::OK,
+        headers,
+        format!("{method} answered by call {n}"),
+    )
+}
+
+fn app(calls: &Calls, layer: StampedeLayer<MemoryStore>) -> Router {
+    Router::new()
+        .route("/{*path}", get(validated))
+        .with_state(calls.clone())
+        .layer(layer)
+}
+
+fn layer() -> StampedeLayer<MemoryStore> {
+    StampedeLayer::new(MemoryStore::new())
+        .policy(Policy::ttl(Duration::from_secs(60)))
+        .clock(tokio_clock())
+}
+
+fn with(method: Method, path: &str, headers: &[(&str, &str)]) -> Request<Body> {
+    let mut request = Request::builder().method(method).uri(path);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.body(Body::empty()).expect("valid")
+}
+
+#[tokio::test(start_paused = true)]
+async fn head_is_answered_from_the_stored_get_and_a_cold_head_fetches_the_get() {
+    let calls = Calls::default();
+    let app = app(&calls, layer());
+
+    let head = send(app.clone(), with(Method::HEAD, "/page", &[])).await;
+    let get = send(app.clone(), get_request("/page")).await;
+    let head_again = send(app, with(Method::HEAD, "/page", &[])).await;
+
+    assert_eq!(calls.get(), 1, "one GET at the origin serves both");
+    assert_eq!(
+        get.text(),
+        "GET answered by call 1",
+        "the origin was asked for a GET"
+    );
+    assert!(head.body.is_empty() && head_again.body.is_empty());
+    assert!(head.cache_status().contains("stored"));
+    assert!(head_again.cache_status().contains("hit"));
+    assert_eq!(head_again.header("etag"), Some(ETAG));
+    assert_eq!(
+        head_again.header("content-length"),
+        Some(get.body.len().to_string().as_str()),
+        "HEAD says how long the GET body is"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn conditional_requests_are_answered_304_from_the_cache() {
+    let calls = Calls::default();
+    let app = app(&calls, layer());
+    send(app.clone(), get_request("/page")).await;
+
+    let matching = send(
+        app.clone(),
+        with(Method::GET, "/page", &[("if-none-match", ETAG)]),
+    )
+    .await;
+    let other = send(
+        app.clone(),
+        with(Method::GET, "/page", &[("if-none-match", "\"v0\"")]),
+    )
+    .await;
+    let since = send(
+        app.clone(),
+        with(Method::GET, "/page", &[("if-modified-since", LAST_MODIFIED)]),
+    )
+    .await;
+    let before = [("if-modified-since", "Mon, 31 Dec 2029 00:00:00 GMT")];
+    let older = send(app, with(Method::GET, "/page", &before)).await;
+
+    assert_eq!(calls.get(), 1);
+    assert_eq!((matching.status.as_u16(), matching.body.len()), (304, 0));
+    assert_eq!(matching.header("etag"), Some(ETAG));
+    assert!(matching.cache_status().contains("hit"));
+    assert_eq!(other.status, 200);
+    assert_eq!(since.status, 304);
+    assert_eq!(older.status, 200);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_conditional_leader_never_hands_its_waiters_a_304() {
+    let calls = Calls::default();
+    let app = app(&calls, layer());
+
+    let leader = tokio::spawn(send(
+        app.clone(),
+        with(Method::GET, "/page", &[("if-none-match", ETAG)]),
+    ));
+    let waiters = wave(&app, 10, |_| get_request("/page")).await;
+    let leader = leader.await.expect("no panic");
+
+    assert_eq!(calls.get(), 1);
+    assert_eq!(
+        leader.status, 304,
+        "the leader's condition is answered from the full response"
+    );
+    for waiter in &waiters {
+        assert_eq!(
+            (waiter.status.as_u16(), waiter.text()),
+            (200, "GET answered by call 1")
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_clients_no_cache_is_ignored_by_default() {
+    let calls = Calls::default();
+    let app = app(&calls, layer());
+    send(app.clone(), get_request("/page")).await;
+
+    let replies = wave(&app, 10, |_| {
+        with(Method::GET, "/page", &[("cache-control", "no-cache")])
+    })
+    .await;
+    let pragma = send(app, with(Method::GET, "/page", &[("pragma", "no-cache")])).await;
+
+    assert_eq!(calls.get(), 1, "nobody can force origin calls");
+    assert_eq!(count_status(&replies, "hit"), 10);
+    assert!(pragma.cache_status().contains("hit"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_clients_no_cache_when_honoured_skips_the_entry_but_still_collapses() {
+    let calls = Calls::default();
+    let app = app(&calls, layer().honor_no_cache(true));
+    send(app.clone(), get_request("/page")).await;
+
+    let replies = wave(&app, 10, |_| {
+        with(Method::GET, "/page", &[("cache-control", "no-cache")])
+    })
+    .await;
+
+    assert_eq!(calls.get(), 2, "one revalidating call for ten no-cache requests");
+    assert!(replies.iter().all(|r| r.text() == "GET answered by call 2"));
+    assert_eq!(count_status(&replies, "collapsed"), 9);
+}
+
+/// Each call mints its own session: a response for one client only.
+async fn session(State(calls): State<Calls>) -> impl IntoResponse {
+    let n = calls.record();
+    tokio::time::sleep(ORIGIN_DELAY).await;
+    (
+        [(header::SET_COOKIE, format!("session={n}"))],
+        format!("session {n}"),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_personal_response_the_key_passes_for_a_while_instead_of_queueing() {
+    let calls = Calls::default();
+    let layer = layer().pass_for(Duration::from_secs(30));
+    let app = Router::new()
+        .route("/{*path}", get(session))
+        .with_state(calls.clone())
+        .layer(layer.clone());
+
+    // The first flight learns the response is personal: its waiters then go
+    // to the origin after the leader, one origin time later.
+    let start = Instant::now();
+    let first = wave(&app, 5, |_| get_request("/me")).await;
+    assert_eq!(start.elapsed(), 2 * ORIGIN_DELAY);
+    assert_eq!(calls.get(), 5);
+
+    // Now the key passes: everyone goes at once, nobody queues.
+    let start = Instant::now();
+    let passing = wave(&app, 10, |_| get_request("/me")).await;
+    assert_eq!(start.elapsed(), ORIGIN_DELAY);
+    assert_eq!(calls.get(), 15);
+    assert_eq!(count_status(&passing, "detail=hit-for-pass"), 10);
+    let mut bodies: Vec<_> = first
+        .iter()
+        .chain(&passing)
+        .map(|r| r.text().to_owned())
+        .collect();
+    bodies.sort();
+    bodies.dedup();
+    assert_eq!(bodies.len(), 15, "every client got its own session");
+
+    // Once the pass is over, the key is tried as a flight again.
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let again = wave(&app, 3, |_| get_request("/me")).await;
+    assert_eq!(count_status(&again, "hit-for-pass"), 0);
+    assert_eq!(count_status(&again, "detail=set-cookie"), 3);
+}
