@@ -36,6 +36,9 @@ pub struct Entry {
     /// Derived from `headers`, not encoded: may it answer a request that
     /// carries `Authorization`?
     pub(crate) allows_authorized: bool,
+    /// Tags to purge it by, from the layer's tag header; set by the layer,
+    /// kept by stores in their tag index, not encoded.
+    pub(crate) tags: Vec<String>,
 }
 
 /// Why bytes could not be read as an [`Entry`].
@@ -117,6 +120,7 @@ impl Entry {
             lifetime,
             recompute,
             allows_authorized,
+            tags: Vec::new(),
         }
     }
 
@@ -159,6 +163,12 @@ impl Entry {
     /// may drop it from then on, or from [`Entry::stale_until`] if later.
     pub fn error_until(&self) -> SystemTime {
         self.lifetime.error_until
+    }
+
+    /// The tags the entry can be purged by
+    /// ([`StampedeLayer::invalidate_tag`](crate::StampedeLayer::invalidate_tag)).
+    pub fn tags(&self) -> &[String] {
+        &self.tags
     }
 
     /// An estimate of the memory the entry holds, in bytes.

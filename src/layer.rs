@@ -2,6 +2,7 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
+use http::HeaderName;
 use tokio::sync::Semaphore;
 use tower_layer::Layer;
 
@@ -12,7 +13,7 @@ use crate::{
     route::Routes,
     service::{Shared, Stampede, State},
     stats::Stats,
-    store::Store,
+    store::{Store, StoreError},
 };
 
 const DEFAULT_MAX_REFRESHES: usize = 64;
@@ -77,6 +78,7 @@ pub(crate) struct Config {
     pub(crate) lock_wait: Duration,
     pub(crate) store_retry_after: Duration,
     pub(crate) pass_for: Duration,
+    pub(crate) tag_header: Option<HeaderName>,
     pub(crate) honor_no_cache: bool,
     pub(crate) key: Arc<dyn MakeKey>,
     pub(crate) clock: Arc<dyn Clock>,
@@ -103,6 +105,7 @@ impl<St: Store> StampedeLayer<St> {
                 lock_wait: Duration::from_secs(30),
                 store_retry_after: Duration::from_secs(1),
                 pass_for: Duration::from_secs(30),
+                tag_header: Some(HeaderName::from_static("surrogate-key")),
                 honor_no_cache: false,
                 key: Arc::new(DefaultKey),
                 clock: Arc::new(SystemClock),
@@ -153,6 +156,14 @@ impl<St: Store> StampedeLayer<St> {
     /// the store. Default: 250 ms.
     pub fn store_timeout(mut self, timeout: Duration) -> Self {
         self.config().store_timeout = timeout;
+        self
+    }
+
+    /// The response header whose whitespace-separated values tag a stored
+    /// entry, for [`invalidate_tag`](Self::invalidate_tag); `None` stores no
+    /// tags. Default: `Surrogate-Key`.
+    pub fn tag_header(mut self, name: Option<HeaderName>) -> Self {
+        self.config().tag_header = name;
         self
     }
 
@@ -237,6 +248,35 @@ impl<St: Store> StampedeLayer<St> {
     /// The counters of this layer and every service it made.
     pub fn stats(&self) -> Stats {
         self.state.counters.snapshot()
+    }
+
+    /// Removes what is stored for cache key `key` (see [`DefaultKey`] for
+    /// its form), in this layer's store and so for every replica sharing it.
+    /// A rebuild of the key under way when this lands does not store its
+    /// outdated response: its write is fenced by the rebuild lock, which
+    /// this voids.
+    ///
+    /// Unlike requests, which go on without a failing store, this reports
+    /// the store's error.
+    ///
+    /// ```
+    /// # async fn purge() -> Result<(), tower_stampede::StoreError> {
+    /// use tower_stampede::{MemoryStore, StampedeLayer};
+    ///
+    /// let layer = StampedeLayer::new(MemoryStore::new());
+    /// layer.invalidate("GET api.example/api/popular-posts").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn invalidate(&self, key: &str) -> Result<(), StoreError> {
+        self.state.passes.remove(key);
+        self.store.invalidate(key).await
+    }
+
+    /// Removes every entry stored with `tag` in its
+    /// [`tag_header`](Self::tag_header) (`Surrogate-Key: posts post-42`), for
+    /// every replica sharing the store, and returns how many keys it named.
+    pub async fn invalidate_tag(&self, tag: &str) -> Result<u64, StoreError> {
+        self.store.invalidate_tag(tag).await
     }
 
     /// How many keys have an origin call under way in this layer.

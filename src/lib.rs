@@ -131,6 +131,7 @@ pub mod clock;
 mod entry;
 mod flight;
 mod future;
+mod invalidate;
 mod key;
 mod layer;
 mod pass;

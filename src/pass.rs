@@ -36,6 +36,11 @@ impl Passes {
         until.insert(key.to_owned(), now + pause);
     }
 
+    /// Forgets `key`: its next response decides again.
+    pub(crate) fn remove(&self, key: &str) {
+        self.until().remove(key);
+    }
+
     /// Whether requests for `key` should pass straight to the origin now.
     pub(crate) fn contains(&self, key: &str) -> bool {
         let mut until = self.until();

@@ -21,6 +21,7 @@ use crate::{
     cacheable::{self, CacheControl, Private},
     entry::{Entry, strip_unstorable_headers},
     flight::{Join, Leader},
+    invalidate::tags,
     policy::{Decision, Lifetime, Policy},
     service::{BODY_NOT_STORED, Fit, Outcome, Shared, fit, from_entry, ttl_left, with_status},
     status::{CacheStatus, Fwd},
@@ -388,7 +389,8 @@ where
     let lifetime = policy
         .lifetime(now, shared.random())
         .filter(|_| cacheable::status_is_storable(parts.status));
-    let entry = Arc::new(Entry::new(
+    let tags = tags(&parts.headers, shared.config.tag_header.as_ref());
+    let mut entry = Entry::new(
         parts.status,
         parts.headers,
         data,
@@ -397,7 +399,9 @@ where
         now,
         lifetime.unwrap_or(Lifetime::expired(now)),
         started.elapsed(),
-    ));
+    );
+    entry.tags = tags;
+    let entry = Arc::new(entry);
     let stored = match lifetime {
         Some(lifetime) => guard.store(Arc::clone(&entry), lifetime.keep_for(now)).await,
         None => {

@@ -10,7 +10,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response, StatusCode, header, request};
+use http::{HeaderMap, Request, Response, StatusCode, header, request};
 use http_body::Body;
 use tower::ServiceExt;
 use tower_service::Service;
@@ -24,6 +24,7 @@ use crate::{
     entry::Entry,
     flight::{Flights, Join},
     future::ResponseFuture,
+    invalidate::{Target, is_unsafe, write_through},
     layer::Config,
     pass::Passes,
     policy::{Decision, Lifetime, Policy},
@@ -89,6 +90,7 @@ pub(crate) const BODY_NOT_STORED: &str = "body-not-stored";
 
 enum Plan {
     Forward(Fwd),
+    Write(Target),
     Cache { key: String, policy: Policy },
 }
 
@@ -180,6 +182,12 @@ where
                 counters.origin_calls.incr();
                 ResponseFuture::forward(inner.call(request), fwd.static_value())
             }
+            Plan::Write(target) => {
+                counters.bypassed.incr();
+                counters.origin_calls.incr();
+                let shared = Arc::clone(&self.shared);
+                ResponseFuture::cached(Box::pin(write_through(shared, inner, request, target)))
+            }
             Plan::Cache { key, policy } => ResponseFuture::cached(Box::pin(respond(
                 Arc::clone(&self.shared),
                 inner,
@@ -198,6 +206,12 @@ impl<St: Store> Shared<St> {
         if policy.is_bypass() {
             return Plan::Forward(Fwd::Bypass);
         }
+        if is_unsafe(&parts.method) {
+            return Plan::Write(Target {
+                key: self.get_key(parts),
+                host: parts.headers.get(header::HOST).cloned(),
+            });
+        }
         if !cacheable::method_is_cacheable(&parts.method) {
             return Plan::Forward(Fwd::Method);
         }
@@ -205,10 +219,7 @@ impl<St: Store> Shared<St> {
             return Plan::Forward(Fwd::Request);
         }
         // HEAD is answered from the GET response: one key for both.
-        let method = mem::replace(&mut parts.method, Method::GET);
-        let key = config.key.make_key(parts);
-        parts.method = method;
-        match key {
+        match self.get_key(parts) {
             Some(key) => Plan::Cache {
                 key,
                 policy: policy.clone(),

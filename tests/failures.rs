@@ -272,6 +272,12 @@ impl Store for BrokenStore {
     async fn wait_unlocked(&self, _: &str, _: Duration) -> Result<(), StoreError> {
         self.fail().await
     }
+    async fn invalidate(&self, _: &str) -> Result<(), StoreError> {
+        self.fail().await
+    }
+    async fn invalidate_tag(&self, _: &str) -> Result<u64, StoreError> {
+        self.fail().await
+    }
 }
 
 async fn a_broken_store_fails_no_request(hangs: bool, errors_in_the_stampede: u64) {

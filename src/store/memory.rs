@@ -1,7 +1,7 @@
 //! The embedded store: one process, bounded by bytes, nothing to run.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     fmt,
     sync::{
         Arc, Mutex, MutexGuard, PoisonError,
@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use moka::{Expiry, sync::Cache};
+use moka::{Expiry, notification::RemovalCause, sync::Cache};
 use tokio::{sync::Notify, time::Instant};
 
 use super::{LockToken, Store, StoreError};
@@ -42,6 +42,8 @@ pub struct MemoryStore {
 struct Inner {
     cache: Cache<String, Slot>,
     locks: Mutex<HashMap<String, Lock>>,
+    /// Keys by tag, for purges; keys leave it when their entry does.
+    tags: Arc<Mutex<HashMap<String, HashSet<String>>>>,
     next_token: AtomicU64,
     max_bytes: u64,
 }
@@ -89,17 +91,27 @@ impl MemoryStore {
     /// [`Entry::weight`]. When full, the least useful entries are evicted;
     /// an entry larger than the whole bound is not kept at all.
     pub fn with_max_bytes(max_bytes: u64) -> Self {
+        let tags: Arc<Mutex<HashMap<String, HashSet<String>>>> = Arc::default();
+        let index = Arc::clone(&tags);
         let cache = Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|key: &String, slot: &Slot| {
                 u32::try_from(key.len() + slot.entry.weight()).unwrap_or(u32::MAX)
             })
             .expire_after(KeepFor)
+            .eviction_listener(move |key: Arc<String>, slot: Slot, cause| {
+                // A replaced entry's key stays under the tags the new one
+                // re-adds; any other removal takes it out of the index.
+                if cause != RemovalCause::Replaced {
+                    untag(&index, &key, &slot.entry.tags);
+                }
+            })
             .build();
         Self {
             inner: Arc::new(Inner {
                 cache,
                 locks: Mutex::new(HashMap::new()),
+                tags,
                 next_token: AtomicU64::new(1),
                 max_bytes,
             }),
@@ -144,6 +156,18 @@ impl MemoryStore {
             lock.released.notify_waiters();
         }
         true
+    }
+}
+
+fn untag(index: &Mutex<HashMap<String, HashSet<String>>>, key: &str, tags: &[String]) {
+    let mut index = index.lock().unwrap_or_else(PoisonError::into_inner);
+    for tag in tags {
+        if let Some(keys) = index.get_mut(tag) {
+            keys.remove(key);
+            if keys.is_empty() {
+                index.remove(tag);
+            }
+        }
     }
 }
 
@@ -211,6 +235,11 @@ impl Store for MemoryStore {
         let fits = (entry.weight() + key.len()) as u64 <= self.inner.max_bytes;
         Ok(self.release(key, token, || {
             if fits && !keep_for.is_zero() {
+                let mut index = self.inner.tags.lock().unwrap_or_else(PoisonError::into_inner);
+                for tag in &entry.tags {
+                    index.entry(tag.clone()).or_default().insert(key.to_owned());
+                }
+                drop(index);
                 self.inner.cache.insert(key.to_owned(), Slot { entry, keep_for });
             }
         }))
@@ -219,6 +248,29 @@ impl Store for MemoryStore {
     async fn unlock(&self, key: &str, token: &LockToken) -> Result<(), StoreError> {
         self.release(key, token, || {});
         Ok(())
+    }
+
+    async fn invalidate(&self, key: &str) -> Result<(), StoreError> {
+        let lock = self.locks().remove(key);
+        self.inner.cache.invalidate(key);
+        if let Some(lock) = lock {
+            lock.released.notify_waiters();
+        }
+        Ok(())
+    }
+
+    async fn invalidate_tag(&self, tag: &str) -> Result<u64, StoreError> {
+        let keys = self
+            .inner
+            .tags
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(tag)
+            .unwrap_or_default();
+        for key in &keys {
+            self.invalidate(key).await?;
+        }
+        Ok(keys.len() as u64)
     }
 
     async fn wait_unlocked(&self, key: &str, timeout: Duration) -> Result<(), StoreError> {
@@ -360,6 +412,55 @@ mod tests {
         tokio::time::advance(Duration::from_millis(900)).await;
         assert!(memory.try_lock("k", MINUTE).await.expect("memory").is_none());
         assert!(memory.set("k", entry(1), &token, MINUTE).await.expect("memory"));
+    }
+
+    fn tagged(body_len: usize, tags: &[&str]) -> Arc<Entry> {
+        let mut entry = (*entry(body_len)).clone();
+        entry.tags = tags.iter().map(|t| (*t).to_owned()).collect();
+        Arc::new(entry)
+    }
+
+    #[tokio::test]
+    async fn invalidating_voids_a_rebuild_under_way() {
+        let memory = MemoryStore::new();
+        assert!(store(&memory, "k", 1).await);
+        let rebuilding = memory.try_lock("k", MINUTE).await.expect("memory").expect("free");
+        memory.invalidate("k").await.expect("memory");
+        assert!(memory.get("k").await.expect("memory").is_none());
+        assert!(
+            !memory
+                .set("k", entry(2), &rebuilding, MINUTE)
+                .await
+                .expect("memory")
+        );
+        assert!(
+            memory.get("k").await.expect("memory").is_none(),
+            "the outdated write was refused"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tag_purges_every_key_stored_with_it_and_no_other() {
+        let memory = MemoryStore::new();
+        for (key, tags) in [
+            ("a", &["posts"][..]),
+            ("b", &["posts", "home"][..]),
+            ("c", &["home"][..]),
+        ] {
+            let token = memory.try_lock(key, MINUTE).await.expect("memory").expect("free");
+            assert!(
+                memory
+                    .set(key, tagged(1, tags), &token, MINUTE)
+                    .await
+                    .expect("memory")
+            );
+        }
+        assert_eq!(memory.invalidate_tag("posts").await.expect("memory"), 2);
+        assert!(memory.get("a").await.expect("memory").is_none());
+        assert!(memory.get("b").await.expect("memory").is_none());
+        assert!(memory.get("c").await.expect("memory").is_some());
+        assert_eq!(memory.invalidate_tag("posts").await.expect("memory"), 0);
+        assert_eq!(memory.invalidate_tag("home").await.expect("memory"), 1);
     }
 
     #[tokio::test(start_paused = true)]

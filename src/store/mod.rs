@@ -70,6 +70,16 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// wakes the key's waiters.
     fn unlock(&self, key: &str, token: &LockToken) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Removes the entry at `key` and voids its rebuild lock, waking the
+    /// key's waiters: a rebuild under way when this lands cannot store its
+    /// now-outdated response, because its fenced [`Store::set`] finds the
+    /// lock gone (as a delete voids a memcache lease).
+    fn invalidate(&self, key: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Invalidates every key whose entry was stored with `tag` among its
+    /// [`Entry::tags`], and returns how many keys the tag named.
+    fn invalidate_tag(&self, tag: &str) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
     /// Returns once nobody holds the lock for `key` (released, written or
     /// expired), or when `timeout` has passed, whichever is first. By the
     /// time the caller acts, another may hold the lock again: the caller

@@ -60,6 +60,17 @@ static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
+/// Deletes the entry `KEYS[2]` and the lock `KEYS[1]` whoever holds it (a
+/// rebuild under way then cannot write), and publishes the key.
+static INVALIDATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        redis.call('DEL', KEYS[1], KEYS[2])
+        redis.call('PUBLISH', ARGV[1], ARGV[2])
+        return 1",
+    )
+});
+
 /// Extends the lock `KEYS[1]` to `ARGV[2]` ms if it holds `ARGV[1]`.
 static EXTEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -87,7 +98,8 @@ static EXTEND: LazyLock<Script> = LazyLock::new(|| {
 ///   re-checking the lock with back-off, from 50 ms up to 1 s.
 /// - Keys are `{prefix}{<cache key>}` and `{prefix}{<cache key>}:lock`: the
 ///   braces are a hash tag, so in a cluster an entry and its lock share a
-///   slot.
+///   slot. Tags are sets at `{prefix}tag:{<tag>}` holding cache keys, kept
+///   as long as their longest-lived entry.
 ///
 /// Every command is bounded by [`RedisStore::timeout`]; the layer bounds
 /// every store call as well, and goes on without the store when one fails.
@@ -253,6 +265,11 @@ impl RedisStore {
         format!("{}{{{}}}:lock", self.inner.settings.prefix, tag(key))
     }
 
+    /// The Redis set that lists the cache keys stored with `tag`.
+    pub fn tag_key(&self, tag: &str) -> String {
+        format!("{}tag:{{{}}}", self.inner.settings.prefix, self::tag(tag))
+    }
+
     fn channel(&self) -> String {
         format!("{}done", self.inner.settings.prefix)
     }
@@ -355,7 +372,38 @@ impl Store for RedisStore {
             .arg(keep_for)
             .arg(self.channel())
             .arg(tag(key).as_ref());
-        Ok(self.inner.conns.invoke::<i64>(&set).await? == 1)
+        let written = self.inner.conns.invoke::<i64>(&set).await? == 1;
+        if written && keep_for > 0 {
+            // In a cluster a tag's set lives in its own slot, so it cannot be
+            // written by the script; a tag added late only delays a purge's
+            // reach by one command.
+            for tag in entry.tags() {
+                let mut index = redis::pipe();
+                let tag_key = self.tag_key(tag);
+                index.cmd("SADD").arg(&tag_key).arg(key).ignore();
+                // New sets get the entry's life; longer lives extend it.
+                index
+                    .cmd("PEXPIRE")
+                    .arg(&tag_key)
+                    .arg(keep_for)
+                    .arg("NX")
+                    .ignore();
+                index
+                    .cmd("PEXPIRE")
+                    .arg(&tag_key)
+                    .arg(keep_for)
+                    .arg("GT")
+                    .ignore();
+                self.inner
+                    .conns
+                    .run(|mut conn| {
+                        let index = &index;
+                        async move { index.query_async::<()>(&mut conn).await }
+                    })
+                    .await?;
+            }
+        }
+        Ok(written)
     }
 
     async fn unlock(&self, key: &str, token: &LockToken) -> Result<(), StoreError> {
@@ -366,6 +414,30 @@ impl Store for RedisStore {
             .arg(tag(key).as_ref());
         self.inner.conns.invoke::<i64>(&unlock).await?;
         Ok(())
+    }
+
+    async fn invalidate(&self, key: &str) -> Result<(), StoreError> {
+        let mut invalidate = INVALIDATE.key(self.lock_key(key));
+        invalidate
+            .key(self.entry_key(key))
+            .arg(self.channel())
+            .arg(tag(key).as_ref());
+        self.inner.conns.invoke::<i64>(&invalidate).await?;
+        Ok(())
+    }
+
+    async fn invalidate_tag(&self, tag: &str) -> Result<u64, StoreError> {
+        let tag_key = self.tag_key(tag);
+        let mut members = redis::cmd("SMEMBERS");
+        members.arg(&tag_key);
+        let keys: Vec<String> = self.inner.conns.query(&members).await?;
+        for key in &keys {
+            self.invalidate(key).await?;
+        }
+        let mut delete = redis::cmd("DEL");
+        delete.arg(&tag_key);
+        self.inner.conns.query::<i64>(&delete).await?;
+        Ok(keys.len() as u64)
     }
 
     async fn wait_unlocked(&self, key: &str, timeout: Duration) -> Result<(), StoreError> {

@@ -1,0 +1,188 @@
+//! Invalidation: successful writes, purges by key and by tag (across
+//! replicas on Redis), and an invalidation that lands while the key is being
+//! rebuilt.
+
+mod common;
+
+use std::sync::Arc;
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{Path, State},
+    http::{Request, StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
+use common::{Calls, ORIGIN_DELAY, redis_server::RedisServer, send};
+use tokio::sync::Notify;
+use tower_stampede::{MemoryStore, RedisStore, StampedeLayer, Store};
+
+/// Pages tagged by their first path segment; writes answer as their path
+/// says: `/fail/...` fails, `/created/...` points `Location` at a page.
+async fn page(
+    State((calls, entered)): State<(Calls, Arc<Notify>)>,
+    Path(path): Path<String>,
+) -> impl IntoResponse {
+    let n = calls.record();
+    entered.notify_one();
+    tokio::time::sleep(ORIGIN_DELAY).await;
+    let tag = path.split('/').next().unwrap_or("").to_owned();
+    (
+        [("surrogate-key", format!("{tag} all"))],
+        format!("/{path} answered by call {n}"),
+    )
+}
+
+async fn write(Path(path): Path<String>) -> impl IntoResponse {
+    match path.split_once('/') {
+        Some(("fail", _)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::LOCATION, "/x".to_owned())],
+        ),
+        Some(("created", target)) if target.starts_with("http") => {
+            (StatusCode::CREATED, [(header::LOCATION, target.to_owned())])
+        }
+        Some(("created", target)) => (StatusCode::CREATED, [(header::LOCATION, format!("/{target}"))]),
+        _ => (
+            StatusCode::NO_CONTENT,
+            [(header::CONTENT_LOCATION, "/none".to_owned())],
+        ),
+    }
+}
+
+fn app<St: Store>(calls: &Calls, entered: &Arc<Notify>, layer: StampedeLayer<St>) -> Router {
+    Router::new()
+        .route("/{*path}", get(page).post(write).put(write).delete(write))
+        .with_state((calls.clone(), Arc::clone(entered)))
+        .layer(layer)
+}
+
+fn request(method: &str, path: &str) -> Request<Body> {
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::HOST, "api.example")
+        .body(Body::empty())
+        .expect("valid")
+}
+
+async fn status_of(app: &Router, path: &str) -> String {
+    send(app.clone(), request("GET", path)).await.cache_status()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_successful_write_invalidates_its_target_and_same_authority_locations() {
+    let (calls, entered) = (Calls::default(), Arc::new(Notify::new()));
+    let app = app(&calls, &entered, StampedeLayer::new(MemoryStore::new()));
+    for path in ["/posts", "/posts/42", "/x"] {
+        assert!(status_of(&app, path).await.contains("stored"));
+    }
+
+    let failed = send(app.clone(), request("POST", "/fail/posts")).await;
+    assert_eq!(failed.status, 500);
+    assert!(
+        status_of(&app, "/x").await.contains("hit"),
+        "a failed write invalidates nothing"
+    );
+
+    send(app.clone(), request("PUT", "/posts")).await;
+    assert!(
+        status_of(&app, "/posts").await.contains("stored"),
+        "its own target"
+    );
+
+    send(app.clone(), request("POST", "/created/posts/42")).await;
+    assert!(
+        status_of(&app, "/posts/42").await.contains("stored"),
+        "its Location"
+    );
+
+    let elsewhere = "/created/http:%2F%2Fother.example%2Fx";
+    send(app.clone(), request("POST", elsewhere)).await;
+    assert!(
+        status_of(&app, "/x").await.contains("hit"),
+        "another authority's page stays"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn invalidate_by_key_and_by_tag() {
+    let (calls, entered) = (Calls::default(), Arc::new(Notify::new()));
+    let layer = StampedeLayer::new(MemoryStore::new());
+    let app = app(&calls, &entered, layer.clone());
+    for path in ["/posts/1", "/posts/2", "/home/1"] {
+        send(app.clone(), request("GET", path)).await;
+    }
+
+    layer.invalidate("GET api.example/home/1").await.expect("memory");
+    assert_eq!(layer.invalidate_tag("posts").await.expect("memory"), 2);
+
+    for path in ["/posts/1", "/posts/2", "/home/1"] {
+        assert!(
+            status_of(&app, path).await.contains("stored"),
+            "{path} was purged"
+        );
+    }
+    assert_eq!(calls.get(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_purged_on_one_replica_is_gone_for_the_other() {
+    let server = RedisServer::start();
+    let (calls, entered) = (Calls::default(), Arc::new(Notify::new()));
+    let (a, b) = (
+        StampedeLayer::new(RedisStore::from_url(server.url()).expect("valid url")),
+        StampedeLayer::new(RedisStore::from_url(server.url()).expect("valid url")),
+    );
+    let app_a = app(&calls, &entered, a);
+    for path in ["/posts/1", "/posts/2", "/home/1"] {
+        send(app_a.clone(), request("GET", path)).await;
+    }
+
+    assert_eq!(b.invalidate_tag("posts").await.expect("redis"), 2);
+
+    assert!(status_of(&app_a, "/posts/1").await.contains("stored"));
+    assert!(status_of(&app_a, "/posts/2").await.contains("stored"));
+    assert!(status_of(&app_a, "/home/1").await.contains("hit"));
+    assert_eq!(calls.get(), 5);
+    assert_eq!(
+        server.cli(&["EXISTS", &b.store().tag_key("posts")]),
+        "1",
+        "re-tagged by the rebuilds"
+    );
+}
+
+/// An invalidation that lands while the key is at the origin: the outdated
+/// response still answers the requests already waiting for it, but it is not
+/// stored, so the next request gets a fresh one.
+async fn invalidation_during_a_rebuild_voids_its_write<St: Store>(layer: StampedeLayer<St>) {
+    let (calls, entered) = (Calls::default(), Arc::new(Notify::new()));
+    let app = app(&calls, &entered, layer.clone());
+
+    let rebuild = tokio::spawn(send(app.clone(), request("GET", "/posts/1")));
+    entered.notified().await;
+    layer.invalidate("GET api.example/posts/1").await.expect("store");
+    let outdated = rebuild.await.expect("no panic");
+
+    assert_eq!(outdated.text(), "/posts/1 answered by call 1");
+    assert!(
+        !outdated.cache_status().contains("stored"),
+        "{}",
+        outdated.cache_status()
+    );
+    let fresh = send(app, request("GET", "/posts/1")).await;
+    assert_eq!(fresh.text(), "/posts/1 answered by call 2");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_invalidation_during_a_rebuild_voids_its_write_in_memory() {
+    invalidation_during_a_rebuild_voids_its_write(StampedeLayer::new(MemoryStore::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_during_a_rebuild_voids_its_write_on_redis() {
+    let server = RedisServer::start();
+    let store = RedisStore::from_url(server.url()).expect("valid url");
+    invalidation_during_a_rebuild_voids_its_write(StampedeLayer::new(store)).await;
+}
