@@ -14,6 +14,16 @@ use crate::{cacheable::CacheControl, policy::Lifetime};
 /// The first bytes of every encoded entry: a magic and the format version.
 const MAGIC: &[u8; 4] = b"TSE\x02";
 
+/// Where the times start in the encoding (after the magic and the status),
+/// and how long they are: stored, fresh, stale and error times, then the
+/// rebuild time. A store can renew an entry by rewriting just these.
+#[cfg_attr(
+    not(feature = "redis"),
+    allow(dead_code, reason = "the Redis store renews in place")
+)]
+pub(crate) const TIMES_AT: usize = 6;
+pub(crate) const TIMES_LEN: usize = 40;
+
 /// A stored response: status, headers, body and trailers, with the times
 /// that decide whether it may be served.
 ///
@@ -189,11 +199,7 @@ impl Entry {
         let mut out = BytesMut::with_capacity(self.weight());
         out.put_slice(MAGIC);
         out.put_u16(self.status.as_u16());
-        out.put_u64(millis(self.stored_at));
-        out.put_u64(millis(self.lifetime.fresh_until));
-        out.put_u64(millis(self.lifetime.stale_until));
-        out.put_u64(millis(self.lifetime.error_until));
-        out.put_u64(u64::try_from(self.recompute.as_micros()).unwrap_or(u64::MAX));
+        out.put_slice(&self.encode_times());
         put_headers(&mut out, &self.headers);
         match &self.trailers {
             Some(trailers) => {
@@ -210,6 +216,33 @@ impl Entry {
         out.put_u64(self.body.len() as u64);
         out.put_slice(&self.body);
         out.freeze()
+    }
+
+    /// The times as [`Entry::encode`] writes them at [`TIMES_AT`].
+    pub(crate) fn encode_times(&self) -> [u8; TIMES_LEN] {
+        let mut out = [0; TIMES_LEN];
+        let times = [
+            millis(self.stored_at),
+            millis(self.lifetime.fresh_until),
+            millis(self.lifetime.stale_until),
+            millis(self.lifetime.error_until),
+            u64::try_from(self.recompute.as_micros()).unwrap_or(u64::MAX),
+        ];
+        for (slot, time) in out.chunks_exact_mut(8).zip(times) {
+            slot.copy_from_slice(&time.to_be_bytes());
+        }
+        out
+    }
+
+    /// This entry with new times: the same response (the body is shared,
+    /// not copied), as an origin's `304 Not Modified` renews it.
+    pub(crate) fn renewed(&self, stored_at: SystemTime, lifetime: Lifetime, recompute: Duration) -> Self {
+        Self {
+            stored_at,
+            lifetime,
+            recompute,
+            ..self.clone()
+        }
     }
 
     /// Reads an entry that [`Entry::encode`] wrote. Anything else (another
@@ -471,6 +504,22 @@ mod tests {
                 reason: "invalid header name"
             })
         );
+    }
+
+    #[test]
+    fn renewing_rewrites_only_the_times_in_place() {
+        let entry = sample();
+        let later = entry.stored_at + Duration::from_secs(600);
+        let lifetime = Lifetime {
+            fresh_until: later + Duration::from_secs(50),
+            stale_until: later + Duration::from_secs(120),
+            error_until: later + Duration::from_secs(300),
+        };
+        let renewed = entry.renewed(later, lifetime, Duration::from_millis(3));
+        let mut patched = entry.encode().to_vec();
+        patched[TIMES_AT..TIMES_AT + TIMES_LEN].copy_from_slice(&renewed.encode_times());
+        assert_eq!(patched, renewed.encode().to_vec());
+        assert_eq!(renewed.body.as_ptr(), entry.body.as_ptr(), "the body is shared");
     }
 
     #[test]

@@ -38,18 +38,30 @@ where
 /// The default key: method, authority (lowercased, from the URI or the
 /// `Host` header) and path with query, as in `GET example.com/a?b=1`.
 ///
-/// A request whose `Host` is not visible ASCII gets no key and is not cached.
+/// Hosts an application might build links from are part of it, so that no
+/// one can poison a page for others by sending a different one:
+/// `X-Forwarded-Host` and `Forwarded`, when present, are appended; a request
+/// whose URI names one authority and whose `Host` another, or whose `Host`
+/// is not visible ASCII, gets no key and is not cached.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DefaultKey;
 
+/// Request headers naming a host that applications behind proxies trust.
+const FORWARDED_HOSTS: [header::HeaderName; 2] = [
+    header::HeaderName::from_static("x-forwarded-host"),
+    header::FORWARDED,
+];
+
 impl MakeKey for DefaultKey {
     fn make_key(&self, request: &Parts) -> Option<String> {
-        let authority = match request.uri.authority() {
-            Some(authority) => authority.as_str(),
-            None => match request.headers.get(header::HOST) {
-                Some(host) => host.to_str().ok()?,
-                None => "",
-            },
+        let host = match request.headers.get(header::HOST) {
+            Some(host) => Some(host.to_str().ok()?),
+            None => None,
+        };
+        let authority = match (request.uri.authority(), host) {
+            (Some(authority), Some(host)) if !authority.as_str().eq_ignore_ascii_case(host) => return None,
+            (Some(authority), _) => authority.as_str(),
+            (None, host) => host.unwrap_or(""),
         };
         let path = request.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let method = request.method.as_str();
@@ -58,6 +70,14 @@ impl MakeKey for DefaultKey {
         key.push(' ');
         key.extend(authority.chars().map(|c| c.to_ascii_lowercase()));
         key.push_str(path);
+        for name in &FORWARDED_HOSTS {
+            for value in request.headers.get_all(name) {
+                key.push(' ');
+                key.push_str(name.as_str());
+                key.push('=');
+                key.push_str(value.to_str().ok()?);
+            }
+        }
         Some(key)
     }
 }
@@ -95,6 +115,44 @@ mod tests {
             .body(())
             .expect("valid");
         assert_ne!(key(a), key(b));
+    }
+
+    #[test]
+    fn a_host_that_differs_from_the_target_is_not_cached() {
+        let poisoned = Request::get("http://api.example/x").header("host", "evil.example");
+        assert_eq!(key(poisoned.body(()).expect("valid")), None);
+        let same = Request::get("http://api.example/x").header("host", "API.example");
+        assert_eq!(
+            key(same.body(()).expect("valid")).as_deref(),
+            Some("GET api.example/x")
+        );
+    }
+
+    #[test]
+    fn forwarded_hosts_are_part_of_the_key() {
+        let plain = Request::get("/x")
+            .header("host", "api.example")
+            .body(())
+            .expect("valid");
+        let forwarded = Request::get("/x")
+            .header("host", "api.example")
+            .header("x-forwarded-host", "evil.example")
+            .body(())
+            .expect("valid");
+        let standard = Request::get("/x")
+            .header("host", "api.example")
+            .header("forwarded", "host=evil.example")
+            .body(())
+            .expect("valid");
+        assert_eq!(
+            key(forwarded).as_deref(),
+            Some("GET api.example/x x-forwarded-host=evil.example")
+        );
+        assert_eq!(
+            key(standard).as_deref(),
+            Some("GET api.example/x forwarded=host=evil.example")
+        );
+        assert_eq!(key(plain).as_deref(), Some("GET api.example/x"));
     }
 
     #[test]

@@ -83,6 +83,14 @@ pub(crate) enum Lock {
     Unavailable,
 }
 
+/// What a fenced write changes.
+enum Write {
+    /// A new response.
+    Whole,
+    /// The times of the stored response, which the origin said is current.
+    Times,
+}
+
 /// A held rebuild lock that is released even if the leader's task unwinds.
 struct LockGuard<St: Store> {
     shared: Arc<Shared<St>>,
@@ -92,19 +100,26 @@ struct LockGuard<St: Store> {
 
 impl<St: Store> LockGuard<St> {
     /// Writes `entry` fenced by the lock, which also releases it.
-    async fn store(mut self, entry: Arc<Entry>, keep_for: Duration) -> bool {
+    async fn store(mut self, entry: Arc<Entry>, keep_for: Duration, write: Write) -> bool {
         let Some(token) = self.token.take() else {
             return false;
         };
         let shared = &self.shared;
-        let set = shared.store.set(&self.key, entry, &token, keep_for);
-        let stored = shared
-            .store_call("set", &self.key, shared.config.store_timeout, set)
-            .await;
+        let timeout = shared.config.store_timeout;
+        let stored = match write {
+            Write::Whole => {
+                let set = shared.store.set(&self.key, entry, &token, keep_for);
+                shared.store_call("set", &self.key, timeout, set).await
+            }
+            Write::Times => {
+                let renew = shared.store.renew(&self.key, entry, &token, keep_for);
+                shared.store_call("renew", &self.key, timeout, renew).await
+            }
+        };
         if stored == Some(false) {
             debug!(
                 key = self.key,
-                "write refused: the rebuild lock had passed to another"
+                "write refused: the rebuild lock had passed to another, or was voided"
             );
         }
         stored == Some(true)
@@ -253,7 +268,7 @@ fn failure<B: Body, E>(fetched: &Result<Fetched<B>, E>) -> Option<Option<StatusC
 pub(crate) async fn lead<S, St, ReqBody, B>(
     shared: Arc<Shared<St>>,
     mut inner: S,
-    request: Request<ReqBody>,
+    mut request: Request<ReqBody>,
     key: String,
     policy: Policy,
     leader: Leader<Outcome>,
@@ -309,6 +324,18 @@ where
         return Ok(written.serve(&shared, leader));
     }
 
+    // Ask the origin whether the response it replaces is still current: a
+    // 304 then renews it without the body travelling again.
+    if let Some(old) = last_good.as_ref().filter(|old| old.status == StatusCode::OK) {
+        for (validator, condition) in [
+            (header::ETAG, header::IF_NONE_MATCH),
+            (header::LAST_MODIFIED, header::IF_MODIFIED_SINCE),
+        ] {
+            if let Some(value) = old.headers.get(validator) {
+                request.headers_mut().insert(condition, value.clone());
+            }
+        }
+    }
     let authorized = request.headers().contains_key(header::AUTHORIZATION);
     let request_headers = request.headers().clone();
     let started = tokio::time::Instant::now();
@@ -332,7 +359,9 @@ where
     let fetched = shared.keep_lock(&guard.key, guard.token.as_ref(), fetch).await;
 
     let now = shared.now();
-    if let Some(last_good) = last_good.filter(|entry| entry.lifetime.serves_errors_at(now))
+    if let Some(last_good) = last_good
+        .as_ref()
+        .filter(|entry| entry.lifetime.serves_errors_at(now))
         && let Some(failure) = failure(&fetched)
     {
         // stale-if-error: the last good response stands in for the failure.
@@ -341,12 +370,37 @@ where
             key = leader.key(),
             "origin failed; serving the last good response"
         );
-        leader.finish(Outcome::LastGood(Arc::clone(&last_good)));
+        leader.finish(Outcome::LastGood(Arc::clone(last_good)));
         let mut status = CacheStatus::forward(Fwd::Miss).detail(STALE_IF_ERROR);
         if let Some(failed) = failure {
             status = status.fwd_status(failed);
         }
-        return Ok(from_entry(&last_good, status, Some(now)));
+        return Ok(from_entry(last_good, status, Some(now)));
+    }
+
+    if let Ok(Fetched::Whole { parts, .. }) = &fetched
+        && parts.status == StatusCode::NOT_MODIFIED
+        && let Some(old) = last_good.as_ref()
+        && let Some(lifetime) = policy.lifetime(now, shared.random())
+    {
+        let renewed = Arc::new(old.renewed(now, lifetime, started.elapsed()));
+        let stored = guard
+            .store(Arc::clone(&renewed), lifetime.keep_for(now), Write::Times)
+            .await;
+        debug!(
+            key = leader.key(),
+            stored, "the origin says the stored response is current"
+        );
+        leader.finish(Outcome::Shared {
+            entry: Arc::clone(&renewed),
+            stored,
+        });
+        let status = CacheStatus::forward(Fwd::Miss)
+            .fwd_status(StatusCode::NOT_MODIFIED)
+            .stored(stored)
+            .ttl(stored.then(|| ttl_left(lifetime, now)))
+            .detail("revalidated");
+        return Ok(from_entry(&renewed, status, None));
     }
 
     let (mut parts, data, trailers) = match fetched {
@@ -403,7 +457,11 @@ where
     entry.tags = tags;
     let entry = Arc::new(entry);
     let stored = match lifetime {
-        Some(lifetime) => guard.store(Arc::clone(&entry), lifetime.keep_for(now)).await,
+        Some(lifetime) => {
+            guard
+                .store(Arc::clone(&entry), lifetime.keep_for(now), Write::Whole)
+                .await
+        }
         None => {
             guard.release().await;
             false

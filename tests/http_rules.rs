@@ -173,8 +173,56 @@ async fn a_clients_no_cache_when_honoured_skips_the_entry_but_still_collapses() 
     .await;
 
     assert_eq!(calls.get(), 2, "one revalidating call for ten no-cache requests");
-    assert!(replies.iter().all(|r| r.text() == "GET answered by call 2"));
+    // The origin said the stored response is current: it is renewed, not
+    // fetched again.
+    assert!(replies.iter().all(|r| r.text() == "GET answered by call 1"));
+    assert_eq!(
+        count_status(&replies, "fwd-status=304; stored; ttl=60; detail=revalidated"),
+        1
+    );
     assert_eq!(count_status(&replies, "collapsed"), 9);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_entry_is_revalidated_and_a_304_renews_it() {
+    let calls = Calls::default();
+    let app = app(&calls, layer());
+    send(app.clone(), get_request("/page")).await;
+
+    tokio::time::advance(Duration::from_secs(61)).await;
+    let renewed = send(app.clone(), get_request("/page")).await;
+    let hit = send(app, get_request("/page")).await;
+
+    assert_eq!(calls.get(), 2);
+    assert_eq!(
+        renewed.text(),
+        "GET answered by call 1",
+        "the stored body, renewed"
+    );
+    assert!(
+        renewed
+            .cache_status()
+            .ends_with("fwd-status=304; stored; ttl=60; detail=revalidated")
+    );
+    assert_eq!(hit.cache_status(), "tower-stampede; hit; ttl=60");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_background_refresh_revalidates_too() {
+    let calls = Calls::default();
+    let swr = Policy::stale_while_revalidate(Duration::from_secs(10), Duration::from_secs(60));
+    let app = app(&calls, layer().policy(swr));
+    send(app.clone(), get_request("/page")).await;
+
+    tokio::time::advance(Duration::from_secs(15)).await;
+    let stale = send(app.clone(), get_request("/page")).await;
+    tokio::time::sleep(ORIGIN_DELAY + Duration::from_millis(1)).await;
+    let hit = send(app, get_request("/page")).await;
+
+    assert_eq!(calls.get(), 2);
+    assert!(stale.cache_status().starts_with("tower-stampede; fwd=stale"));
+    assert_eq!(hit.text(), "GET answered by call 1");
+    assert_eq!(hit.cache_status(), "tower-stampede; hit; ttl=9");
 }
 
 /// Each call mints its own session: a response for one client only.

@@ -443,3 +443,50 @@ async fn swr_across_three_replicas_serves_stale_at_once_and_refreshes_once() {
     }
     assert_eq!(calls.get(), 2, "one refresh across the three replicas");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_304_renews_the_entry_in_place_without_rewriting_the_body() {
+    use axum::http::{HeaderMap, StatusCode, header};
+    async fn validated(
+        State(calls): State<Calls>,
+        request: HeaderMap,
+    ) -> (StatusCode, [(header::HeaderName, &'static str); 1], String) {
+        let n = calls.record();
+        let etag = [(header::ETAG, "\"v1\"")];
+        if request.get(header::IF_NONE_MATCH).is_some_and(|v| v == "\"v1\"") {
+            return (StatusCode::NOT_MODIFIED, etag, String::new());
+        }
+        (StatusCode::OK, etag, format!("answered by call {n}"))
+    }
+    let server = RedisServer::start();
+    let calls = Calls::default();
+    let clock = tower_stampede::clock::ManualClock::new(common::t0());
+    let layer = replica(&server).clock(clock.clone());
+    let app = Router::new()
+        .route("/{*path}", get(validated))
+        .with_state(calls.clone())
+        .layer(layer.clone());
+    send(app.clone(), get_request("/page")).await;
+    let key = layer.store().entry_key("GET /page");
+    let before = server.cli(&["GETRANGE", &key, "46", "-1"]);
+
+    clock.advance(Duration::from_secs(61));
+    let renewed = send(app.clone(), get_request("/page")).await;
+    let hit = send(app, get_request("/page")).await;
+
+    assert_eq!(calls.get(), 2);
+    assert!(
+        renewed.cache_status().contains("fwd-status=304; stored"),
+        "{}",
+        renewed.cache_status()
+    );
+    assert_eq!(
+        (hit.text(), hit.cache_status().as_str()),
+        ("answered by call 1", "tower-stampede; hit; ttl=60")
+    );
+    assert_eq!(
+        server.cli(&["GETRANGE", &key, "46", "-1"]),
+        before,
+        "all but the times is as it was"
+    );
+}

@@ -66,6 +66,21 @@ pub trait Store: Clone + Send + Sync + 'static {
         keep_for: Duration,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
+    /// Replaces the entry at `key` with `entry`, which differs from the
+    /// stored one only in its times (an origin's `304 Not Modified` renewed
+    /// it), with the same fence and effects as [`Store::set`]. The default
+    /// writes the whole entry; a store may rewrite the times in place, so
+    /// that the body does not travel again.
+    fn renew(
+        &self,
+        key: &str,
+        entry: Arc<Entry>,
+        token: &LockToken,
+        keep_for: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        self.set(key, entry, token, keep_for)
+    }
+
     /// Releases the lock without writing, if `token` still holds it, and
     /// wakes the key's waiters.
     fn unlock(&self, key: &str, token: &LockToken) -> impl Future<Output = Result<(), StoreError>> + Send;

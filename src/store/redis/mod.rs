@@ -49,6 +49,23 @@ static SET: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
+/// Renews the entry `KEYS[2]` in place: writes its times `ARGV[2]` at byte
+/// `ARGV[3]`, keeps it `ARGV[4]` ms, releases the lock `KEYS[1]` and
+/// publishes, only if the lock holds `ARGV[1]`. Returns 2, leaving the lock,
+/// when the entry is gone (there is nothing to renew in place).
+static RENEW: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+        if redis.call('EXISTS', KEYS[2]) == 0 then return 2 end
+        redis.call('SETRANGE', KEYS[2], ARGV[3], ARGV[2])
+        redis.call('PEXPIRE', KEYS[2], ARGV[4])
+        redis.call('DEL', KEYS[1])
+        redis.call('PUBLISH', ARGV[5], ARGV[6])
+        return 1",
+    )
+});
+
 /// Releases the lock `KEYS[1]` if it holds `ARGV[1]`, and publishes the key.
 static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -404,6 +421,29 @@ impl Store for RedisStore {
             }
         }
         Ok(written)
+    }
+
+    async fn renew(
+        &self,
+        key: &str,
+        entry: Arc<Entry>,
+        token: &LockToken,
+        keep_for: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut renew = RENEW.key(self.lock_key(key));
+        renew
+            .key(self.entry_key(key))
+            .arg(token_arg(token))
+            .arg(&entry.encode_times()[..])
+            .arg(crate::entry::TIMES_AT)
+            .arg(millis(keep_for))
+            .arg(self.channel())
+            .arg(tag(key).as_ref());
+        match self.inner.conns.invoke::<i64>(&renew).await? {
+            // Gone meanwhile (evicted, invalidated): write it whole.
+            2 => self.set(key, entry, token, keep_for).await,
+            renewed => Ok(renewed == 1),
+        }
     }
 
     async fn unlock(&self, key: &str, token: &LockToken) -> Result<(), StoreError> {
