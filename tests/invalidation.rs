@@ -14,9 +14,13 @@ use axum::{
     response::IntoResponse,
     routing::get,
 };
-use common::{Calls, ORIGIN_DELAY, redis_server::RedisServer, send};
+#[cfg(feature = "redis")]
+use common::redis_server::RedisServer;
+use common::{Calls, ORIGIN_DELAY, send};
 use tokio::sync::Notify;
-use tower_stampede::{MemoryStore, RedisStore, StampedeLayer, Store};
+#[cfg(feature = "redis")]
+use tower_stampede::RedisStore;
+use tower_stampede::{MemoryStore, StampedeLayer, Store};
 
 /// Pages tagged by their first path segment; writes answer as their path
 /// says: `/fail/...` fails, `/created/...` points `Location` at a page.
@@ -127,6 +131,7 @@ async fn invalidate_by_key_and_by_tag() {
     assert_eq!(calls.get(), 6);
 }
 
+#[cfg(feature = "redis")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tag_purged_on_one_replica_is_gone_for_the_other() {
     let server = RedisServer::start();
@@ -180,6 +185,7 @@ async fn an_invalidation_during_a_rebuild_voids_its_write_in_memory() {
     invalidation_during_a_rebuild_voids_its_write(StampedeLayer::new(MemoryStore::new())).await;
 }
 
+#[cfg(feature = "redis")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalidation_during_a_rebuild_voids_its_write_on_redis() {
     let server = RedisServer::start();
