@@ -1,6 +1,8 @@
 //! RFC 9111 shared-cache rules: what may be stored, and what may be handed to
 //! requests other than the one that caused it.
 
+use std::time::Duration;
+
 use http::{HeaderMap, Method, StatusCode, header};
 
 /// The `Cache-Control` directives this layer acts on.
@@ -13,6 +15,10 @@ pub(crate) struct CacheControl {
     pub(crate) s_maxage: bool,
     pub(crate) must_revalidate: bool,
     pub(crate) max_age_zero: bool,
+    pub(crate) max_age: Option<u64>,
+    pub(crate) s_maxage_secs: Option<u64>,
+    pub(crate) stale_while_revalidate: Option<u64>,
+    pub(crate) stale_if_error: Option<u64>,
 }
 
 impl CacheControl {
@@ -30,8 +36,21 @@ impl CacheControl {
             for directive in value.split(',') {
                 let mut parts = directive.splitn(2, '=');
                 let name = parts.next().unwrap_or("").trim();
-                if name.eq_ignore_ascii_case("max-age") {
-                    cc.max_age_zero |= parts.next().is_some_and(|v| v.trim().trim_matches('"') == "0");
+                let seconds = parts
+                    .next()
+                    .and_then(|v| v.trim().trim_matches('"').parse::<u64>().ok());
+                let lowered = name.to_ascii_lowercase();
+                match lowered.as_str() {
+                    "max-age" => {
+                        cc.max_age_zero |= seconds == Some(0);
+                        cc.max_age = cc.max_age.or(seconds);
+                    }
+                    "s-maxage" => cc.s_maxage_secs = cc.s_maxage_secs.or(seconds),
+                    "stale-while-revalidate" => {
+                        cc.stale_while_revalidate = cc.stale_while_revalidate.or(seconds)
+                    }
+                    "stale-if-error" => cc.stale_if_error = cc.stale_if_error.or(seconds),
+                    _ => {}
                 }
                 match name.to_ascii_lowercase().as_str() {
                     "no-store" => cc.no_store = true,
@@ -51,6 +70,52 @@ impl CacheControl {
     /// be reused only when it says so explicitly.
     pub(crate) fn allows_authorized(&self) -> bool {
         self.public || self.s_maxage || self.must_revalidate
+    }
+}
+
+/// What a response's own headers say about how long it may be reused
+/// (RFC 9111 section 4.2, RFC 5861).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OriginFreshness {
+    /// `s-maxage`, else `max-age`, else `Expires` less `Date`; less `Age`.
+    pub(crate) fresh: Option<Duration>,
+    pub(crate) stale_while_revalidate: Option<Duration>,
+    pub(crate) stale_if_error: Option<Duration>,
+    /// `must-revalidate`, `proxy-revalidate` or `s-maxage`: never served
+    /// stale by a shared cache.
+    pub(crate) no_stale: bool,
+}
+
+impl OriginFreshness {
+    pub(crate) fn of(headers: &HeaderMap) -> Self {
+        let cc = CacheControl::parse(headers);
+        let date = |name| {
+            headers
+                .get(name)
+                .and_then(|v: &http::HeaderValue| v.to_str().ok())
+                .and_then(|v| httpdate::parse_http_date(v).ok())
+        };
+        let expires = || {
+            let expires = date(header::EXPIRES)?;
+            // An unreadable Expires means already expired (RFC 9111 5.3).
+            let since = date(header::DATE).unwrap_or(expires);
+            Some(expires.duration_since(since).unwrap_or_default())
+        };
+        let age = headers
+            .get(header::AGE)
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+            .map_or(Duration::ZERO, Duration::from_secs);
+        Self {
+            fresh: cc
+                .s_maxage_secs
+                .or(cc.max_age)
+                .map(Duration::from_secs)
+                .or_else(expires)
+                .map(|fresh| fresh.saturating_sub(age)),
+            stale_while_revalidate: cc.stale_while_revalidate.map(Duration::from_secs),
+            stale_if_error: cc.stale_if_error.map(Duration::from_secs),
+            no_stale: cc.must_revalidate || cc.s_maxage,
+        }
     }
 }
 
@@ -184,6 +249,39 @@ mod tests {
         ]));
         assert!(cc.public && cc.s_maxage && cc.private);
         assert!(!cc.no_store);
+    }
+
+    #[test]
+    fn origin_freshness_prefers_s_maxage_then_max_age_then_expires_less_age() {
+        let secs = |s| Some(Duration::from_secs(s));
+        let of = |pairs: &[(&'static str, &'static str)]| OriginFreshness::of(&headers(pairs));
+        assert_eq!(
+            of(&[("cache-control", "max-age=60, s-maxage=30")]).fresh,
+            secs(30)
+        );
+        assert_eq!(of(&[("cache-control", "max-age=60")]).fresh, secs(60));
+        assert_eq!(
+            of(&[("cache-control", "max-age=60"), ("age", "15")]).fresh,
+            secs(45)
+        );
+        let expires = [
+            ("date", "Tue, 01 Jan 2030 00:00:00 GMT"),
+            ("expires", "Tue, 01 Jan 2030 00:02:00 GMT"),
+        ];
+        assert_eq!(of(&expires).fresh, secs(120));
+        assert_eq!(of(&[("expires", "0")]).fresh, None, "unreadable: no say");
+        assert_eq!(of(&[]).fresh, None);
+        let rfc5861 = of(&[(
+            "cache-control",
+            "max-age=5, stale-while-revalidate=30, stale-if-error=600",
+        )]);
+        assert_eq!(
+            (rfc5861.stale_while_revalidate, rfc5861.stale_if_error),
+            (secs(30), secs(600))
+        );
+        assert!(!rfc5861.no_stale);
+        assert!(of(&[("cache-control", "max-age=5, must-revalidate")]).no_stale);
+        assert!(of(&[("cache-control", "s-maxage=5")]).no_stale);
     }
 
     #[test]

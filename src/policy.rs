@@ -2,6 +2,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::cacheable::OriginFreshness;
+
 /// How long responses stay fresh, and what happens around their expiry.
 ///
 /// A policy is set for the whole layer with [`StampedeLayer::policy`] and
@@ -23,6 +25,7 @@ pub struct Policy {
     kind: Kind,
     stale_if_error: Duration,
     jitter: f64,
+    respect_origin: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -86,6 +89,7 @@ impl Policy {
             kind,
             stale_if_error: Duration::ZERO,
             jitter: 0.0,
+            respect_origin: false,
         }
     }
 
@@ -181,14 +185,42 @@ impl Policy {
         self
     }
 
+    /// Lets each response's own headers shorten what this policy allows
+    /// (never lengthen it): freshness from `s-maxage`, else `max-age`, else
+    /// `Expires`, less any `Age`; the stale windows from the response's
+    /// `stale-while-revalidate` and `stale-if-error` (RFC 5861); none at all
+    /// when it says `must-revalidate`, `proxy-revalidate` or `s-maxage`. A
+    /// response with nothing to say keeps the policy's times; one with no
+    /// freshness and no stale window left is not stored. Off by default: the
+    /// policy alone decides.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_stampede::Policy;
+    ///
+    /// // At most a minute, less if the origin says so.
+    /// let policy = Policy::ttl(Duration::from_secs(60)).respect_origin();
+    /// # let _ = policy;
+    /// ```
+    pub fn respect_origin(mut self) -> Self {
+        self.respect_origin = true;
+        self
+    }
+
     /// Whether this policy sends every request straight to the inner service.
     pub fn is_bypass(&self) -> bool {
         matches!(self.kind, Kind::Bypass)
     }
 
-    /// The lifetime of an entry stored at `now`, or `None` when nothing may
-    /// be stored under this policy. `random` is uniform in [0, 1).
-    pub(crate) fn lifetime(&self, now: SystemTime, random: f64) -> Option<Lifetime> {
+    /// The lifetime of an entry stored at `now` whose response says
+    /// `origin`, or `None` when nothing may be stored under this policy.
+    /// `random` is uniform in [0, 1).
+    pub(crate) fn lifetime(
+        &self,
+        now: SystemTime,
+        random: f64,
+        origin: &OriginFreshness,
+    ) -> Option<Lifetime> {
         let (fresh, stale) = match self.kind {
             Kind::Bypass => return None,
             Kind::Ttl { ttl } | Kind::XFetch { ttl, .. } => (ttl, Duration::ZERO),
@@ -197,10 +229,25 @@ impl Policy {
         // The factor is at most 1; converting back can only fail by rounding
         // a huge duration up, and then the unjittered one is right anyway.
         let factor = 1.0 - self.jitter * random.clamp(0.0, 1.0);
-        let fresh = Duration::try_from_secs_f64(fresh.as_secs_f64() * factor).unwrap_or(fresh);
+        let mut fresh = Duration::try_from_secs_f64(fresh.as_secs_f64() * factor).unwrap_or(fresh);
+        let (mut stale, mut on_error) = (stale, self.stale_if_error);
+        if self.respect_origin {
+            let shorten =
+                |ours: Duration, theirs: Option<Duration>| theirs.map_or(ours, |theirs| ours.min(theirs));
+            fresh = shorten(fresh, origin.fresh);
+            if origin.no_stale {
+                (stale, on_error) = (Duration::ZERO, Duration::ZERO);
+            } else {
+                stale = shorten(stale, origin.stale_while_revalidate);
+                on_error = shorten(on_error, origin.stale_if_error);
+            }
+            if fresh.is_zero() && stale.is_zero() {
+                return None;
+            }
+        }
         let fresh_until = now.checked_add(fresh)?;
         let stale_until = fresh_until.checked_add(stale)?;
-        let error_until = fresh_until.checked_add(self.stale_if_error)?.max(stale_until);
+        let error_until = fresh_until.checked_add(on_error)?.max(stale_until);
         Some(Lifetime {
             fresh_until,
             stale_until,
@@ -255,6 +302,13 @@ mod tests {
     use super::*;
 
     const T0: SystemTime = SystemTime::UNIX_EPOCH;
+    /// A response that says nothing about its freshness.
+    const SILENT: OriginFreshness = OriginFreshness {
+        fresh: None,
+        stale_while_revalidate: None,
+        stale_if_error: None,
+        no_stale: false,
+    };
 
     fn secs(s: u64) -> Duration {
         Duration::from_secs(s)
@@ -267,7 +321,7 @@ mod tests {
     #[test]
     fn ttl_is_fresh_until_the_ttl_has_passed() {
         let policy = Policy::ttl(secs(60));
-        let lifetime = policy.lifetime(T0, 0.5).expect("ttl stores");
+        let lifetime = policy.lifetime(T0, 0.5, &SILENT).expect("ttl stores");
         assert_eq!(lifetime.fresh_until, T0 + secs(60));
         assert_eq!(lifetime.stale_until, T0 + secs(60));
         let decide = |at| policy.decide(lifetime, secs(1), at, 0.5);
@@ -280,7 +334,7 @@ mod tests {
     #[test]
     fn an_entry_from_a_clock_ahead_of_ours_is_fresh_for_its_whole_ttl() {
         let policy = Policy::ttl(secs(10));
-        let lifetime = policy.lifetime(T0 + secs(5), 0.0).expect("ttl stores");
+        let lifetime = policy.lifetime(T0 + secs(5), 0.0, &SILENT).expect("ttl stores");
         assert_eq!(
             policy.decide(lifetime, secs(0), T0, 0.0),
             Decision::Fresh { ttl: secs(15) }
@@ -291,30 +345,32 @@ mod tests {
     fn bypass_stores_nothing_and_serves_nothing() {
         let policy = Policy::bypass();
         assert!(policy.is_bypass());
-        assert_eq!(policy.lifetime(T0, 0.0), None);
-        let lifetime = Policy::ttl(secs(60)).lifetime(T0, 0.0).expect("ttl stores");
+        assert_eq!(policy.lifetime(T0, 0.0, &SILENT), None);
+        let lifetime = Policy::ttl(secs(60))
+            .lifetime(T0, 0.0, &SILENT)
+            .expect("ttl stores");
         assert_eq!(policy.decide(lifetime, secs(0), T0, 0.0), Decision::Expired);
     }
 
     #[test]
     fn keep_for_covers_the_stale_and_error_windows() {
-        let lifetime = Policy::ttl(secs(30)).lifetime(T0, 0.0).expect("stores");
+        let lifetime = Policy::ttl(secs(30)).lifetime(T0, 0.0, &SILENT).expect("stores");
         assert_eq!(lifetime.keep_for(T0), secs(30));
         assert_eq!(lifetime.keep_for(T0 + secs(40)), Duration::ZERO);
         let swr = Policy::stale_while_revalidate(secs(50), secs(120)).stale_if_error(secs(300));
-        let lifetime = swr.lifetime(T0, 0.0).expect("stores");
+        let lifetime = swr.lifetime(T0, 0.0, &SILENT).expect("stores");
         assert_eq!(lifetime.keep_for(T0), secs(350));
     }
 
     #[test]
     fn a_ttl_beyond_the_end_of_time_stores_nothing() {
-        assert_eq!(Policy::ttl(Duration::MAX).lifetime(T0, 0.0), None);
+        assert_eq!(Policy::ttl(Duration::MAX).lifetime(T0, 0.0, &SILENT), None);
     }
 
     #[test]
     fn swr_serves_stale_inside_its_window_and_not_at_its_edge() {
         let policy = Policy::stale_while_revalidate(secs(50), secs(120));
-        let lifetime = policy.lifetime(T0, 0.0).expect("stores");
+        let lifetime = policy.lifetime(T0, 0.0, &SILENT).expect("stores");
         assert_eq!(lifetime.stale_until, T0 + secs(120));
         let decide = |at| policy.decide(lifetime, secs(1), at, 0.0);
         assert_eq!(decide(T0 + secs(49)), Decision::Fresh { ttl: secs(1) });
@@ -326,7 +382,7 @@ mod tests {
     #[test]
     fn swr_with_gone_before_fresh_has_no_stale_window() {
         let policy = Policy::stale_while_revalidate(secs(50), secs(10));
-        let lifetime = policy.lifetime(T0, 0.0).expect("stores");
+        let lifetime = policy.lifetime(T0, 0.0, &SILENT).expect("stores");
         assert_eq!(
             policy.decide(lifetime, secs(0), T0 + secs(50), 0.0),
             Decision::Expired
@@ -336,23 +392,23 @@ mod tests {
     #[test]
     fn stale_if_error_window_runs_from_the_end_of_freshness() {
         let policy = Policy::ttl(secs(10)).stale_if_error(secs(30));
-        let lifetime = policy.lifetime(T0, 0.0).expect("stores");
+        let lifetime = policy.lifetime(T0, 0.0, &SILENT).expect("stores");
         assert!(lifetime.serves_errors_at(T0 + secs(39)));
         assert!(lifetime.serves_errors_at(T0 + ms(39_999)));
         assert!(!lifetime.serves_errors_at(T0 + secs(40)));
         // Never shorter than the stale window.
         let swr = Policy::stale_while_revalidate(secs(10), secs(60)).stale_if_error(secs(5));
-        let lifetime = swr.lifetime(T0, 0.0).expect("stores");
+        let lifetime = swr.lifetime(T0, 0.0, &SILENT).expect("stores");
         assert_eq!(lifetime.error_until, T0 + secs(60));
         // Without it, an expired entry stands in for nothing.
-        let plain = Policy::ttl(secs(10)).lifetime(T0, 0.0).expect("stores");
+        let plain = Policy::ttl(secs(10)).lifetime(T0, 0.0, &SILENT).expect("stores");
         assert!(!plain.serves_errors_at(T0 + secs(10)));
     }
 
     #[test]
     fn jitter_shortens_freshness_by_up_to_its_fraction() {
         let policy = Policy::ttl(secs(100)).jitter(0.2);
-        let at = |random| policy.lifetime(T0, random).expect("stores").fresh_until;
+        let at = |random| policy.lifetime(T0, random, &SILENT).expect("stores").fresh_until;
         assert_eq!(at(0.0), T0 + secs(100));
         assert_eq!(at(0.5), T0 + secs(90));
         assert_eq!(at(0.999_999), T0 + Duration::from_secs_f64(80.00002));
@@ -364,7 +420,7 @@ mod tests {
     /// over `n` draws of a seeded source.
     fn early_fraction(beta: f64, delta: Duration, left: Duration, n: usize) -> f64 {
         let policy = Policy::xfetch(secs(60)).beta(beta);
-        let lifetime = policy.lifetime(T0, 0.0).expect("stores");
+        let lifetime = policy.lifetime(T0, 0.0, &SILENT).expect("stores");
         let now = lifetime.fresh_until - left;
         let mut rng = fastrand::Rng::with_seed(7);
         let early = (0..n)
@@ -411,11 +467,61 @@ mod tests {
     #[test]
     fn xfetch_at_expiry_is_a_miss_like_ttl() {
         let policy = Policy::xfetch(secs(10));
-        let lifetime = policy.lifetime(T0, 0.0).expect("stores");
+        let lifetime = policy.lifetime(T0, 0.0, &SILENT).expect("stores");
         assert_eq!(
             policy.decide(lifetime, secs(1), T0 + secs(10), 0.0),
             Decision::Expired
         );
+    }
+
+    #[test]
+    fn respecting_the_origin_only_ever_shortens() {
+        let origin = |fresh: Option<u64>, swr: Option<u64>, sie: Option<u64>, no_stale| OriginFreshness {
+            fresh: fresh.map(secs),
+            stale_while_revalidate: swr.map(secs),
+            stale_if_error: sie.map(secs),
+            no_stale,
+        };
+        let policy = Policy::stale_while_revalidate(secs(60), secs(180))
+            .stale_if_error(secs(600))
+            .respect_origin();
+        let at = |o: &OriginFreshness| {
+            policy.lifetime(T0, 0.0, o).map(|l| {
+                (
+                    l.fresh_until.duration_since(T0).expect("after"),
+                    l.stale_until.duration_since(l.fresh_until).expect("after"),
+                    l.error_until.duration_since(l.fresh_until).expect("after"),
+                )
+            })
+        };
+        assert_eq!(
+            at(&origin(None, None, None, false)),
+            Some((secs(60), secs(120), secs(600)))
+        );
+        assert_eq!(
+            at(&origin(Some(5), Some(30), Some(60), false)),
+            Some((secs(5), secs(30), secs(60)))
+        );
+        assert_eq!(
+            at(&origin(Some(3600), Some(3600), Some(3600), false)),
+            Some((secs(60), secs(120), secs(600)))
+        );
+        assert_eq!(
+            at(&origin(Some(5), None, None, true)),
+            Some((secs(5), secs(0), secs(0)))
+        );
+        assert_eq!(
+            at(&origin(Some(0), None, None, true)),
+            None,
+            "nothing left to store"
+        );
+        assert_eq!(
+            at(&origin(Some(0), None, None, false)),
+            Some((secs(0), secs(120), secs(600)))
+        );
+        // Without respect_origin, the origin has no say.
+        let plain = Policy::ttl(secs(60)).lifetime(T0, 0.0, &origin(Some(5), None, None, true));
+        assert_eq!(plain.map(|l| l.fresh_until), Some(T0 + secs(60)));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use tracing::debug;
 use crate::{
     ask::origin_request,
     body::{Collected, StampedeBody, collect},
-    cacheable::{self, CacheControl, Private},
+    cacheable::{self, CacheControl, OriginFreshness, Private},
     entry::{Entry, strip_unstorable_headers},
     flight::{Join, Leader},
     invalidate::tags,
@@ -381,7 +381,7 @@ where
     if let Ok(Fetched::Whole { parts, .. }) = &fetched
         && parts.status == StatusCode::NOT_MODIFIED
         && let Some(old) = last_good.as_ref()
-        && let Some(lifetime) = policy.lifetime(now, shared.random())
+        && let Some(lifetime) = policy.lifetime(now, shared.random(), &OriginFreshness::of(&old.headers))
     {
         let renewed = Arc::new(old.renewed(now, lifetime, started.elapsed()));
         let stored = guard
@@ -437,11 +437,13 @@ where
         }) => (parts, data, trailers),
     };
 
+    // Read before Age goes: it counts against the origin's freshness.
+    let origin = OriginFreshness::of(&parts.headers);
     strip_unstorable_headers(&mut parts.headers);
     let vary = cacheable::vary_names(&parts.headers).unwrap_or_default();
     let vary_values = cacheable::vary_values(&vary, &request_headers);
     let lifetime = policy
-        .lifetime(now, shared.random())
+        .lifetime(now, shared.random(), &origin)
         .filter(|_| cacheable::status_is_storable(parts.status));
     let tags = tags(&parts.headers, shared.config.tag_header.as_ref());
     let mut entry = Entry::new(
