@@ -47,7 +47,10 @@ impl<St: Store> Shared<St> {
     /// The cache key of a `GET` for `parts`' target.
     pub(crate) fn get_key(&self, parts: &mut request::Parts) -> Option<String> {
         let method = std::mem::replace(&mut parts.method, Method::GET);
-        let key = self.config.key.make_key(parts);
+        let key = match self.config.route_keys.get(parts.uri.path()) {
+            Some(key) => key.make_key(parts),
+            None => self.config.key.make_key(parts),
+        };
         parts.method = method;
         key
     }

@@ -43,14 +43,65 @@ where
 /// `X-Forwarded-Host` and `Forwarded`, when present, are appended; a request
 /// whose URI names one authority and whose `Host` another, or whose `Host`
 /// is not visible ASCII, gets no key and is not cached.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct DefaultKey;
+///
+/// Parts can be added or dropped, for the whole layer with
+/// [`StampedeLayer::key`](crate::StampedeLayer::key) or for some routes with
+/// [`StampedeLayer::route_key`](crate::StampedeLayer::route_key):
+///
+/// ```
+/// use tower_stampede::DefaultKey;
+///
+/// // Per tenant; the query string (tracking parameters) does not matter.
+/// let key = DefaultKey::new().with_header("x-tenant").without_query();
+/// # let _ = key;
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct DefaultKey {
+    headers: Vec<header::HeaderName>,
+    without_query: bool,
+    without_authority: bool,
+}
 
 /// Request headers naming a host that applications behind proxies trust.
 const FORWARDED_HOSTS: [header::HeaderName; 2] = [
     header::HeaderName::from_static("x-forwarded-host"),
     header::FORWARDED,
 ];
+
+impl DefaultKey {
+    /// Method, authority, path and query, and the forwarded hosts.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the request's values of `name` (a header the responses depend
+    /// on without saying `Vary`, such as a tenant id).
+    ///
+    /// # Panics
+    ///
+    /// If `name` is not a valid header name.
+    pub fn with_header(mut self, name: &str) -> Self {
+        let name = header::HeaderName::from_bytes(name.as_bytes())
+            .unwrap_or_else(|_| panic!("invalid header name {name:?} for a cache key"));
+        self.headers.push(name);
+        self
+    }
+
+    /// Leaves the query string out: requests that differ only in it share
+    /// a key.
+    pub fn without_query(mut self) -> Self {
+        self.without_query = true;
+        self
+    }
+
+    /// Leaves the authority out: every host shares the key (only for
+    /// services whose responses never depend on the host). The forwarded
+    /// hosts stay in.
+    pub fn without_authority(mut self) -> Self {
+        self.without_authority = true;
+        self
+    }
+}
 
 impl MakeKey for DefaultKey {
     fn make_key(&self, request: &Parts) -> Option<String> {
@@ -63,14 +114,20 @@ impl MakeKey for DefaultKey {
             (Some(authority), _) => authority.as_str(),
             (None, host) => host.unwrap_or(""),
         };
-        let path = request.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let path = match (request.uri.path_and_query(), self.without_query) {
+            (Some(pq), false) => pq.as_str(),
+            (Some(pq), true) => pq.path(),
+            (None, _) => "/",
+        };
         let method = request.method.as_str();
         let mut key = String::with_capacity(method.len() + authority.len() + path.len() + 1);
         key.push_str(method);
         key.push(' ');
-        key.extend(authority.chars().map(|c| c.to_ascii_lowercase()));
+        if !self.without_authority {
+            key.extend(authority.chars().map(|c| c.to_ascii_lowercase()));
+        }
         key.push_str(path);
-        for name in &FORWARDED_HOSTS {
+        for name in FORWARDED_HOSTS.iter().chain(&self.headers) {
             for value in request.headers.get_all(name) {
                 key.push(' ');
                 key.push_str(name.as_str());
@@ -88,7 +145,7 @@ mod tests {
     use http::Request;
 
     fn key(req: Request<()>) -> Option<String> {
-        DefaultKey.make_key(&req.into_parts().0)
+        DefaultKey::new().make_key(&req.into_parts().0)
     }
 
     #[test]
@@ -153,6 +210,29 @@ mod tests {
             Some("GET api.example/x forwarded=host=evil.example")
         );
         assert_eq!(key(plain).as_deref(), Some("GET api.example/x"));
+    }
+
+    #[test]
+    fn parts_can_be_added_and_dropped() {
+        let parts = |key: DefaultKey| {
+            let req = Request::get("http://api.example/posts?utm=1")
+                .header("x-tenant", "acme")
+                .body(())
+                .expect("valid");
+            key.make_key(&req.into_parts().0)
+        };
+        assert_eq!(
+            parts(DefaultKey::new()).as_deref(),
+            Some("GET api.example/posts?utm=1")
+        );
+        assert_eq!(
+            parts(DefaultKey::new().with_header("x-tenant").without_query()).as_deref(),
+            Some("GET api.example/posts x-tenant=acme")
+        );
+        assert_eq!(
+            parts(DefaultKey::new().without_authority()).as_deref(),
+            Some("GET /posts?utm=1")
+        );
     }
 
     #[test]

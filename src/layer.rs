@@ -72,6 +72,7 @@ pub struct StampedeLayer<St> {
 pub(crate) struct Config {
     pub(crate) policy: Policy,
     pub(crate) routes: Routes,
+    pub(crate) route_keys: Routes<Arc<dyn MakeKey>>,
     pub(crate) max_body_bytes: usize,
     pub(crate) store_timeout: Duration,
     pub(crate) lock_ttl: Duration,
@@ -99,6 +100,7 @@ impl<St: Store> StampedeLayer<St> {
             config: Arc::new(Config {
                 policy: Policy::default(),
                 routes: Routes::default(),
+                route_keys: Routes::default(),
                 max_body_bytes: 8 * 1024 * 1024,
                 store_timeout: Duration::from_millis(250),
                 lock_ttl: Duration::from_secs(10),
@@ -107,7 +109,7 @@ impl<St: Store> StampedeLayer<St> {
                 pass_for: Duration::from_secs(30),
                 tag_header: Some(HeaderName::from_static("surrogate-key")),
                 honor_no_cache: false,
-                key: Arc::new(DefaultKey),
+                key: Arc::new(DefaultKey::new()),
                 clock: Arc::new(SystemClock),
                 random: Arc::new(fastrand::f64),
                 refreshes: Arc::new(Semaphore::new(DEFAULT_MAX_REFRESHES)),
@@ -141,6 +143,27 @@ impl<St: Store> StampedeLayer<St> {
     /// final `/*`.
     pub fn route(mut self, pattern: &str, policy: Policy) -> Self {
         self.config().routes.insert(pattern, policy);
+        self
+    }
+
+    /// How requests whose path matches `pattern` map to cache keys, instead
+    /// of [`key`](Self::key); patterns and precedence as for
+    /// [`route`](Self::route).
+    ///
+    /// ```
+    /// use tower_stampede::{DefaultKey, MemoryStore, StampedeLayer};
+    ///
+    /// let layer = StampedeLayer::new(MemoryStore::new())
+    ///     .route_key("/api/search", DefaultKey::new().with_header("accept-language"))
+    ///     .route_key("/assets/*", DefaultKey::new().without_query());
+    /// # let _ = layer;
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// As [`route`](Self::route), for an invalid pattern.
+    pub fn route_key(mut self, pattern: &str, key: impl MakeKey) -> Self {
+        self.config().route_keys.insert(pattern, Arc::new(key));
         self
     }
 

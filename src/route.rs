@@ -4,13 +4,23 @@ use std::collections::HashMap;
 
 use crate::policy::Policy;
 
-/// Policies by path. An exact path beats any prefix; a longer prefix beats a
-/// shorter one; a later `route` for the same pattern replaces the earlier.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Routes {
-    exact: HashMap<String, Policy>,
+/// Values (policies, key functions) by path. An exact path beats any
+/// prefix; a longer prefix beats a shorter one; a later insert for the same
+/// pattern replaces the earlier.
+#[derive(Debug, Clone)]
+pub(crate) struct Routes<T = Policy> {
+    exact: HashMap<String, T>,
     /// Prefixes without their `/*`, longest first.
-    prefixes: Vec<(String, Policy)>,
+    prefixes: Vec<(String, T)>,
+}
+
+impl<T> Default for Routes<T> {
+    fn default() -> Self {
+        Self {
+            exact: HashMap::new(),
+            prefixes: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -30,10 +40,10 @@ fn parse(pattern: &str) -> Result<Pattern<'_>, &'static str> {
     }
 }
 
-impl Routes {
+impl<T> Routes<T> {
     /// Adds a route; an invalid pattern is a programming error, reported
     /// with the pattern and the rule it breaks.
-    pub(crate) fn insert(&mut self, pattern: &str, policy: Policy) {
+    pub(crate) fn insert(&mut self, pattern: &str, policy: T) {
         match parse(pattern) {
             Ok(Pattern::Exact(path)) => {
                 self.exact.insert(path.to_owned(), policy);
@@ -48,8 +58,8 @@ impl Routes {
         }
     }
 
-    /// The policy of the most specific route matching `path`.
-    pub(crate) fn get(&self, path: &str) -> Option<&Policy> {
+    /// The value of the most specific route matching `path`.
+    pub(crate) fn get(&self, path: &str) -> Option<&T> {
         if let Some(policy) = self.exact.get(path) {
             return Some(policy);
         }
@@ -75,7 +85,7 @@ mod tests {
 
     #[test]
     fn most_specific_match_wins() {
-        let mut routes = Routes::default();
+        let mut routes: Routes = Routes::default();
         routes.insert("/*", ttl(1));
         routes.insert("/api/*", ttl(2));
         routes.insert("/api/prices/*", ttl(3));
@@ -95,7 +105,7 @@ mod tests {
 
     #[test]
     fn no_match_without_a_route() {
-        let mut routes = Routes::default();
+        let mut routes: Routes = Routes::default();
         routes.insert("/admin/*", Policy::bypass());
         assert_eq!(routes.get("/api"), None);
         assert_eq!(routes.get("/administrator"), None);
@@ -104,7 +114,7 @@ mod tests {
 
     #[test]
     fn a_later_route_replaces_the_same_pattern() {
-        let mut routes = Routes::default();
+        let mut routes: Routes = Routes::default();
         routes.insert("/a/*", ttl(1));
         routes.insert("/a/*", ttl(2));
         routes.insert("/a/b", ttl(3));
@@ -130,6 +140,6 @@ mod tests {
     #[test]
     #[should_panic(expected = "invalid route pattern \"/a*\"")]
     fn an_invalid_pattern_panics_with_the_pattern() {
-        Routes::default().insert("/a*", ttl(1));
+        Routes::<Policy>::default().insert("/a*", ttl(1));
     }
 }

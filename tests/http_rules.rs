@@ -272,3 +272,38 @@ async fn after_a_personal_response_the_key_passes_for_a_while_instead_of_queuein
     assert_eq!(count_status(&again, "hit-for-pass"), 0);
     assert_eq!(count_status(&again, "detail=set-cookie"), 3);
 }
+
+#[tokio::test(start_paused = true)]
+async fn key_parts_can_be_set_per_route() {
+    let calls = Calls::default();
+    let layer = layer()
+        .route_key(
+            "/tenant/*",
+            tower_stampede::DefaultKey::new().with_header("x-tenant"),
+        )
+        .route_key("/assets/*", tower_stampede::DefaultKey::new().without_query());
+    let app = app(&calls, layer);
+    let as_tenant =
+        |path: &'static str, tenant: &'static str| with(Method::GET, path, &[("x-tenant", tenant)]);
+
+    let acme = send(app.clone(), as_tenant("/tenant/home", "acme")).await;
+    let globex = send(app.clone(), as_tenant("/tenant/home", "globex")).await;
+    let acme_again = send(app.clone(), as_tenant("/tenant/home", "acme")).await;
+    assert_ne!(acme.body, globex.body, "each tenant has its own entry");
+    assert_eq!(acme_again.body, acme.body);
+
+    send(app.clone(), get_request("/assets/app.js?v=1")).await;
+    let other_query = send(app.clone(), get_request("/assets/app.js?v=2")).await;
+    assert!(
+        other_query.cache_status().contains("hit"),
+        "the query is not part of the key"
+    );
+
+    send(app.clone(), as_tenant("/page", "acme")).await;
+    let other_tenant = send(app, as_tenant("/page", "globex")).await;
+    assert!(
+        other_tenant.cache_status().contains("hit"),
+        "elsewhere the tenant is not in the key"
+    );
+    assert_eq!(calls.get(), 4);
+}

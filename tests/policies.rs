@@ -287,8 +287,13 @@ async fn route_layers_on_axum_routes_share_one_store() {
 
 #[tokio::test(start_paused = true)]
 async fn respecting_the_origin_lets_its_cache_control_shorten_the_policy() {
-    async fn directed(axum::extract::Path(directive): axum::extract::Path<String>) -> impl axum::response::IntoResponse {
-        ([(http::header::CACHE_CONTROL, directive.replace('_', ", "))], "page")
+    async fn directed(
+        axum::extract::Path(directive): axum::extract::Path<String>,
+    ) -> impl axum::response::IntoResponse {
+        (
+            [(http::header::CACHE_CONTROL, directive.replace('_', ", "))],
+            "page",
+        )
     }
     let app_with = |policy: Policy| {
         Router::new()
@@ -303,9 +308,28 @@ async fn respecting_the_origin_lets_its_cache_control_shorten_the_policy() {
     };
 
     assert!(status(&respecting, "/max-age=5").await.ends_with("stored; ttl=5"));
-    assert!(status(&respecting, "/public_s-maxage=7_max-age=30").await.ends_with("stored; ttl=7"));
-    assert!(status(&respecting, "/public").await.ends_with("stored; ttl=60"), "silent: the policy");
-    assert!(status(&respecting, "/max-age=3600").await.ends_with("stored; ttl=60"), "never longer");
-    assert!(!status(&respecting, "/max-age=0_must-revalidate").await.contains("stored"));
-    assert!(status(&deciding, "/max-age=5").await.ends_with("stored; ttl=60"), "off by default");
+    assert!(
+        status(&respecting, "/public_s-maxage=7_max-age=30")
+            .await
+            .ends_with("stored; ttl=7")
+    );
+    assert!(
+        status(&respecting, "/public").await.ends_with("stored; ttl=60"),
+        "silent: the policy"
+    );
+    assert!(
+        status(&respecting, "/max-age=3600")
+            .await
+            .ends_with("stored; ttl=60"),
+        "never longer"
+    );
+    assert!(
+        !status(&respecting, "/max-age=0_must-revalidate")
+            .await
+            .contains("stored")
+    );
+    assert!(
+        status(&deciding, "/max-age=5").await.ends_with("stored; ttl=60"),
+        "off by default"
+    );
 }
