@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use http::{HeaderMap, Method, StatusCode, header};
 
+use crate::vary::normalise;
+
 /// The `Cache-Control` directives this layer acts on.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct CacheControl {
@@ -221,11 +223,13 @@ pub(crate) fn vary_values(names: &[header::HeaderName], request: &HeaderMap) -> 
     values
 }
 
-/// Whether `request` has the same values for `names` as `stored`.
+/// Whether `request` has the same values for `names` as `stored`, once
+/// normalised as variant keys are (case and list spacing do not count).
 pub(crate) fn vary_matches(names: &[header::HeaderName], stored: &HeaderMap, request: &HeaderMap) -> bool {
-    names
-        .iter()
-        .all(|name| stored.get_all(name).iter().eq(request.get_all(name).iter()))
+    names.iter().all(|name| {
+        let (stored, asked) = (normalise(stored, name), normalise(request, name));
+        stored.is_some() && stored == asked
+    })
 }
 
 #[cfg(test)]
@@ -396,6 +400,8 @@ mod tests {
         assert!(!vary_matches(&names, &stored, &other_language));
         let no_language = headers(&[("accept-encoding", "gzip")]);
         assert!(!vary_matches(&names, &stored, &no_language));
+        let shouting = headers(&[("accept-encoding", "GZIP"), ("accept-language", " EN")]);
+        assert!(vary_matches(&names, &stored, &shouting), "normalised as keys are");
         assert!(vary_matches(&[], &HeaderMap::new(), &other_language));
     }
 }

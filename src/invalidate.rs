@@ -12,6 +12,7 @@ use crate::{
     service::{Shared, with_status},
     status::{CacheStatus, Fwd},
     store::Store,
+    vary::variant_tag,
 };
 
 /// Methods whose success invalidates what is stored for their target.
@@ -77,12 +78,16 @@ impl<St: Store> Shared<St> {
         self.get_key(&mut parts)
     }
 
-    /// Invalidates `key` in the store and forgets any hit-for-pass mark.
+    /// Invalidates `key` and its `Vary` variants in the store, and forgets
+    /// any hit-for-pass mark.
     pub(crate) async fn invalidate(&self, key: &str) {
         self.state.passes.remove(key);
         let timeout = self.config.store_timeout;
         self.store_call("invalidate", key, timeout, self.store.invalidate(key))
             .await;
+        let variants = variant_tag(key);
+        let purge = self.store.invalidate_tag(&variants);
+        self.store_call("invalidate variants", key, timeout, purge).await;
     }
 }
 

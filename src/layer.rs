@@ -14,6 +14,7 @@ use crate::{
     service::{Shared, Stampede, State},
     stats::Stats,
     store::{Store, StoreError},
+    vary::variant_tag,
 };
 
 const DEFAULT_MAX_REFRESHES: usize = 64;
@@ -292,7 +293,9 @@ impl<St: Store> StampedeLayer<St> {
     /// ```
     pub async fn invalidate(&self, key: &str) -> Result<(), StoreError> {
         self.state.passes.remove(key);
-        self.store.invalidate(key).await
+        self.store.invalidate(key).await?;
+        // And its `Vary` variants, each stored under a key of its own.
+        self.store.invalidate_tag(&variant_tag(key)).await.map(drop)
     }
 
     /// Removes every entry stored with `tag` in its

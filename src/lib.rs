@@ -142,6 +142,7 @@ mod service;
 mod stats;
 mod status;
 pub mod store;
+mod vary;
 
 pub use body::StampedeBody;
 pub use entry::{DecodeError, Entry};

@@ -26,6 +26,7 @@ use crate::{
     service::{BODY_NOT_STORED, Fit, Outcome, Shared, fit, from_entry, ttl_left, with_status},
     status::{CacheStatus, Fwd},
     store::{LockToken, Store},
+    vary::variant_tag,
 };
 
 /// The detail of a response served because the origin failed.
@@ -161,6 +162,7 @@ pub(crate) fn refresh<S, St, ReqBody, B>(
     inner: S,
     request: Request<ReqBody>,
     key: String,
+    variant_of: Option<String>,
     policy: Policy,
     last_good: Arc<Entry>,
 ) where
@@ -196,6 +198,7 @@ pub(crate) fn refresh<S, St, ReqBody, B>(
             inner,
             origin_request(request),
             key,
+            variant_of,
             policy,
             leader,
             Some(last_good),
@@ -270,6 +273,7 @@ pub(crate) async fn lead<S, St, ReqBody, B>(
     mut inner: S,
     mut request: Request<ReqBody>,
     key: String,
+    variant_of: Option<String>,
     policy: Policy,
     leader: Leader<Outcome>,
     last_good: Option<Arc<Entry>>,
@@ -445,7 +449,11 @@ where
     let lifetime = policy
         .lifetime(now, shared.random(), &origin)
         .filter(|_| cacheable::status_is_storable(parts.status));
-    let tags = tags(&parts.headers, shared.config.tag_header.as_ref());
+    let mut tags = tags(&parts.headers, shared.config.tag_header.as_ref());
+    if let Some(primary) = &variant_of {
+        // Invalidating the primary key reaches this variant through it.
+        tags.push(variant_tag(primary));
+    }
     let mut entry = Entry::new(
         parts.status,
         parts.headers,

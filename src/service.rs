@@ -32,6 +32,7 @@ use crate::{
     stats::{Counters, Stats},
     status::{CacheStatus, Fwd, set_age},
     store::{Store, StoreError},
+    vary::Varies,
 };
 
 /// The middleware made by [`StampedeLayer`](crate::StampedeLayer): caches
@@ -56,6 +57,7 @@ pub(crate) struct State {
     pub(crate) flights: Arc<Flights<Outcome>>,
     pub(crate) counters: Counters,
     pub(crate) passes: Passes,
+    pub(crate) varies: Varies,
     breaker: Breaker,
 }
 
@@ -65,6 +67,7 @@ impl State {
             flights: Arc::new(Flights::new()),
             counters: Counters::default(),
             passes: Passes::default(),
+            varies: Varies::new(),
             breaker: Breaker::new(),
         }
     }
@@ -91,7 +94,12 @@ pub(crate) const BODY_NOT_STORED: &str = "body-not-stored";
 enum Plan {
     Forward(Fwd),
     Write(Target),
-    Cache { key: String, policy: Policy },
+    Cache {
+        key: String,
+        /// The key before `Vary` variants, when `key` is a variant's.
+        variant_of: Option<String>,
+        policy: Policy,
+    },
 }
 
 /// Why a stored response may not answer a request.
@@ -188,11 +196,16 @@ where
                 let shared = Arc::clone(&self.shared);
                 ResponseFuture::cached(Box::pin(write_through(shared, inner, request, target)))
             }
-            Plan::Cache { key, policy } => ResponseFuture::cached(Box::pin(respond(
+            Plan::Cache {
+                key,
+                variant_of,
+                policy,
+            } => ResponseFuture::cached(Box::pin(respond(
                 Arc::clone(&self.shared),
                 inner,
                 request,
                 key,
+                variant_of,
                 policy,
             ))),
         }
@@ -220,9 +233,17 @@ impl<St: Store> Shared<St> {
         }
         // HEAD is answered from the GET response: one key for both.
         match self.get_key(parts) {
-            Some(key) => Plan::Cache {
-                key,
-                policy: policy.clone(),
+            Some(primary) => match self.state.varies.key(&primary, &parts.headers) {
+                Some(variant) => Plan::Cache {
+                    key: variant,
+                    variant_of: Some(primary),
+                    policy: policy.clone(),
+                },
+                None => Plan::Cache {
+                    key: primary,
+                    variant_of: None,
+                    policy: policy.clone(),
+                },
             },
             None => Plan::Forward(Fwd::Bypass),
         }
@@ -278,6 +299,7 @@ async fn respond<S, St, ReqBody, B>(
     inner: S,
     request: Request<ReqBody>,
     key: String,
+    variant_of: Option<String>,
     policy: Policy,
 ) -> Result<Response<StampedeBody<B>>, S::Error>
 where
@@ -294,7 +316,25 @@ where
     let ask = Ask::of(&request);
     let mut last_good = None;
     let refused = shared.config.honor_no_cache && cacheable::request_says_no_cache(request.headers());
-    let found = shared.get(&key).await;
+    let found = match (shared.get(&key).await, &variant_of) {
+        // An entry stored before the key's variants were known serves the
+        // variant it was made for, until it expires.
+        (None, Some(primary)) => shared
+            .get(primary)
+            .await
+            .filter(|entry| fit(entry, request.headers()) == Fit::Yes),
+        (found, _) => found,
+    };
+    // What this key's responses vary on, for the keys of later requests.
+    let learn = |names: &[http::HeaderName]| {
+        shared
+            .state
+            .varies
+            .learn(variant_of.as_deref().unwrap_or(&key), names);
+    };
+    if let Some(entry) = &found {
+        learn(&entry.vary);
+    }
     if refused {
         // The client refuses the stored entry: rebuild, and let the rebuild
         // know the entry it replaces (and may fall back on if it fails).
@@ -318,13 +358,13 @@ where
             (Decision::RefreshEarly { ttl }, Fit::Yes) => {
                 counters.hits.incr();
                 let response = from_entry(&entry, CacheStatus::hit(ttl).detail("early-refresh"), Some(now));
-                refresh(&shared, inner, request, key, policy, entry);
+                refresh(&shared, inner, request, key, variant_of, policy, entry);
                 return Ok(ask.shape(response));
             }
             (Decision::Stale { late }, Fit::Yes) => {
                 counters.stale_hits.incr();
                 let response = from_entry(&entry, CacheStatus::stale(late), Some(now));
-                refresh(&shared, inner, request, key, policy, entry);
+                refresh(&shared, inner, request, key, variant_of, policy, entry);
                 return Ok(ask.shape(response));
             }
         }
@@ -344,13 +384,17 @@ where
                 Arc::clone(&shared),
                 inner,
                 origin_request(request),
-                key,
+                key.clone(),
+                variant_of.clone(),
                 policy,
                 leader,
                 last_good,
             ));
             match task.await {
-                Ok(response) => response.map(|response| ask.shape(response)),
+                Ok(response) => response.map(|response| {
+                    learn(&cacheable::vary_names(response.headers()).unwrap_or_default());
+                    ask.shape(response)
+                }),
                 Err(error) => match error.try_into_panic() {
                     // As if the layer were not there: the panic is the
                     // leader's client's to see.
@@ -367,6 +411,7 @@ where
             drop(inner);
             match waiter.wait().await {
                 Some(Outcome::Shared { entry, stored }) if fit(&entry, request.headers()) == Fit::Yes => {
+                    learn(&entry.vary);
                     let ttl = stored.then(|| ttl_left(entry.lifetime, shared.now()));
                     let status = CacheStatus::forward(Fwd::Miss)
                         .fwd_status(entry.status)

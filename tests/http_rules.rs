@@ -307,3 +307,87 @@ async fn key_parts_can_be_set_per_route() {
     );
     assert_eq!(calls.get(), 4);
 }
+
+/// Answers in the language asked for, and says so with `Vary`.
+async fn localised(State(calls): State<Calls>, request: HeaderMap) -> impl IntoResponse {
+    let n = calls.record();
+    tokio::time::sleep(ORIGIN_DELAY).await;
+    let language = request
+        .get(header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none")
+        .to_owned();
+    (
+        [(header::VARY, "accept-language")],
+        format!("{language} by call {n}"),
+    )
+}
+
+fn localised_app(calls: &Calls, layer: StampedeLayer<MemoryStore>) -> Router {
+    Router::new()
+        .route("/{*path}", get(localised))
+        .with_state(calls.clone())
+        .layer(layer)
+}
+
+fn in_language(language: &str) -> Request<Body> {
+    with(
+        Method::GET,
+        "/home",
+        &[("accept-language", language), ("host", "api.example")],
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn vary_variants_are_stored_side_by_side() {
+    let calls = Calls::default();
+    let layer = layer();
+    let app = localised_app(&calls, layer.clone());
+    for language in ["en", "fr", "de"] {
+        send(app.clone(), in_language(language)).await;
+    }
+
+    for _ in 0..3 {
+        for language in ["en", "fr", "de", "FR"] {
+            let reply = send(app.clone(), in_language(language)).await;
+            assert!(
+                reply.text().starts_with(&language.to_lowercase()[..2]) || reply.text().starts_with(language)
+            );
+            assert!(
+                reply.cache_status().contains("hit"),
+                "{language}: {}",
+                reply.cache_status()
+            );
+        }
+    }
+    assert_eq!(calls.get(), 3, "one call per variant, no ping-pong between them");
+
+    // Invalidating the key reaches every variant.
+    layer.invalidate("GET api.example/home").await.expect("memory");
+    for language in ["en", "fr", "de"] {
+        let reply = send(app.clone(), in_language(language)).await;
+        assert!(
+            reply.cache_status().contains("stored"),
+            "{language}: {}",
+            reply.cache_status()
+        );
+    }
+    assert_eq!(calls.get(), 6);
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_variants_collapse_each_on_their_own_flight() {
+    let calls = Calls::default();
+    let app = localised_app(&calls, layer());
+    send(app.clone(), in_language("en")).await;
+
+    let (english, french) = tokio::join!(
+        wave(&app, 10, |_| in_language("en")),
+        wave(&app, 10, |_| in_language("fr")),
+    );
+
+    assert!(english.iter().all(|r| r.text() == "en by call 1"));
+    assert!(french.iter().all(|r| r.text() == "fr by call 2"));
+    assert_eq!(count_status(&french, "collapsed"), 9);
+    assert_eq!(calls.get(), 2);
+}

@@ -490,3 +490,49 @@ async fn a_304_renews_the_entry_in_place_without_rewriting_the_body() {
         "all but the times is as it was"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_replica_learns_the_variants_from_anothers_entry() {
+    use axum::http::{HeaderMap, header};
+    async fn localised(
+        State(calls): State<Calls>,
+        request: HeaderMap,
+    ) -> ([(header::HeaderName, &'static str); 1], String) {
+        let n = calls.record();
+        let language = request
+            .get(header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none")
+            .to_owned();
+        (
+            [(header::VARY, "accept-language")],
+            format!("{language} by call {n}"),
+        )
+    }
+    let in_language = |language: &str| {
+        http::Request::get("/home")
+            .header(header::ACCEPT_LANGUAGE, language)
+            .body(axum::body::Body::empty())
+            .expect("valid")
+    };
+    let server = RedisServer::start();
+    let calls = Calls::default();
+    let app = |layer: &Replica| {
+        Router::new()
+            .route("/{*path}", get(localised))
+            .with_state(calls.clone())
+            .layer(layer.clone())
+    };
+    let (first, second) = (replica(&server), replica(&server));
+    send(app(&first), in_language("en")).await;
+    send(app(&first), in_language("fr")).await;
+
+    let english = send(app(&second), in_language("en")).await;
+    let french = send(app(&second), in_language("fr")).await;
+    let french_again = send(app(&second), in_language("fr")).await;
+
+    assert_eq!(english.text(), "en by call 1");
+    assert_eq!(french.text(), "fr by call 2");
+    assert!(french_again.cache_status().contains("hit"));
+    assert_eq!(calls.get(), 2, "the second replica made no call of its own");
+}

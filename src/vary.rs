@@ -1,0 +1,122 @@
+//! `Vary` variants: the request headers a key's responses vary on, learned
+//! from the responses, so that each variant has a key (and a flight, a lock
+//! and an entry) of its own.
+
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderName};
+use moka::sync::Cache;
+
+/// How many keys' `Vary` names are remembered.
+const REMEMBERED: u64 = 100_000;
+
+pub(crate) struct Varies {
+    learned: Cache<String, Arc<[HeaderName]>>,
+}
+
+impl Varies {
+    pub(crate) fn new() -> Self {
+        Self {
+            learned: Cache::new(REMEMBERED),
+        }
+    }
+
+    /// The key of `request`'s variant of `primary`, once `primary`'s
+    /// responses are known to vary: the primary key and the normalised
+    /// values of the named headers. `None` while nothing is known.
+    pub(crate) fn key(&self, primary: &str, request: &HeaderMap) -> Option<String> {
+        let names = self.learned.get(primary)?;
+        let mut key = String::from(primary);
+        key.push_str(" vary[");
+        for (i, name) in names.iter().enumerate() {
+            if i > 0 {
+                key.push(';');
+            }
+            key.push_str(name.as_str());
+            key.push('=');
+            key.push_str(&normalise(request, name)?);
+        }
+        key.push(']');
+        Some(key)
+    }
+
+    /// Remembers what `primary`'s responses vary on.
+    pub(crate) fn learn(&self, primary: &str, names: &[HeaderName]) {
+        if names.is_empty() || self.learned.get(primary).is_some_and(|known| *known == *names) {
+            return;
+        }
+        self.learned.insert(primary.to_owned(), names.into());
+    }
+}
+
+/// The tag every variant of `primary` is stored with, so that invalidating
+/// `primary` reaches them all. It has a space, which tags taken from a
+/// response header never have.
+pub(crate) fn variant_tag(primary: &str) -> String {
+    format!("variant-of {primary}")
+}
+
+/// A request's values for `name`, lowercased, with the whitespace around
+/// list members dropped: `gzip, br` and `GZIP,br` are one variant. `None`
+/// for a value that is not visible ASCII (not cached).
+pub(crate) fn normalise(request: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let mut out = String::new();
+    for value in request.get_all(name) {
+        for member in value
+            .to_str()
+            .ok()?
+            .split(',')
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+        {
+            if !out.is_empty() {
+                out.push(',');
+            }
+            out.extend(member.chars().map(|c| c.to_ascii_lowercase()));
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    fn request(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(*name, HeaderValue::from_static(value));
+        }
+        headers
+    }
+
+    #[test]
+    fn variants_have_keys_once_the_names_are_known() {
+        let varies = Varies::new();
+        let en = request(&[("accept-language", "en")]);
+        assert_eq!(varies.key("GET a/", &en), None);
+        varies.learn(
+            "GET a/",
+            &[http::header::ACCEPT_LANGUAGE, http::header::ACCEPT_ENCODING],
+        );
+        assert_eq!(
+            varies.key("GET a/", &en).as_deref(),
+            Some("GET a/ vary[accept-language=en;accept-encoding=]")
+        );
+        let noisy = request(&[("accept-language", " EN "), ("accept-encoding", "GZIP,  br")]);
+        let tidy = request(&[
+            ("accept-language", "en"),
+            ("accept-encoding", "gzip"),
+            ("accept-encoding", "br"),
+        ]);
+        assert_eq!(varies.key("GET a/", &noisy), varies.key("GET a/", &tidy));
+        assert_ne!(varies.key("GET a/", &en), varies.key("GET a/", &tidy));
+    }
+
+    #[test]
+    fn a_variant_tag_cannot_be_a_response_tag() {
+        assert!(variant_tag("GET a/").contains(' '));
+    }
+}
