@@ -29,6 +29,14 @@ use crate::{
     vary::variant_tag,
 };
 
+/// What to rebuild: the key, the plain key it is a `Vary` variant of (if
+/// it is one), and the policy it is stored under.
+pub(crate) struct Job {
+    pub(crate) key: String,
+    pub(crate) variant_of: Option<String>,
+    pub(crate) policy: Policy,
+}
+
 /// The detail of a response served because the origin failed.
 pub(crate) const STALE_IF_ERROR: &str = "stale-if-error";
 
@@ -161,9 +169,7 @@ pub(crate) fn refresh<S, St, ReqBody, B>(
     shared: &Arc<Shared<St>>,
     inner: S,
     request: Request<ReqBody>,
-    key: String,
-    variant_of: Option<String>,
-    policy: Policy,
+    job: Job,
     last_good: Arc<Entry>,
 ) where
     S: Service<Request<ReqBody>, Response = Response<B>> + Send + 'static,
@@ -176,6 +182,7 @@ pub(crate) fn refresh<S, St, ReqBody, B>(
     B::Error: Send,
 {
     let counters = &shared.state.counters;
+    let key = &job.key;
     // The permit first: a flight started and then abandoned would send its
     // waiters away with nothing.
     let Ok(permit) = Arc::clone(&shared.config.refreshes).try_acquire_owned() else {
@@ -183,7 +190,7 @@ pub(crate) fn refresh<S, St, ReqBody, B>(
         debug!(key, "too many refreshes running; this one is skipped");
         return;
     };
-    let Join::Leader(leader) = shared.state.flights.join(&key) else {
+    let Join::Leader(leader) = shared.state.flights.join(key) else {
         return;
     };
     counters.refreshes.incr();
@@ -197,9 +204,7 @@ pub(crate) fn refresh<S, St, ReqBody, B>(
             shared,
             inner,
             origin_request(request),
-            key,
-            variant_of,
-            policy,
+            job,
             leader,
             Some(last_good),
         )
@@ -272,9 +277,7 @@ pub(crate) async fn lead<S, St, ReqBody, B>(
     shared: Arc<Shared<St>>,
     mut inner: S,
     mut request: Request<ReqBody>,
-    key: String,
-    variant_of: Option<String>,
-    policy: Policy,
+    job: Job,
     leader: Leader<Outcome>,
     last_good: Option<Arc<Entry>>,
 ) -> Result<Response<StampedeBody<B>>, S::Error>
@@ -283,6 +286,11 @@ where
     St: Store,
     B: Body,
 {
+    let Job {
+        key,
+        variant_of,
+        policy,
+    } = job;
     // Another layer on this store may be rebuilding: wait for its write, and
     // take the lock over if it is released (or expires) without one. A live
     // holder keeps its lock, so the wait is bounded by `lock_wait`, after

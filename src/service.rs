@@ -28,7 +28,7 @@ use crate::{
     layer::Config,
     pass::Passes,
     policy::{Decision, Lifetime, Policy},
-    rebuild::{STALE_IF_ERROR, lead, refresh},
+    rebuild::{Job, STALE_IF_ERROR, lead, refresh},
     stats::{Counters, Stats},
     status::{CacheStatus, Fwd, set_age},
     store::{Store, StoreError},
@@ -358,13 +358,23 @@ where
             (Decision::RefreshEarly { ttl }, Fit::Yes) => {
                 counters.hits.incr();
                 let response = from_entry(&entry, CacheStatus::hit(ttl).detail("early-refresh"), Some(now));
-                refresh(&shared, inner, request, key, variant_of, policy, entry);
+                let job = Job {
+                    key,
+                    variant_of,
+                    policy,
+                };
+                refresh(&shared, inner, request, job, entry);
                 return Ok(ask.shape(response));
             }
             (Decision::Stale { late }, Fit::Yes) => {
                 counters.stale_hits.incr();
                 let response = from_entry(&entry, CacheStatus::stale(late), Some(now));
-                refresh(&shared, inner, request, key, variant_of, policy, entry);
+                let job = Job {
+                    key,
+                    variant_of,
+                    policy,
+                };
+                refresh(&shared, inner, request, job, entry);
                 return Ok(ask.shape(response));
             }
         }
@@ -384,9 +394,11 @@ where
                 Arc::clone(&shared),
                 inner,
                 origin_request(request),
-                key.clone(),
-                variant_of.clone(),
-                policy,
+                Job {
+                    key: key.clone(),
+                    variant_of: variant_of.clone(),
+                    policy,
+                },
                 leader,
                 last_good,
             ));
