@@ -2,30 +2,47 @@
 //! from the responses, so that each variant has a key (and a flight, a lock
 //! and an entry) of its own.
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, PoisonError, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
+};
 
 use http::{HeaderMap, HeaderName};
-use moka::sync::Cache;
 
-/// How many keys' `Vary` names are remembered.
-const REMEMBERED: u64 = 100_000;
+/// How many keys' `Vary` names are remembered; past it the memory starts
+/// over (variants then share the plain key until their names are seen
+/// again).
+const REMEMBERED: usize = 100_000;
 
+/// Most services vary on nothing: until one response varies, lookups cost a
+/// load of one flag, and building a layer allocates nothing here.
+#[derive(Default)]
 pub(crate) struct Varies {
-    learned: Cache<String, Arc<[HeaderName]>>,
+    any: AtomicBool,
+    learned: RwLock<HashMap<String, Arc<[HeaderName]>>>,
 }
 
 impl Varies {
     pub(crate) fn new() -> Self {
-        Self {
-            learned: Cache::new(REMEMBERED),
+        Self::default()
+    }
+
+    fn names(&self, primary: &str) -> Option<Arc<[HeaderName]>> {
+        if !self.any.load(Ordering::Relaxed) {
+            return None;
         }
+        let learned = self.learned.read().unwrap_or_else(PoisonError::into_inner);
+        learned.get(primary).cloned()
     }
 
     /// The key of `request`'s variant of `primary`, once `primary`'s
     /// responses are known to vary: the primary key and the normalised
     /// values of the named headers. `None` while nothing is known.
     pub(crate) fn key(&self, primary: &str, request: &HeaderMap) -> Option<String> {
-        let names = self.learned.get(primary)?;
+        let names = self.names(primary)?;
         let mut key = String::from(primary);
         key.push_str(" vary[");
         for (i, name) in names.iter().enumerate() {
@@ -42,10 +59,15 @@ impl Varies {
 
     /// Remembers what `primary`'s responses vary on.
     pub(crate) fn learn(&self, primary: &str, names: &[HeaderName]) {
-        if names.is_empty() || self.learned.get(primary).is_some_and(|known| *known == *names) {
+        if names.is_empty() || self.names(primary).is_some_and(|known| *known == *names) {
             return;
         }
-        self.learned.insert(primary.to_owned(), names.into());
+        let mut learned = self.learned.write().unwrap_or_else(PoisonError::into_inner);
+        if learned.len() >= REMEMBERED {
+            learned.clear();
+        }
+        learned.insert(primary.to_owned(), names.into());
+        self.any.store(true, Ordering::Relaxed);
     }
 }
 
