@@ -57,13 +57,22 @@
 //!
 //! # What is cached
 //!
-//! Only `GET` and `HEAD` requests are collapsed and stored. A response is
+//! Only `GET` and `HEAD` requests are collapsed and stored; the origin is
+//! always asked for a plain `GET`, whose response also answers `HEAD` and
+//! the client's `If-None-Match` / `If-Modified-Since` (`304`). A response is
 //! stored when its status is `200`, `203` or `204`, its body is complete and
 //! no larger than [`StampedeLayer::max_body_bytes`], and it may be shared (see
 //! below). Requests with `Cache-Control: no-store` or a `Range` header go
 //! straight to the inner service. The cache key is the method, the authority
-//! and the path with its query ([`DefaultKey`]); [`StampedeLayer::key`] swaps
-//! in your own.
+//! and the path with its query, and the values of the headers a response
+//! `Vary`s on ([`DefaultKey`]); [`StampedeLayer::key`] and
+//! [`StampedeLayer::route_key`] swap in your own.
+//!
+//! A successful `POST`, `PUT`, `PATCH` or `DELETE` invalidates what is stored
+//! for its target; [`StampedeLayer::invalidate`] and
+//! [`StampedeLayer::invalidate_tag`] purge by key and by `Surrogate-Key` tag.
+//! The README's "Standards" section lists the RFC 9111 rules the layer
+//! follows and where it departs from them.
 //!
 //! Every response that passes through the layer carries a `Cache-Status`
 //! header ([RFC 9211]) with the member `tower-stampede`, and responses served
@@ -118,6 +127,12 @@
 //!    [`Stats::store_errors`]. For [`StampedeLayer::store_retry_after`] after
 //!    a failure the layer does not call the store at all, so a store that is
 //!    down costs each request at most one timeout; then it tries again.
+//! 10. An invalidation (by write, key or tag) that lands while the key is
+//!     being rebuilt keeps that rebuild's response out of the store; the
+//!     requests already waiting for it still get it.
+//! 11. After a key's response turned out to be for one client only, its
+//!     requests go to the origin concurrently for
+//!     [`StampedeLayer::pass_for`], instead of queueing behind a leader.
 #![forbid(unsafe_code)]
 // The library reports through `tracing`; examples and benches may print.
 #![warn(clippy::print_stdout, clippy::print_stderr)]
