@@ -355,20 +355,16 @@ where
                 debug!(key, "hit");
                 return Ok(ask.shape(from_entry(&entry, CacheStatus::hit(ttl), Some(now))));
             }
-            (Decision::RefreshEarly { ttl }, Fit::Yes) => {
-                counters.hits.incr();
-                let response = from_entry(&entry, CacheStatus::hit(ttl).detail("early-refresh"), Some(now));
-                let job = Job {
-                    key,
-                    variant_of,
-                    policy,
+            (Decision::RefreshEarly { .. } | Decision::Stale { .. }, Fit::Yes) => {
+                // Served as it is; the request goes on to refresh it.
+                let status = if let Decision::Stale { late } = decision {
+                    counters.stale_hits.incr();
+                    CacheStatus::stale(late)
+                } else {
+                    counters.hits.incr();
+                    CacheStatus::hit(ttl_left(entry.lifetime, now)).detail("early-refresh")
                 };
-                refresh(&shared, inner, request, job, entry);
-                return Ok(ask.shape(response));
-            }
-            (Decision::Stale { late }, Fit::Yes) => {
-                counters.stale_hits.incr();
-                let response = from_entry(&entry, CacheStatus::stale(late), Some(now));
+                let response = from_entry(&entry, status, Some(now));
                 let job = Job {
                     key,
                     variant_of,
