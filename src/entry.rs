@@ -393,7 +393,9 @@ impl Reader {
             let value = HeaderValue::from_maybe_shared(self.take(len)?).map_err(|_| DecodeError {
                 reason: "invalid header value",
             })?;
-            map.append(name, value);
+            map.try_append(name, value).map_err(|_| DecodeError {
+                reason: "too many headers",
+            })?;
         }
         Ok(map)
     }

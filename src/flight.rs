@@ -60,6 +60,12 @@ impl<T> Flights<T> {
         self.map().len()
     }
 
+    /// Lets later requests for `key` start a new flight: the one under way
+    /// (its answer now outdated) keeps only the waiters it has.
+    pub(crate) fn detach(&self, key: &str) {
+        self.map().remove(key);
+    }
+
     /// Joins the flight for `key`, starting one if there is none.
     pub(crate) fn join(self: &Arc<Self>, key: &str) -> Join<T> {
         let mut map = self.map();
@@ -191,6 +197,20 @@ mod tests {
         });
         assert!(task.await.expect_err("panicked").is_panic());
         assert_eq!(w.await.expect("no panic"), None);
+        assert_eq!(flights.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_detached_flight_keeps_its_waiters_and_lets_newcomers_start_afresh() {
+        let flights = Arc::new(Flights::new());
+        let old = leader(flights.join("a"));
+        let before = tokio::spawn(waiter(flights.join("a")).wait());
+        flights.detach("a");
+        let fresh = leader(flights.join("a"));
+        old.finish(1);
+        assert_eq!(before.await.expect("no panic"), Some(1));
+        assert_eq!(flights.len(), 1, "the old leader did not remove the new flight");
+        fresh.finish(2);
         assert_eq!(flights.len(), 0);
     }
 

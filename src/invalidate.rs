@@ -82,12 +82,15 @@ impl<St: Store> Shared<St> {
     /// any hit-for-pass mark.
     pub(crate) async fn invalidate(&self, key: &str) {
         self.state.passes.remove(key);
+        // Requests from now on must not join a rebuild that started before.
+        self.state.flights.detach(key);
         let timeout = self.config.store_timeout;
-        self.store_call("invalidate", key, timeout, self.store.invalidate(key))
+        self.store_call_always("invalidate", key, timeout, self.store.invalidate(key))
             .await;
         let variants = variant_tag(key);
         let purge = self.store.invalidate_tag(&variants);
-        self.store_call("invalidate variants", key, timeout, purge).await;
+        self.store_call_always("invalidate variants", key, timeout, purge)
+            .await;
     }
 }
 
@@ -114,9 +117,14 @@ where
             .filter_map(|value| shared.location_key(value, target.host.as_ref()));
         let mut keys: Vec<String> = target.key.into_iter().chain(locations).collect();
         keys.dedup();
-        for key in &keys {
-            shared.invalidate(key).await;
-        }
+        // In a task of its own: a client that hangs up once the write is
+        // done must not leave the old page in place.
+        let invalidation = tokio::spawn(async move {
+            for key in &keys {
+                shared.invalidate(key).await;
+            }
+        });
+        let _ = invalidation.await;
     }
     let cache_status = CacheStatus::forward(Fwd::Method).fwd_status(status);
     Ok(with_status(response.map(StampedeBody::inner), &cache_status))

@@ -293,6 +293,7 @@ impl<St: Store> StampedeLayer<St> {
     /// ```
     pub async fn invalidate(&self, key: &str) -> Result<(), StoreError> {
         self.state.passes.remove(key);
+        self.state.flights.detach(key);
         self.store.invalidate(key).await?;
         // And its `Vary` variants, each stored under a key of its own.
         self.store.invalidate_tag(&variant_tag(key)).await.map(drop)

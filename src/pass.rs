@@ -10,12 +10,18 @@ use std::{
 
 use tokio::time::Instant;
 
-/// Above this many keys, expired ones are swept on insert.
+/// Above this many keys, expired ones are swept, at most once every
+/// [`SWEEP_EVERY`] inserts so that sweeping stays linear overall.
 const SWEEP_ABOVE: usize = 4096;
+const SWEEP_EVERY: usize = 1024;
+/// A hard bound: past it, the marks start over (keys then queue behind a
+/// leader once more until their responses are seen again).
+const MAX_MARKS: usize = 100_000;
 
 #[derive(Default)]
 pub(crate) struct Passes {
     until: Mutex<HashMap<String, Instant>>,
+    inserts: std::sync::atomic::AtomicUsize,
 }
 
 impl Passes {
@@ -29,9 +35,13 @@ impl Passes {
             return;
         }
         let now = Instant::now();
+        let inserts = self.inserts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut until = self.until();
-        if until.len() >= SWEEP_ABOVE {
+        if until.len() >= SWEEP_ABOVE && inserts % SWEEP_EVERY == 0 {
             until.retain(|_, deadline| *deadline > now);
+        }
+        if until.len() >= MAX_MARKS {
+            until.clear();
         }
         until.insert(key.to_owned(), now + pause);
     }
@@ -84,7 +94,13 @@ mod tests {
             passes.insert(&format!("old-{i}"), Duration::from_secs(1));
         }
         tokio::time::advance(Duration::from_secs(2)).await;
-        passes.insert("new", Duration::from_secs(1));
-        assert_eq!(passes.until().len(), 1);
+        // The next sweep comes with the next multiple of SWEEP_EVERY inserts.
+        let mut inserted = 0;
+        while passes.until().len() > inserted {
+            passes.insert(&format!("new-{inserted}"), Duration::from_secs(1));
+            inserted += 1;
+            assert!(inserted <= SWEEP_EVERY, "swept within {SWEEP_EVERY} inserts");
+        }
+        assert_eq!(passes.until().len(), inserted);
     }
 }

@@ -37,6 +37,9 @@ pub(crate) struct Job {
     pub(crate) policy: Policy,
 }
 
+/// A lock is extended at most this often, however short its ttl.
+const MIN_EXTEND_EVERY: Duration = Duration::from_millis(10);
+
 /// The detail of a response served because the origin failed.
 pub(crate) const STALE_IF_ERROR: &str = "stale-if-error";
 
@@ -75,7 +78,7 @@ impl<St: Store> Shared<St> {
         loop {
             tokio::select! {
                 output = &mut work => return output,
-                () = tokio::time::sleep(ttl / 3) => {
+                () = tokio::time::sleep((ttl / 3).max(MIN_EXTEND_EVERY)) => {
                     let extend = self.store.extend_lock(key, token, ttl);
                     if self.store_call("extend lock", key, timeout, extend).await != Some(true) {
                         debug!(key, "rebuild lock lost while the origin was still working");
@@ -118,11 +121,11 @@ impl<St: Store> LockGuard<St> {
         let stored = match write {
             Write::Whole => {
                 let set = shared.store.set(&self.key, entry, &token, keep_for);
-                shared.store_call("set", &self.key, timeout, set).await
+                shared.store_call_always("set", &self.key, timeout, set).await
             }
             Write::Times => {
                 let renew = shared.store.renew(&self.key, entry, &token, keep_for);
-                shared.store_call("renew", &self.key, timeout, renew).await
+                shared.store_call_always("renew", &self.key, timeout, renew).await
             }
         };
         if stored == Some(false) {
@@ -139,7 +142,7 @@ impl<St: Store> LockGuard<St> {
             let shared = &self.shared;
             let unlock = shared.store.unlock(&self.key, &token);
             shared
-                .store_call("unlock", &self.key, shared.config.store_timeout, unlock)
+                .store_call_always("unlock", &self.key, shared.config.store_timeout, unlock)
                 .await;
         }
     }
@@ -417,14 +420,19 @@ where
 
     let (mut parts, data, trailers) = match fetched {
         Err(error) => {
-            guard.release().await;
+            // Waiters first: the release may take up to a store timeout.
             leader.finish(Outcome::Failed);
+            guard.release().await;
             return Err(error);
         }
         Ok(Fetched::Private { parts, body, reason }) => {
-            guard.release().await;
-            shared.state.passes.insert(leader.key(), shared.config.pass_for);
             leader.finish(Outcome::Private(reason.as_str()));
+            // A request's Authorization says nothing about the next request:
+            // only what the response itself says makes the key pass.
+            if reason != Private::Authorization {
+                shared.state.passes.insert(&guard.key, shared.config.pass_for);
+            }
+            guard.release().await;
             let status = CacheStatus::forward(Fwd::Miss)
                 .fwd_status(parts.status)
                 .detail(reason.as_str());
@@ -434,9 +442,9 @@ where
             ));
         }
         Ok(Fetched::Partial { parts, body }) => {
-            guard.release().await;
-            shared.state.passes.insert(leader.key(), shared.config.pass_for);
             leader.finish(Outcome::Private(BODY_NOT_STORED));
+            shared.state.passes.insert(&guard.key, shared.config.pass_for);
+            guard.release().await;
             let status = CacheStatus::forward(Fwd::Miss)
                 .fwd_status(parts.status)
                 .detail(BODY_NOT_STORED);

@@ -266,6 +266,19 @@ impl<St: Store> Shared<St> {
         if self.state.breaker.is_open() {
             return None;
         }
+        self.store_call_always(what, key, timeout, call).await
+    }
+
+    /// As [`Shared::store_call`], but made even while the store rests: for
+    /// calls whose loss costs more than their wait (releasing a rebuild
+    /// lock, which others would otherwise wait out; writing; invalidating).
+    pub(crate) async fn store_call_always<T>(
+        &self,
+        what: &'static str,
+        key: &str,
+        timeout: Duration,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Option<T> {
         let error = match tokio::time::timeout(timeout, call).await {
             Ok(Ok(value)) => return Some(value),
             Ok(Err(error)) => error,

@@ -342,3 +342,73 @@ async fn a_rebuild_lock_held_too_long_is_waited_on_for_lock_wait_then_gone_aroun
     assert!(replies.iter().all(|r| r.status == 200));
     assert_eq!(common::count_status(&replies, "stored"), 0, "no lock, no write");
 }
+
+/// A memory store whose reads of keys containing "trip" fail.
+#[derive(Clone)]
+struct TrippingStore(MemoryStore);
+
+impl Store for TrippingStore {
+    async fn get(&self, key: &str) -> Result<Option<Arc<Entry>>, StoreError> {
+        if key.contains("trip") {
+            return Err(StoreError::new("connection reset"));
+        }
+        self.0.get(key).await
+    }
+    async fn try_lock(&self, key: &str, ttl: Duration) -> Result<Option<LockToken>, StoreError> {
+        self.0.try_lock(key, ttl).await
+    }
+    async fn extend_lock(&self, key: &str, token: &LockToken, ttl: Duration) -> Result<bool, StoreError> {
+        self.0.extend_lock(key, token, ttl).await
+    }
+    async fn set(
+        &self,
+        key: &str,
+        entry: Arc<Entry>,
+        token: &LockToken,
+        keep: Duration,
+    ) -> Result<bool, StoreError> {
+        self.0.set(key, entry, token, keep).await
+    }
+    async fn unlock(&self, key: &str, token: &LockToken) -> Result<(), StoreError> {
+        self.0.unlock(key, token).await
+    }
+    async fn wait_unlocked(&self, key: &str, timeout: Duration) -> Result<(), StoreError> {
+        self.0.wait_unlocked(key, timeout).await
+    }
+    async fn invalidate(&self, key: &str) -> Result<(), StoreError> {
+        self.0.invalidate(key).await
+    }
+    async fn invalidate_tag(&self, tag: &str) -> Result<u64, StoreError> {
+        self.0.invalidate_tag(tag).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_failure_elsewhere_does_not_keep_a_rebuild_from_writing_and_unlocking() {
+    let calls = Calls::default();
+    let memory = MemoryStore::new();
+    let layer = StampedeLayer::new(TrippingStore(memory.clone())).store_retry_after(Duration::from_secs(60));
+    let app = common::slow_app(&calls).layer(layer.clone());
+
+    let rebuild = tokio::spawn(common::send(app.clone(), get_request("/hot")));
+    tokio::time::sleep(common::ORIGIN_DELAY / 2).await;
+    // Another key's read fails: the store rests while /hot is at the origin.
+    common::send(app.clone(), get_request("/trip")).await;
+    assert_eq!(layer.stats().store_errors, 1);
+    let rebuilt = rebuild.await.expect("no panic");
+
+    assert!(
+        rebuilt.cache_status().contains("stored"),
+        "{}",
+        rebuilt.cache_status()
+    );
+    assert!(memory.get("GET /hot").await.expect("memory").is_some());
+    let lock = memory
+        .try_lock("GET /hot", Duration::from_secs(1))
+        .await
+        .expect("memory");
+    assert!(
+        lock.is_some(),
+        "the rebuild lock was released, not left to expire"
+    );
+}

@@ -168,6 +168,9 @@ async fn invalidation_during_a_rebuild_voids_its_write<St: Store>(layer: Stamped
     let rebuild = tokio::spawn(send(app.clone(), request("GET", "/posts/1")));
     entered.notified().await;
     layer.invalidate("GET api.example/posts/1").await.expect("store");
+    // A request after the invalidation does not join the outdated rebuild.
+    let after = send(app.clone(), request("GET", "/posts/1")).await;
+    assert_eq!(after.text(), "/posts/1 answered by call 2");
     let outdated = rebuild.await.expect("no panic");
 
     assert_eq!(outdated.text(), "/posts/1 answered by call 1");
@@ -177,7 +180,12 @@ async fn invalidation_during_a_rebuild_voids_its_write<St: Store>(layer: Stamped
         outdated.cache_status()
     );
     let fresh = send(app, request("GET", "/posts/1")).await;
-    assert_eq!(fresh.text(), "/posts/1 answered by call 2");
+    assert_eq!(
+        fresh.text(),
+        "/posts/1 answered by call 2",
+        "{}",
+        fresh.cache_status()
+    );
 }
 
 #[tokio::test(start_paused = true)]

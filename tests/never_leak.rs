@@ -210,3 +210,22 @@ async fn a_varying_response_is_served_only_to_matching_requests() {
         "German was not served a stored English page"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn one_authorized_request_does_not_turn_caching_off_for_everyone() {
+    let calls = Calls::default();
+    let app = app(&calls);
+    send(app.clone(), as_user("/plain", 1)).await;
+
+    let anonymous = wave(&app, 10, |_| get_request("/plain")).await;
+
+    assert_eq!(calls.get(), 2, "the anonymous requests collapsed onto one call");
+    assert!(anonymous.iter().all(|r| r.text().contains("for anonymous")));
+    assert_eq!(
+        anonymous
+            .iter()
+            .filter(|r| r.cache_status().contains("hit-for-pass"))
+            .count(),
+        0
+    );
+}
