@@ -37,7 +37,7 @@ impl Passes {
         let now = Instant::now();
         let inserts = self.inserts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut until = self.until();
-        if until.len() >= SWEEP_ABOVE && inserts % SWEEP_EVERY == 0 {
+        if until.len() >= SWEEP_ABOVE && inserts.is_multiple_of(SWEEP_EVERY) {
             until.retain(|_, deadline| *deadline > now);
         }
         if until.len() >= MAX_MARKS {
