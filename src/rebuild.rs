@@ -262,6 +262,15 @@ impl Written {
     }
 }
 
+/// The tags an entry is stored with: those of the layer's tag header, and,
+/// for a `Vary` variant, one naming its plain key, through which
+/// invalidating that key reaches the variant.
+fn entry_tags<St>(shared: &Shared<St>, headers: &HeaderMap, variant_of: Option<&str>) -> Vec<String> {
+    let mut tags = tags(headers, shared.config.tag_header.as_ref());
+    tags.extend(variant_of.map(variant_tag));
+    tags
+}
+
 /// Whether a rebuild failed in the sense of RFC 5861's `stale-if-error`,
 /// and with which status, if any.
 fn failure<B: Body, E>(fetched: &Result<Fetched<B>, E>) -> Option<Option<StatusCode>> {
@@ -356,8 +365,14 @@ where
     let started = tokio::time::Instant::now();
     shared.state.counters.origin_calls.incr();
     let limit = shared.config.max_body_bytes;
+    let validated = request.headers().contains_key(header::IF_NONE_MATCH)
+        || request.headers().contains_key(header::IF_MODIFIED_SINCE);
     let fetch = async {
         let (parts, body) = inner.call(request).await?.into_parts();
+        if validated && parts.status == StatusCode::NOT_MODIFIED {
+            // The answer to this layer's own question: never a client's.
+            return Ok(Fetched::NotModified { parts });
+        }
         let cc = CacheControl::parse(&parts.headers);
         if let Err(reason) = cacheable::shareable(&parts.headers, &cc, authorized) {
             return Ok(Fetched::Private { parts, body, reason });
@@ -393,29 +408,46 @@ where
         return Ok(from_entry(last_good, status, Some(now)));
     }
 
-    if let Ok(Fetched::Whole { parts, .. }) = &fetched
-        && parts.status == StatusCode::NOT_MODIFIED
+    if let Ok(Fetched::NotModified { parts }) = &fetched
         && let Some(old) = last_good.as_ref()
-        && let Some(lifetime) = policy.lifetime(now, shared.random(), &OriginFreshness::of(&old.headers))
     {
-        let renewed = Arc::new(old.renewed(now, lifetime, started.elapsed()));
-        let stored = guard
-            .store(Arc::clone(&renewed), lifetime.keep_for(now), Write::Times)
-            .await;
+        // The stored response is current. Renew it, unless this 304 is not
+        // for sharing (a cookie for the leader's client): then it answers
+        // this flight as it is, unstored.
+        let cc = CacheControl::parse(&parts.headers);
+        let renewable = cacheable::shareable(&parts.headers, &cc, authorized).is_ok();
+        let lifetime = renewable
+            .then(|| policy.lifetime(now, shared.random(), &OriginFreshness::of(&old.headers)))
+            .flatten();
+        let (entry, stored, ttl) = match lifetime {
+            Some(lifetime) => {
+                let mut renewed = old.renewed(now, lifetime, started.elapsed());
+                renewed.tags = entry_tags(&shared, &old.headers, variant_of.as_deref());
+                let renewed = Arc::new(renewed);
+                let stored = guard
+                    .store(Arc::clone(&renewed), lifetime.keep_for(now), Write::Times)
+                    .await;
+                (renewed, stored, stored.then(|| ttl_left(lifetime, now)))
+            }
+            None => {
+                guard.release().await;
+                (Arc::clone(old), false, None)
+            }
+        };
         debug!(
             key = leader.key(),
             stored, "the origin says the stored response is current"
         );
         leader.finish(Outcome::Shared {
-            entry: Arc::clone(&renewed),
+            entry: Arc::clone(&entry),
             stored,
         });
         let status = CacheStatus::forward(Fwd::Miss)
             .fwd_status(StatusCode::NOT_MODIFIED)
             .stored(stored)
-            .ttl(stored.then(|| ttl_left(lifetime, now)))
+            .ttl(ttl)
             .detail("revalidated");
-        return Ok(from_entry(&renewed, status, None));
+        return Ok(from_entry(&entry, status, None));
     }
 
     let (mut parts, data, trailers) = match fetched {
@@ -455,6 +487,8 @@ where
             data,
             trailers,
         }) => (parts, data, trailers),
+        // Validators are only sent from a last good entry, handled above.
+        Ok(Fetched::NotModified { parts }) => (parts, Bytes::new(), None),
     };
 
     // Read before Age goes: it counts against the origin's freshness.
@@ -465,11 +499,7 @@ where
     let lifetime = policy
         .lifetime(now, shared.random(), &origin)
         .filter(|_| cacheable::status_is_storable(parts.status));
-    let mut tags = tags(&parts.headers, shared.config.tag_header.as_ref());
-    if let Some(primary) = &variant_of {
-        // Invalidating the primary key reaches this variant through it.
-        tags.push(variant_tag(primary));
-    }
+    let tags = entry_tags(&shared, &parts.headers, variant_of.as_deref());
     let mut entry = Entry::new(
         parts.status,
         parts.headers,
@@ -520,14 +550,17 @@ enum Fetched<B: Body> {
         parts: response::Parts,
         body: StampedeBody<B>,
     },
+    /// The origin's 304 to the validators this layer sent.
+    NotModified { parts: response::Parts },
 }
 
 impl<B: Body> Fetched<B> {
     fn status(&self) -> StatusCode {
         match self {
-            Self::Whole { parts, .. } | Self::Private { parts, .. } | Self::Partial { parts, .. } => {
-                parts.status
-            }
+            Self::Whole { parts, .. }
+            | Self::Private { parts, .. }
+            | Self::Partial { parts, .. }
+            | Self::NotModified { parts } => parts.status,
         }
     }
 }

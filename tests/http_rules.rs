@@ -391,3 +391,42 @@ async fn concurrent_variants_collapse_each_on_their_own_flight() {
     assert_eq!(count_status(&french, "collapsed"), 9);
     assert_eq!(calls.get(), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_304_for_the_layers_own_question_never_reaches_a_client_as_such() {
+    /// Answers a matching condition with a 304 that also mints a cookie.
+    async fn cookie_on_304(State(calls): State<Calls>, request: HeaderMap) -> impl IntoResponse {
+        let n = calls.record();
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ETAG, ETAG.parse().expect("valid"));
+        if request.get(header::IF_NONE_MATCH).is_some_and(|v| v == ETAG) {
+            headers.insert(header::SET_COOKIE, format!("session={n}").parse().expect("valid"));
+            return (http::StatusCode::NOT_MODIFIED, headers, String::new());
+        }
+        (http::StatusCode::OK, headers, format!("page by call {n}"))
+    }
+    let calls = Calls::default();
+    let app = Router::new()
+        .route("/{*path}", get(cookie_on_304))
+        .with_state(calls.clone())
+        .layer(layer());
+    send(app.clone(), get_request("/page")).await;
+
+    tokio::time::advance(Duration::from_secs(61)).await;
+    let plain = send(app, get_request("/page")).await;
+
+    assert_eq!(calls.get(), 2);
+    assert_eq!((plain.status.as_u16(), plain.text()), (200, "page by call 1"));
+    assert_eq!(
+        plain.header("set-cookie"),
+        None,
+        "the leader's cookie is not handed on"
+    );
+    assert!(
+        plain
+            .cache_status()
+            .ends_with("fwd-status=304; detail=revalidated"),
+        "{}",
+        plain.cache_status()
+    );
+}

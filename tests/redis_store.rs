@@ -536,3 +536,45 @@ async fn a_fresh_replica_learns_the_variants_from_anothers_entry() {
     assert!(french_again.cache_status().contains("hit"));
     assert_eq!(calls.get(), 2, "the second replica made no call of its own");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_entry_is_still_reached_by_its_tags() {
+    use axum::http::{HeaderMap, StatusCode, header};
+    async fn tagged(State(calls): State<Calls>, request: HeaderMap) -> (StatusCode, HeaderMap, String) {
+        let n = calls.record();
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ETAG, "\"v1\"".parse().expect("valid"));
+        headers.insert("surrogate-key", "posts".parse().expect("valid"));
+        if request.get(header::IF_NONE_MATCH).is_some_and(|v| v == "\"v1\"") {
+            return (StatusCode::NOT_MODIFIED, headers, String::new());
+        }
+        (StatusCode::OK, headers, format!("answered by call {n}"))
+    }
+    let server = RedisServer::start();
+    let calls = Calls::default();
+    let clock = tower_stampede::clock::ManualClock::new(common::t0());
+    let layer = replica(&server).clock(clock.clone());
+    let app = Router::new()
+        .route("/{*path}", get(tagged))
+        .with_state(calls.clone())
+        .layer(layer.clone());
+    send(app.clone(), get_request("/page")).await;
+    // The tag's set lived as long as the first life of the entry.
+    server.cli(&["DEL", &layer.store().tag_key("posts")]);
+
+    clock.advance(Duration::from_secs(61));
+    let renewed = send(app.clone(), get_request("/page")).await;
+    assert!(
+        renewed.cache_status().contains("fwd-status=304; stored"),
+        "{}",
+        renewed.cache_status()
+    );
+
+    assert_eq!(layer.invalidate_tag("posts").await.expect("redis"), 1);
+    let after = send(app, get_request("/page")).await;
+    assert_eq!(
+        after.text(),
+        "answered by call 3",
+        "the purge reached the renewed entry"
+    );
+}

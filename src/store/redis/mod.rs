@@ -287,6 +287,42 @@ impl RedisStore {
         format!("{}tag:{{{}}}", self.inner.settings.prefix, self::tag(tag))
     }
 
+    /// Adds `key` to the sets of `tags`, kept at least `keep_for` ms, in one
+    /// round trip. Done before the entry is written: an index entry for a
+    /// write that then fails is harmless, an entry missing from its index
+    /// would escape purges. (In a cluster a tag's set lives in its own slot,
+    /// so this cannot be part of the write's script.)
+    async fn index_tags(&self, key: &str, tags: &[String], keep_for: u64) -> Result<(), StoreError> {
+        if tags.is_empty() || keep_for == 0 {
+            return Ok(());
+        }
+        let mut index = redis::pipe();
+        for tag in tags {
+            let tag_key = self.tag_key(tag);
+            index.cmd("SADD").arg(&tag_key).arg(key).ignore();
+            // New sets get the entry's life; longer lives extend it.
+            index
+                .cmd("PEXPIRE")
+                .arg(&tag_key)
+                .arg(keep_for)
+                .arg("NX")
+                .ignore();
+            index
+                .cmd("PEXPIRE")
+                .arg(&tag_key)
+                .arg(keep_for)
+                .arg("GT")
+                .ignore();
+        }
+        self.inner
+            .conns
+            .run(|mut conn| {
+                let index = &index;
+                async move { index.query_async::<()>(&mut conn).await }
+            })
+            .await
+    }
+
     fn channel(&self) -> String {
         format!("{}done", self.inner.settings.prefix)
     }
@@ -389,38 +425,8 @@ impl Store for RedisStore {
             .arg(keep_for)
             .arg(self.channel())
             .arg(tag(key).as_ref());
-        let written = self.inner.conns.invoke::<i64>(&set).await? == 1;
-        if written && keep_for > 0 {
-            // In a cluster a tag's set lives in its own slot, so it cannot be
-            // written by the script; a tag added late only delays a purge's
-            // reach by one command.
-            for tag in entry.tags() {
-                let mut index = redis::pipe();
-                let tag_key = self.tag_key(tag);
-                index.cmd("SADD").arg(&tag_key).arg(key).ignore();
-                // New sets get the entry's life; longer lives extend it.
-                index
-                    .cmd("PEXPIRE")
-                    .arg(&tag_key)
-                    .arg(keep_for)
-                    .arg("NX")
-                    .ignore();
-                index
-                    .cmd("PEXPIRE")
-                    .arg(&tag_key)
-                    .arg(keep_for)
-                    .arg("GT")
-                    .ignore();
-                self.inner
-                    .conns
-                    .run(|mut conn| {
-                        let index = &index;
-                        async move { index.query_async::<()>(&mut conn).await }
-                    })
-                    .await?;
-            }
-        }
-        Ok(written)
+        self.index_tags(key, entry.tags(), keep_for).await?;
+        Ok(self.inner.conns.invoke::<i64>(&set).await? == 1)
     }
 
     async fn renew(
@@ -430,6 +436,8 @@ impl Store for RedisStore {
         token: &LockToken,
         keep_for: Duration,
     ) -> Result<bool, StoreError> {
+        // The tag sets must outlive the renewed entry too.
+        self.index_tags(key, entry.tags(), millis(keep_for)).await?;
         let mut renew = RENEW.key(self.lock_key(key));
         renew
             .key(self.entry_key(key))
