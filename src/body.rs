@@ -4,6 +4,7 @@ use std::{
     collections::VecDeque,
     pin::Pin,
     task::{Context, Poll},
+    time::Duration,
 };
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -151,16 +152,22 @@ pub(crate) enum Collected<B: Body> {
     Partial(StampedeBody<B>),
 }
 
-/// Reads `body` while it stays within `limit` bytes.
-pub(crate) async fn collect<B: Body>(body: B, limit: usize) -> Collected<B> {
+/// Reads `body` while it stays within `limit` bytes and ends within
+/// `patience`; past either, what was read and the rest are handed on.
+pub(crate) async fn collect<B: Body>(body: B, limit: usize, patience: Duration) -> Collected<B> {
     let mut rest = Box::pin(body);
     let mut prefix = VecDeque::new();
     let over = |read: u64| read > limit as u64;
     let mut read = rest.size_hint().lower();
+    let deadline = tokio::time::Instant::now() + patience;
     if !over(read) {
         read = 0;
         loop {
-            match rest.frame().await {
+            let Ok(frame) = tokio::time::timeout_at(deadline, rest.frame()).await else {
+                // A slow stream is its client's to read as it comes.
+                break;
+            };
+            match frame {
                 None => return complete(prefix),
                 Some(Err(error)) => {
                     return Collected::Partial(StampedeBody {
@@ -223,6 +230,8 @@ mod tests {
 
     type Frames = Vec<Result<Frame<Bytes>, &'static str>>;
 
+    const PATIENCE: Duration = Duration::from_secs(30);
+
     fn stream(frames: Frames) -> StreamBody<futures_util::stream::Iter<<Frames as IntoIterator>::IntoIter>> {
         StreamBody::new(futures_util::stream::iter(frames))
     }
@@ -255,7 +264,7 @@ mod tests {
             data("world"),
             Ok(Frame::trailers(t.clone())),
         ]);
-        let Collected::Complete { data, trailers } = collect(body, 11).await else {
+        let Collected::Complete { data, trailers } = collect(body, 11, PATIENCE).await else {
             panic!("11 bytes fit an 11-byte limit");
         };
         assert_eq!(&data[..], b"hello world");
@@ -267,7 +276,7 @@ mod tests {
     #[tokio::test]
     async fn a_body_over_the_limit_is_replayed_untouched() {
         let body = stream(vec![data("hello "), data("world"), data("!")]);
-        let Collected::Partial(partial) = collect(body, 8).await else {
+        let Collected::Partial(partial) = collect(body, 8, PATIENCE).await else {
             panic!("12 bytes do not fit 8");
         };
         let (bytes, _, error) = read_all(partial).await;
@@ -278,7 +287,7 @@ mod tests {
     #[tokio::test]
     async fn a_body_whose_length_is_known_to_be_too_large_is_not_read() {
         let body = Full::new(Bytes::from_static(b"0123456789"));
-        let Collected::Partial(partial) = collect(body, 4).await else {
+        let Collected::Partial(partial) = collect(body, 4, PATIENCE).await else {
             panic!("10 bytes do not fit 4");
         };
         let hint = partial.size_hint();
@@ -290,16 +299,36 @@ mod tests {
     #[tokio::test]
     async fn a_body_that_fails_midway_gives_what_was_read_then_the_error() {
         let body = stream(vec![data("part"), Err("connection reset"), data("never")]);
-        let Collected::Partial(partial) = collect(body, 1024).await else {
+        let Collected::Partial(partial) = collect(body, 1024, PATIENCE).await else {
             panic!("a failed body is not complete");
         };
         let (bytes, _, error) = read_all(partial).await;
         assert_eq!((&bytes[..], error), (&b"part"[..], Some("connection reset")));
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_body_slower_than_the_patience_is_handed_on_as_it_comes() {
+        use futures_util::StreamExt;
+        let slow = futures_util::stream::iter(vec![(0, "first "), (60, "and last")]).then(
+            |(wait, text)| async move {
+                tokio::time::sleep(Duration::from_secs(wait)).await;
+                Ok::<_, &'static str>(Frame::data(Bytes::from_static(text.as_bytes())))
+            },
+        );
+        let start = tokio::time::Instant::now();
+        let Collected::Partial(partial) = collect(StreamBody::new(slow), 1024, Duration::from_secs(1)).await
+        else {
+            panic!("a minute is past a second's patience");
+        };
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
+        let (bytes, _, error) = read_all(partial).await;
+        assert_eq!((&bytes[..], error), (&b"first and last"[..], None));
+    }
+
     #[tokio::test]
     async fn an_empty_body_is_complete_and_ends_at_once() {
-        let Collected::Complete { data, trailers } = collect(Full::new(Bytes::new()), 0).await else {
+        let Collected::Complete { data, trailers } = collect(Full::new(Bytes::new()), 0, PATIENCE).await
+        else {
             panic!("nothing fits any limit");
         };
         let body = StampedeBody::<Full<Bytes>>::buffered(data, trailers);

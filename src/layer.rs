@@ -75,6 +75,7 @@ pub(crate) struct Config {
     pub(crate) routes: Routes,
     pub(crate) route_keys: Routes<Arc<dyn MakeKey>>,
     pub(crate) max_body_bytes: usize,
+    pub(crate) max_body_wait: Duration,
     pub(crate) store_timeout: Duration,
     pub(crate) lock_ttl: Duration,
     pub(crate) lock_wait: Duration,
@@ -103,6 +104,7 @@ impl<St: Store> StampedeLayer<St> {
                 routes: Routes::default(),
                 route_keys: Routes::default(),
                 max_body_bytes: 8 * 1024 * 1024,
+                max_body_wait: Duration::from_secs(30),
                 store_timeout: Duration::from_millis(250),
                 lock_ttl: Duration::from_secs(10),
                 lock_wait: Duration::from_secs(30),
@@ -173,6 +175,17 @@ impl<St: Store> StampedeLayer<St> {
     /// Default: 8 MiB.
     pub fn max_body_bytes(mut self, limit: usize) -> Self {
         self.config().max_body_bytes = limit;
+        self
+    }
+
+    /// How long the layer waits for a response body to end before it gives
+    /// up sharing it: the leader's client then gets what arrived and the
+    /// rest as it streams, its waiters go to the origin themselves, and
+    /// nothing is stored. Keeps a stream (a log tail, server-sent events)
+    /// on a cached route from holding its client and its waiters. Default:
+    /// 30 s.
+    pub fn max_body_wait(mut self, wait: Duration) -> Self {
+        self.config().max_body_wait = wait;
         self
     }
 

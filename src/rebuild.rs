@@ -364,7 +364,7 @@ where
     let request_headers = request.headers().clone();
     let started = tokio::time::Instant::now();
     shared.state.counters.origin_calls.incr();
-    let limit = shared.config.max_body_bytes;
+    let (limit, patience) = (shared.config.max_body_bytes, shared.config.max_body_wait);
     let validated = request.headers().contains_key(header::IF_NONE_MATCH)
         || request.headers().contains_key(header::IF_MODIFIED_SINCE);
     let fetch = async {
@@ -377,7 +377,7 @@ where
         if let Err(reason) = cacheable::shareable(&parts.headers, &cc, authorized) {
             return Ok(Fetched::Private { parts, body, reason });
         }
-        Ok(match collect(body, limit).await {
+        Ok(match collect(body, limit, patience).await {
             Collected::Complete { data, trailers } => Fetched::Whole {
                 parts,
                 data,

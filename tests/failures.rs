@@ -412,3 +412,47 @@ async fn a_store_failure_elsewhere_does_not_keep_a_rebuild_from_writing_and_unlo
         "the rebuild lock was released, not left to expire"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_stream_reaches_its_client_after_max_body_wait_and_is_not_stored() {
+    use futures_util::StreamExt;
+    let calls = Calls::default();
+    let origin = origin(&calls, |_| {
+        let ticks =
+            futures_util::stream::iter([(0, "tick "), (60, "tock")]).then(|(wait, text)| async move {
+                tokio::time::sleep(Duration::from_secs(wait)).await;
+                Ok::<_, BoxError>(Frame::data(Bytes::from_static(text.as_bytes())))
+            });
+        Ok::<_, Infallible>(Response::new(StreamBody::new(Box::pin(ticks))))
+    });
+    let service = StampedeLayer::new(MemoryStore::new())
+        .max_body_wait(Duration::from_secs(1))
+        .layer(origin);
+
+    let start = tokio::time::Instant::now();
+    let response = tower::ServiceExt::oneshot(service.clone(), get_request("/feed"))
+        .await
+        .expect("infallible");
+    assert_eq!(
+        start.elapsed(),
+        DELAY + Duration::from_secs(1),
+        "headers after max_body_wait"
+    );
+    let status = response.headers()["cache-status"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(status.ends_with("detail=body-not-stored"), "{status}");
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .expect("whole")
+        .to_bytes();
+    assert_eq!(&body[..], b"tick tock");
+    assert_eq!(
+        start.elapsed(),
+        DELAY + Duration::from_secs(60),
+        "the rest streamed as it came"
+    );
+    try_send(service, get_request("/feed")).await.expect("infallible");
+    assert_eq!(calls.get(), 2, "nothing was stored");
+}
