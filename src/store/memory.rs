@@ -1,7 +1,7 @@
 //! The embedded store: one process, bounded by bytes, nothing to run.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     fmt,
     sync::{
         Arc, Mutex, MutexGuard, PoisonError,
@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use moka::{Expiry, notification::RemovalCause, sync::Cache};
+use moka::{Expiry, sync::Cache};
 use tokio::{sync::Notify, time::Instant};
 
 use super::{LockToken, Store, StoreError};
@@ -42,8 +42,9 @@ pub struct MemoryStore {
 struct Inner {
     cache: Cache<String, Slot>,
     locks: Mutex<HashMap<String, Lock>>,
-    /// Keys by tag, for purges; keys leave it when their entry does.
-    tags: Arc<Mutex<HashMap<String, HashSet<String>>>>,
+    /// Keys by tag, for purges, each with the entry it was indexed for, so
+    /// that only the leaving entry (not its replacement) un-tags its key.
+    tags: Arc<Mutex<TagIndex>>,
     next_token: AtomicU64,
     max_bytes: u64,
 }
@@ -91,7 +92,7 @@ impl MemoryStore {
     /// [`Entry::weight`]. When full, the least useful entries are evicted;
     /// an entry larger than the whole bound is not kept at all.
     pub fn with_max_bytes(max_bytes: u64) -> Self {
-        let tags: Arc<Mutex<HashMap<String, HashSet<String>>>> = Arc::default();
+        let tags: Arc<Mutex<TagIndex>> = Arc::default();
         let index = Arc::clone(&tags);
         let cache = Cache::builder()
             .max_capacity(max_bytes)
@@ -99,12 +100,8 @@ impl MemoryStore {
                 u32::try_from(key.len() + slot.entry.weight()).unwrap_or(u32::MAX)
             })
             .expire_after(KeepFor)
-            .eviction_listener(move |key: Arc<String>, slot: Slot, cause| {
-                // A replaced entry's key stays under the tags the new one
-                // re-adds; any other removal takes it out of the index.
-                if cause != RemovalCause::Replaced {
-                    untag(&index, &key, &slot.entry.tags);
-                }
+            .eviction_listener(move |key: Arc<String>, slot: Slot, _| {
+                untag(&index, &key, &slot.entry);
             })
             .build();
         Self {
@@ -159,11 +156,23 @@ impl MemoryStore {
     }
 }
 
-fn untag(index: &Mutex<HashMap<String, HashSet<String>>>, key: &str, tags: &[String]) {
+/// Tag, then key, then the entry the key was indexed for.
+type TagIndex = HashMap<String, HashMap<String, usize>>;
+
+/// Identifies an entry while it is alive.
+fn identity(entry: &Arc<Entry>) -> usize {
+    Arc::as_ptr(entry) as usize
+}
+
+/// Takes `key` out of `entry`'s tags, where it is still indexed for
+/// `entry` and not for a newer one.
+fn untag(index: &Mutex<TagIndex>, key: &str, entry: &Arc<Entry>) {
     let mut index = index.lock().unwrap_or_else(PoisonError::into_inner);
-    for tag in tags {
+    for tag in &entry.tags {
         if let Some(keys) = index.get_mut(tag) {
-            keys.remove(key);
+            if keys.get(key) == Some(&identity(entry)) {
+                keys.remove(key);
+            }
             if keys.is_empty() {
                 index.remove(tag);
             }
@@ -237,9 +246,14 @@ impl Store for MemoryStore {
             if fits && !keep_for.is_zero() {
                 let mut index = self.inner.tags.lock().unwrap_or_else(PoisonError::into_inner);
                 for tag in &entry.tags {
-                    index.entry(tag.clone()).or_default().insert(key.to_owned());
+                    index
+                        .entry(tag.clone())
+                        .or_default()
+                        .insert(key.to_owned(), identity(&entry));
                 }
                 drop(index);
+                // The entry replaced here un-tags the key for the tags it had
+                // alone, through the eviction listener.
                 self.inner.cache.insert(key.to_owned(), Slot { entry, keep_for });
             }
         }))
@@ -267,7 +281,7 @@ impl Store for MemoryStore {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(tag)
             .unwrap_or_default();
-        for key in &keys {
+        for key in keys.keys() {
             self.invalidate(key).await?;
         }
         Ok(keys.len() as u64)
@@ -461,6 +475,27 @@ mod tests {
         assert!(memory.get("c").await.expect("memory").is_some());
         assert_eq!(memory.invalidate_tag("posts").await.expect("memory"), 0);
         assert_eq!(memory.invalidate_tag("home").await.expect("memory"), 1);
+    }
+
+    #[tokio::test]
+    async fn a_replaced_entry_leaves_the_tags_it_had_alone() {
+        let memory = MemoryStore::new();
+        for tags in [&["posts", "home"][..], &["posts"][..]] {
+            let token = memory.try_lock("a", MINUTE).await.expect("memory").expect("free");
+            assert!(
+                memory
+                    .set("a", tagged(1, tags), &token, MINUTE)
+                    .await
+                    .expect("memory")
+            );
+        }
+        memory.inner.cache.run_pending_tasks();
+        assert_eq!(
+            memory.invalidate_tag("home").await.expect("memory"),
+            0,
+            "home was the old entry's"
+        );
+        assert_eq!(memory.invalidate_tag("posts").await.expect("memory"), 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -33,6 +33,22 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_millis(200);
 const FIRST_RECHECK: Duration = Duration::from_millis(50);
 const MAX_RECHECK: Duration = Duration::from_secs(1);
 
+/// Takes the lock `KEYS[1]` with the token `ARGV[1]` for `ARGV[2]` ms if it
+/// is free, or already holds that token (a retry whose first answer was
+/// lost must not find its own lock taken).
+static LOCK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local holder = redis.call('GET', KEYS[1])
+        if holder == false then
+            redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+            return 1
+        end
+        if holder == ARGV[1] then return 1 end
+        return 0",
+    )
+});
+
 /// Stores `ARGV[2]` at `KEYS[2]` for `ARGV[3]` ms, releases the lock
 /// `KEYS[1]` and publishes the key, only if the lock still holds the token
 /// `ARGV[1]`: a fenced write in one round trip.
@@ -105,7 +121,8 @@ static EXTEND: LazyLock<Script> = LazyLock::new(|| {
 ///   a value the store did not write is reported as a corrupt read (the
 ///   layer counts it and treats it as a miss) and replaced by the next
 ///   rebuild.
-/// - The rebuild lock is `SET NX PX` with a random token. The leader's write
+/// - The rebuild lock is a `SET PX` of a random token where the key is free
+///   (`SET NX`, in a script so that a retried call finds its own token). The leader's write
 ///   is one Lua script that checks the token, stores the entry, releases the
 ///   lock and publishes the key, in one round trip; a former holder whose
 ///   lock expired cannot overwrite a newer value.
@@ -394,14 +411,10 @@ impl Store for RedisStore {
     async fn try_lock(&self, key: &str, ttl: Duration) -> Result<Option<LockToken>, StoreError> {
         self.inner.wakeups.start();
         let token = LockToken::new(fastrand::u128(..));
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(self.lock_key(key))
-            .arg(token_arg(&token))
-            .arg("NX")
-            .arg("PX")
-            .arg(millis(ttl));
-        let taken: Option<String> = self.inner.conns.query(&cmd).await?;
-        Ok(taken.map(|_| token))
+        let mut lock = LOCK.key(self.lock_key(key));
+        lock.arg(token_arg(&token)).arg(millis(ttl));
+        let taken = self.inner.conns.invoke::<i64>(&lock).await? == 1;
+        Ok(taken.then_some(token))
     }
 
     async fn extend_lock(&self, key: &str, token: &LockToken, ttl: Duration) -> Result<bool, StoreError> {
