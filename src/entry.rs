@@ -107,7 +107,10 @@ impl Entry {
     }
 
     /// Builds an entry and derives what is derived from its headers.
-    #[allow(clippy::too_many_arguments)]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "every field of the stored response; one caller, in the crate"
+    )]
     pub(crate) fn new(
         status: StatusCode,
         headers: HeaderMap,
