@@ -109,7 +109,7 @@ impl Entry {
     /// Builds an entry and derives what is derived from its headers.
     #[allow(
         clippy::too_many_arguments,
-        reason = "every field of the stored response; one caller, in the crate"
+        reason = "every field of the stored response; crate-internal"
     )]
     pub(crate) fn new(
         status: StatusCode,
