@@ -424,11 +424,13 @@ async fn personal_collapsed(run: &Run, rule: Rule, n: usize) {
     );
 }
 
-fn assert_auth(run: &Run, reply: &Reply, expected: &str) {
+/// The reply echoes `expected` as the client's `field`: it was made for
+/// this client.
+fn assert_echo(run: &Run, reply: &Reply, field: &str, expected: &str) {
     assert_eq!(
-        echoed(run, reply, "auth"),
+        echoed(run, reply, field),
         expected,
-        "{}: the client with auth={expected} was served {:?}",
+        "{}: the client with {field}={expected} was served {:?}",
         run.label,
         reply.text()
     );
@@ -443,9 +445,9 @@ async fn authorization_direct(run: &Run) {
     let alice = run.send(with_auth(&first, "alice")).await;
     let bob = run.send(with_auth(&first, "bob")).await;
     let anonymous = run.send(get_with(&first, &[])).await;
-    assert_auth(run, &alice, "Bearer alice");
-    assert_auth(run, &bob, "Bearer bob");
-    assert_auth(run, &anonymous, "none");
+    assert_echo(run, &alice, "auth", "Bearer alice");
+    assert_echo(run, &bob, "auth", "Bearer bob");
+    assert_echo(run, &anonymous, "auth", "none");
     assert_eq!(run.calls.get(), 3, "{label}: an authorized response was stored");
 
     // Anonymous first: what it stores is there to be (wrongly) served.
@@ -458,8 +460,8 @@ async fn authorization_direct(run: &Run) {
     );
     let carol = run.send(with_auth(&second, "carol")).await;
     let dave = run.send(with_auth(&second, "dave")).await;
-    assert_auth(run, &carol, "Bearer carol");
-    assert_auth(run, &dave, "Bearer dave");
+    assert_echo(run, &carol, "auth", "Bearer carol");
+    assert_echo(run, &dave, "auth", "Bearer dave");
     let anonymous = run.send(get_with(&second, &[])).await;
     assert_eq!(
         anonymous.body, stored.body,
@@ -475,7 +477,7 @@ async fn authorization_collapsed(run: &Run, n: usize) {
         .collapsed(n, |i| with_auth(&run.uri, &format!("user-{i}")))
         .await;
     for (i, reply) in replies.iter().enumerate() {
-        assert_auth(run, reply, &format!("Bearer user-{i}"));
+        assert_echo(run, reply, "auth", &format!("Bearer user-{i}"));
     }
     assert_all_distinct(run, &replies);
     for (i, reply) in replies.iter().enumerate() {
@@ -502,7 +504,7 @@ async fn authorization_collapsed(run: &Run, n: usize) {
         } else {
             format!("Bearer user-{i}")
         };
-        assert_auth(run, reply, &expected);
+        assert_echo(run, reply, "auth", &expected);
     }
     let authorized: Vec<_> = replies.iter().skip(1).step_by(2).cloned().collect();
     assert_all_distinct(run, &authorized);
@@ -514,21 +516,11 @@ async fn authorization_collapsed(run: &Run, n: usize) {
     );
 }
 
-fn assert_language(run: &Run, reply: &Reply, language: &str) {
-    assert_eq!(
-        echoed(run, reply, "lang"),
-        language,
-        "{}: the {language} client was served {:?}",
-        run.label,
-        reply.text()
-    );
-}
-
 /// A stored variant is served to its own language only.
 async fn language_direct(run: &Run) {
     let label = &run.label;
     let english = run.send(with_language(&run.uri, "en")).await;
-    assert_language(run, &english, "en");
+    assert_echo(run, &english, "lang", "en");
     assert!(
         english.cache_status().contains("stored"),
         "{label}: {}",
@@ -547,10 +539,10 @@ async fn language_direct(run: &Run) {
 
     for language in ["fr", "de", "en", "ja", "fr"] {
         let reply = run.send(with_language(&run.uri, language)).await;
-        assert_language(run, &reply, language);
+        assert_echo(run, &reply, "lang", language);
     }
     let unspecified = run.send(get_with(&run.uri, &[])).await;
-    assert_language(run, &unspecified, "none");
+    assert_echo(run, &unspecified, "lang", "none");
 }
 
 /// Concurrent clients of five languages: each gets its own variant, and so
@@ -561,7 +553,7 @@ async fn language_collapsed(run: &Run, n: usize) {
     let replies = run.collapsed(n, |i| with_language(&run.uri, language(i))).await;
     let mut language_of_body = HashMap::new();
     for (i, reply) in replies.iter().enumerate() {
-        assert_language(run, reply, language(i));
+        assert_echo(run, reply, "lang", language(i));
         let first = language_of_body.entry(reply.body.clone()).or_insert(language(i));
         assert_eq!(*first, language(i), "{label}: one body reached two languages");
     }
@@ -569,7 +561,7 @@ async fn language_collapsed(run: &Run, n: usize) {
 
     for language in LANGUAGES {
         let reply = run.send(with_language(&run.uri, language)).await;
-        assert_language(run, &reply, language);
+        assert_echo(run, &reply, "lang", language);
     }
 }
 
