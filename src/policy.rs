@@ -256,13 +256,15 @@ impl Policy {
     }
 
     /// What to do at `now` with an entry of lifetime `lifetime` whose last
-    /// rebuild took `recompute`. `random` is uniform in [0, 1).
+    /// rebuild took `recompute`. `random` draws uniformly in [0, 1), and is
+    /// called only by a decision that needs it (XFetch's, before expiry):
+    /// most hits draw nothing.
     pub(crate) fn decide(
         &self,
         lifetime: Lifetime,
         recompute: Duration,
         now: SystemTime,
-        random: f64,
+        random: impl FnOnce() -> f64,
     ) -> Decision {
         let left = lifetime.fresh_until.duration_since(now).unwrap_or_default();
         if left.is_zero() {
@@ -277,7 +279,7 @@ impl Policy {
             Kind::Bypass => Decision::Expired,
             Kind::XFetch { beta, .. } => {
                 // u in (0, 1], so ln(u) <= 0 and the gap is never negative.
-                let u = 1.0 - random.clamp(0.0, 1.0);
+                let u = 1.0 - random().clamp(0.0, 1.0);
                 let gap = recompute.as_secs_f64() * beta * -u.ln();
                 if gap >= left.as_secs_f64() {
                     Decision::RefreshEarly { ttl: left }
@@ -324,7 +326,7 @@ mod tests {
         let lifetime = policy.lifetime(T0, 0.5, &SILENT).expect("ttl stores");
         assert_eq!(lifetime.fresh_until, T0 + secs(60));
         assert_eq!(lifetime.stale_until, T0 + secs(60));
-        let decide = |at| policy.decide(lifetime, secs(1), at, 0.5);
+        let decide = |at| policy.decide(lifetime, secs(1), at, || 0.5);
         assert_eq!(decide(T0), Decision::Fresh { ttl: secs(60) });
         assert_eq!(decide(T0 + secs(59)), Decision::Fresh { ttl: secs(1) });
         assert_eq!(decide(T0 + secs(60)), Decision::Expired);
@@ -336,7 +338,7 @@ mod tests {
         let policy = Policy::ttl(secs(10));
         let lifetime = policy.lifetime(T0 + secs(5), 0.0, &SILENT).expect("ttl stores");
         assert_eq!(
-            policy.decide(lifetime, secs(0), T0, 0.0),
+            policy.decide(lifetime, secs(0), T0, || 0.0),
             Decision::Fresh { ttl: secs(15) }
         );
     }
@@ -349,7 +351,7 @@ mod tests {
         let lifetime = Policy::ttl(secs(60))
             .lifetime(T0, 0.0, &SILENT)
             .expect("ttl stores");
-        assert_eq!(policy.decide(lifetime, secs(0), T0, 0.0), Decision::Expired);
+        assert_eq!(policy.decide(lifetime, secs(0), T0, || 0.0), Decision::Expired);
     }
 
     #[test]
@@ -372,7 +374,7 @@ mod tests {
         let policy = Policy::stale_while_revalidate(secs(50), secs(120));
         let lifetime = policy.lifetime(T0, 0.0, &SILENT).expect("stores");
         assert_eq!(lifetime.stale_until, T0 + secs(120));
-        let decide = |at| policy.decide(lifetime, secs(1), at, 0.0);
+        let decide = |at| policy.decide(lifetime, secs(1), at, || 0.0);
         assert_eq!(decide(T0 + secs(49)), Decision::Fresh { ttl: secs(1) });
         assert_eq!(decide(T0 + secs(50)), Decision::Stale { late: Duration::ZERO });
         assert_eq!(decide(T0 + ms(119_999)), Decision::Stale { late: ms(69_999) });
@@ -384,7 +386,7 @@ mod tests {
         let policy = Policy::stale_while_revalidate(secs(50), secs(10));
         let lifetime = policy.lifetime(T0, 0.0, &SILENT).expect("stores");
         assert_eq!(
-            policy.decide(lifetime, secs(0), T0 + secs(50), 0.0),
+            policy.decide(lifetime, secs(0), T0 + secs(50), || 0.0),
             Decision::Expired
         );
     }
@@ -426,7 +428,7 @@ mod tests {
         let early = (0..n)
             .filter(|_| {
                 matches!(
-                    policy.decide(lifetime, delta, now, rng.f64()),
+                    policy.decide(lifetime, delta, now, || rng.f64()),
                     Decision::RefreshEarly { .. }
                 )
             })
@@ -469,7 +471,7 @@ mod tests {
         let policy = Policy::xfetch(secs(10));
         let lifetime = policy.lifetime(T0, 0.0, &SILENT).expect("stores");
         assert_eq!(
-            policy.decide(lifetime, secs(1), T0 + secs(10), 0.0),
+            policy.decide(lifetime, secs(1), T0 + secs(10), || 0.0),
             Decision::Expired
         );
     }
@@ -522,6 +524,28 @@ mod tests {
         // Without respect_origin, the origin has no say.
         let plain = Policy::ttl(secs(60)).lifetime(T0, 0.0, &origin(Some(5), None, None, true));
         assert_eq!(plain.map(|l| l.fresh_until), Some(T0 + secs(60)));
+    }
+
+    #[test]
+    fn only_xfetch_before_expiry_draws_a_random_number() {
+        let draws = std::cell::Cell::new(0);
+        let draw = || {
+            draws.set(draws.get() + 1);
+            0.5
+        };
+        for policy in [
+            Policy::ttl(secs(60)),
+            Policy::stale_while_revalidate(secs(60), secs(120)),
+        ] {
+            let lifetime = policy.lifetime(T0, 0.0, &SILENT).expect("stores");
+            policy.decide(lifetime, secs(1), T0, draw);
+            policy.decide(lifetime, secs(1), T0 + secs(90), draw);
+        }
+        assert_eq!(draws.get(), 0);
+        let xfetch = Policy::xfetch(secs(60));
+        let lifetime = xfetch.lifetime(T0, 0.0, &SILENT).expect("stores");
+        xfetch.decide(lifetime, secs(1), T0, draw);
+        assert_eq!(draws.get(), 1);
     }
 
     #[test]

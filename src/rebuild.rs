@@ -237,7 +237,7 @@ async fn written_meanwhile<St: Store>(
         return None;
     }
     let now = shared.now();
-    match policy.decide(entry.lifetime, entry.recompute, now, shared.random()) {
+    match policy.decide(entry.lifetime, entry.recompute, now, || shared.random()) {
         Decision::Fresh { ttl } | Decision::RefreshEarly { ttl } if fit(&entry, request) == Fit::Yes => {
             Some(Written { entry, ttl, now })
         }

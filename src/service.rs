@@ -354,7 +354,7 @@ where
         last_good = found.filter(|entry| fit(entry, request.headers()) == Fit::Yes);
     } else if let Some(entry) = found {
         let now = shared.now();
-        let decision = policy.decide(entry.lifetime, entry.recompute, now, shared.random());
+        let decision = policy.decide(entry.lifetime, entry.recompute, now, || shared.random());
         match (decision, fit(&entry, request.headers())) {
             (Decision::Expired, Fit::Yes) => last_good = Some(entry),
             (Decision::Expired, _) | (_, Fit::Vary) => {}
@@ -368,14 +368,14 @@ where
                 debug!(key, "hit");
                 return Ok(ask.shape(from_entry(&entry, CacheStatus::hit(ttl), Some(now))));
             }
-            (Decision::RefreshEarly { .. } | Decision::Stale { .. }, Fit::Yes) => {
+            (Decision::RefreshEarly { ttl: left } | Decision::Stale { late: left }, Fit::Yes) => {
                 // Served as it is; the request goes on to refresh it.
-                let status = if let Decision::Stale { late } = decision {
+                let status = if let Decision::Stale { .. } = decision {
                     counters.stale_hits.incr();
-                    CacheStatus::stale(late)
+                    CacheStatus::stale(left)
                 } else {
                     counters.hits.incr();
-                    CacheStatus::hit(ttl_left(entry.lifetime, now)).detail("early-refresh")
+                    CacheStatus::hit(left).detail("early-refresh")
                 };
                 let response = from_entry(&entry, status, Some(now));
                 let job = Job {
