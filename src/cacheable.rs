@@ -16,7 +16,6 @@ pub(crate) struct CacheControl {
     pub(crate) public: bool,
     pub(crate) s_maxage: bool,
     pub(crate) must_revalidate: bool,
-    pub(crate) max_age_zero: bool,
     pub(crate) max_age: Option<u64>,
     pub(crate) s_maxage_secs: Option<u64>,
     pub(crate) stale_while_revalidate: Option<u64>,
@@ -43,10 +42,7 @@ impl CacheControl {
                     .and_then(|v| v.trim().trim_matches('"').parse::<u64>().ok());
                 let lowered = name.to_ascii_lowercase();
                 match lowered.as_str() {
-                    "max-age" => {
-                        cc.max_age_zero |= seconds == Some(0);
-                        cc.max_age = cc.max_age.or(seconds);
-                    }
+                    "max-age" => cc.max_age = cc.max_age.or(seconds),
                     "s-maxage" => cc.s_maxage_secs = cc.s_maxage_secs.or(seconds),
                     "stale-while-revalidate" => {
                         cc.stale_while_revalidate = cc.stale_while_revalidate.or(seconds)
@@ -180,7 +176,7 @@ pub(crate) fn shareable(
 pub(crate) fn request_says_no_cache(headers: &HeaderMap) -> bool {
     if headers.contains_key(header::CACHE_CONTROL) {
         let cc = CacheControl::parse(headers);
-        return cc.no_cache || cc.max_age_zero;
+        return cc.no_cache || cc.max_age == Some(0);
     }
     headers.get_all(header::PRAGMA).iter().any(|v| {
         v.to_str()

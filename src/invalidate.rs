@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, header, request};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, header};
 use http_body::Body;
 use tower_service::Service;
 
 use crate::{
     body::StampedeBody,
-    service::{Shared, with_status},
+    service::{Shared, forwarded},
     status::{CacheStatus, Fwd},
     store::Store,
     vary::variant_tag,
@@ -45,17 +45,6 @@ pub(crate) struct Target {
 }
 
 impl<St: Store> Shared<St> {
-    /// The cache key of a `GET` for `parts`' target.
-    pub(crate) fn get_key(&self, parts: &mut request::Parts) -> Option<String> {
-        let method = std::mem::replace(&mut parts.method, Method::GET);
-        let key = match self.config.route_keys.get(parts.uri.path()) {
-            Some(key) => key.make_key(parts),
-            None => self.config.key.make_key(parts),
-        };
-        parts.method = method;
-        key
-    }
-
     /// The cache key of a `GET` for a `Location`-style `value`, if it names
     /// the same authority as `host` (a relative reference always does).
     fn location_key(&self, value: &HeaderValue, host: Option<&HeaderValue>) -> Option<String> {
@@ -126,8 +115,7 @@ where
         });
         let _ = invalidation.await;
     }
-    let cache_status = CacheStatus::forward(Fwd::Method).fwd_status(status);
-    Ok(with_status(response.map(StampedeBody::inner), &cache_status))
+    Ok(forwarded(response, CacheStatus::forward(Fwd::Method)))
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response, StatusCode, header, request};
+use http::{HeaderMap, Method, Request, Response, StatusCode, header, request};
 use http_body::Body;
 use tower::ServiceExt;
 use tower_service::Service;
@@ -249,6 +249,18 @@ impl<St: Store> Shared<St> {
         }
     }
 
+    /// The cache key of a `GET` for `parts`' target, by the route's key
+    /// function or the layer's.
+    pub(crate) fn get_key(&self, parts: &mut request::Parts) -> Option<String> {
+        let method = mem::replace(&mut parts.method, Method::GET);
+        let key = match self.config.route_keys.get(parts.uri.path()) {
+            Some(key) => key.make_key(parts),
+            None => self.config.key.make_key(parts),
+        };
+        parts.method = method;
+        key
+    }
+
     pub(crate) fn now(&self) -> SystemTime {
         self.config.clock.now()
     }
@@ -471,9 +483,14 @@ where
     B: Body,
 {
     shared.state.counters.origin_calls.incr();
-    let response = inner.oneshot(request).await?;
+    Ok(forwarded(inner.oneshot(request).await?, status))
+}
+
+/// The inner service's own response, with this layer's `Cache-Status`
+/// naming the status it forwarded.
+pub(crate) fn forwarded<B: Body>(response: Response<B>, status: CacheStatus) -> Response<StampedeBody<B>> {
     let status = status.fwd_status(response.status());
-    Ok(with_status(response.map(StampedeBody::inner), &status))
+    with_status(response.map(StampedeBody::inner), &status)
 }
 
 pub(crate) fn with_status<B: Body>(
