@@ -308,24 +308,9 @@ async fn key_parts_can_be_set_per_route() {
     assert_eq!(calls.get(), 4);
 }
 
-/// Answers in the language asked for, and says so with `Vary`.
-async fn localised(State(calls): State<Calls>, request: HeaderMap) -> impl IntoResponse {
-    let n = calls.record();
-    tokio::time::sleep(ORIGIN_DELAY).await;
-    let language = request
-        .get(header::ACCEPT_LANGUAGE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("none")
-        .to_owned();
-    (
-        [(header::VARY, "accept-language")],
-        format!("{language} by call {n}"),
-    )
-}
-
 fn localised_app(calls: &Calls, layer: StampedeLayer<MemoryStore>) -> Router {
     Router::new()
-        .route("/{*path}", get(localised))
+        .route("/{*path}", get(common::localised))
         .with_state(calls.clone())
         .layer(layer)
 }

@@ -493,22 +493,7 @@ async fn a_304_renews_the_entry_in_place_without_rewriting_the_body() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fresh_replica_learns_the_variants_from_anothers_entry() {
-    use axum::http::{HeaderMap, header};
-    async fn localised(
-        State(calls): State<Calls>,
-        request: HeaderMap,
-    ) -> ([(header::HeaderName, &'static str); 1], String) {
-        let n = calls.record();
-        let language = request
-            .get(header::ACCEPT_LANGUAGE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("none")
-            .to_owned();
-        (
-            [(header::VARY, "accept-language")],
-            format!("{language} by call {n}"),
-        )
-    }
+    use axum::http::header;
     let in_language = |language: &str| {
         http::Request::get("/home")
             .header(header::ACCEPT_LANGUAGE, language)
@@ -519,7 +504,7 @@ async fn a_fresh_replica_learns_the_variants_from_anothers_entry() {
     let calls = Calls::default();
     let app = |layer: &Replica| {
         Router::new()
-            .route("/{*path}", get(localised))
+            .route("/{*path}", get(common::localised))
             .with_state(calls.clone())
             .layer(layer.clone())
     };

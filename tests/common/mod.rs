@@ -53,6 +53,24 @@ async fn slow(State(calls): State<Calls>, uri: Uri) -> String {
     format!("{} answered by call {n}", uri.path())
 }
 
+/// The slow query in the language asked for, saying so with `Vary`.
+pub async fn localised(
+    State(calls): State<Calls>,
+    request: HeaderMap,
+) -> ([(axum::http::header::HeaderName, &'static str); 1], String) {
+    let n = calls.record();
+    tokio::time::sleep(ORIGIN_DELAY).await;
+    let language = request
+        .get(axum::http::header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none")
+        .to_owned();
+    (
+        [(axum::http::header::VARY, "accept-language")],
+        format!("{language} by call {n}"),
+    )
+}
+
 /// An axum app whose every path is the slow query.
 pub fn slow_app(calls: &Calls) -> Router {
     Router::new()
