@@ -20,6 +20,10 @@ pub(crate) struct Ask {
 
 impl Ask {
     pub(crate) fn of<B>(request: &Request<B>) -> Self {
+        // Conditions only apply to a GET or HEAD (RFC 9110 section 13.2.1).
+        if ![Method::GET, Method::HEAD].contains(request.method()) {
+            return Self::default();
+        }
         let headers = request.headers();
         let text = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
         Self {
@@ -122,10 +126,17 @@ pub(crate) fn origin_request<B>(mut request: Request<B>) -> Request<B> {
         header::IF_UNMODIFIED_SINCE,
         header::IF_RANGE,
         header::CONNECTION,
-        header::TE,
         header::UPGRADE,
     ] {
         headers.remove(name);
+    }
+    // `TE: trailers` stays true of this layer, which keeps trailers; gRPC
+    // servers look for it.
+    if headers
+        .get(header::TE)
+        .is_some_and(|te| !te.as_bytes().eq_ignore_ascii_case(b"trailers"))
+    {
+        headers.remove(header::TE);
     }
     request
 }

@@ -3,13 +3,16 @@
 use std::{fmt, sync::Arc, time::Duration};
 
 use http::HeaderName;
+use http_body::Body;
 use tokio::sync::Semaphore;
 use tower_layer::Layer;
 
 use crate::{
+    body::StampedeBody,
     clock::{Clock, SystemClock},
     key::{DefaultKey, MakeKey},
     policy::Policy,
+    read::{NoReplay, Replay},
     route::Routes,
     service::{Shared, Stampede, State},
     stats::Stats,
@@ -63,10 +66,11 @@ const DEFAULT_MAX_REFRESHES: usize = 64;
 /// In the route table an exact path beats any prefix and a longer prefix
 /// beats a shorter one; requests no route matches take
 /// [`policy`](Self::policy).
-pub struct StampedeLayer<St> {
+pub struct StampedeLayer<St, R = NoReplay> {
     store: St,
     config: Arc<Config>,
     state: Arc<State>,
+    replay: R,
 }
 
 #[derive(Clone)]
@@ -74,7 +78,10 @@ pub(crate) struct Config {
     pub(crate) policy: Policy,
     pub(crate) routes: Routes,
     pub(crate) route_keys: Routes<Arc<dyn MakeKey>>,
+    /// Paths whose `POST` requests are reads.
+    pub(crate) reads: Routes<()>,
     pub(crate) max_body_bytes: usize,
+    pub(crate) max_request_bytes: usize,
     pub(crate) max_body_wait: Duration,
     pub(crate) store_timeout: Duration,
     pub(crate) lock_ttl: Duration,
@@ -92,7 +99,7 @@ pub(crate) struct Config {
 
 impl<St: Store> StampedeLayer<St> {
     /// A layer over `store` with the defaults: [`Policy::ttl`] of 60 s for
-    /// every route, bodies stored up to 8 MiB, store calls bounded by 250 ms
+    /// every route, only `GET` and `HEAD` cached, bodies stored up to 8 MiB, store calls bounded by 250 ms
     /// and skipped for 1 s after one fails, rebuild locks of 10 s (extended
     /// while a rebuild runs) waited on for up to 30 s, up to 64 background
     /// refreshes at once, [`DefaultKey`] and the system clock.
@@ -103,7 +110,9 @@ impl<St: Store> StampedeLayer<St> {
                 policy: Policy::default(),
                 routes: Routes::default(),
                 route_keys: Routes::default(),
+                reads: Routes::default(),
                 max_body_bytes: 8 * 1024 * 1024,
+                max_request_bytes: 64 * 1024,
                 max_body_wait: Duration::from_secs(30),
                 store_timeout: Duration::from_millis(250),
                 lock_ttl: Duration::from_secs(10),
@@ -118,9 +127,12 @@ impl<St: Store> StampedeLayer<St> {
                 refreshes: Arc::new(Semaphore::new(DEFAULT_MAX_REFRESHES)),
             }),
             state: Arc::new(State::new()),
+            replay: NoReplay,
         }
     }
+}
 
+impl<St: Store, R> StampedeLayer<St, R> {
     fn config(&mut self) -> &mut Config {
         Arc::make_mut(&mut self.config)
     }
@@ -176,6 +188,45 @@ impl<St: Store> StampedeLayer<St> {
     pub fn max_body_bytes(mut self, limit: usize) -> Self {
         self.config().max_body_bytes = limit;
         self
+    }
+
+    /// The largest request body a layer that reads them
+    /// ([`cache_posts`](StampedeLayer::cache_posts)) buffers to key the
+    /// request by. A larger body streams to the inner service as it
+    /// comes, and the request is not cached. Default: 64 KiB.
+    pub fn max_request_bytes(mut self, limit: usize) -> Self {
+        self.config().max_request_bytes = limit;
+        self
+    }
+
+    /// Lets the layer read request bodies, so that `POST` requests can be
+    /// cached as reads ([`cache_posts`](StampedeLayer::cache_posts)):
+    /// `replay` turns a body as the layer read it (a [`StampedeBody`] that
+    /// yields the client's frames unchanged) back into the inner service's
+    /// body type.
+    ///
+    /// For tonic, `tonic::body::Body::new`; for axum,
+    /// `axum::body::Body::new`.
+    ///
+    /// ```
+    /// use tower_stampede::{MemoryStore, StampedeLayer};
+    ///
+    /// let layer = StampedeLayer::new(MemoryStore::new())
+    ///     .replay_requests(axum::body::Body::new)
+    ///     .cache_posts("/graphql");
+    /// # let _ = layer;
+    /// ```
+    pub fn replay_requests<B, F>(self, replay: F) -> StampedeLayer<St, Replay<F, B>>
+    where
+        B: Body,
+        F: Fn(StampedeBody<B>) -> B + Send + Sync + 'static,
+    {
+        StampedeLayer {
+            store: self.store,
+            config: self.config,
+            state: self.state,
+            replay: Replay::new(replay),
+        }
     }
 
     /// How long the layer waits for a response body to end before it gives
@@ -330,8 +381,56 @@ impl<St: Store> StampedeLayer<St> {
     }
 }
 
-impl<S, St: Store> Layer<S> for StampedeLayer<St> {
-    type Service = Stampede<S, St>;
+impl<St: Store, F, B> StampedeLayer<St, Replay<F, B>> {
+    /// Caches `POST` requests to paths matching `pattern` as reads: a gRPC
+    /// unary method (`/pkg.Service/Method`), a GraphQL endpoint that
+    /// answers queries. Patterns and precedence as for
+    /// [`route`](StampedeLayer::route), whose policy they take.
+    ///
+    /// The body is read up to
+    /// [`max_request_bytes`](StampedeLayer::max_request_bytes) and handed
+    /// to the inner service unchanged; the key is the target's key (the
+    /// route's key function, with the metadata headers it names), the
+    /// request's `Content-Type`, `Content-Encoding`, `grpc-encoding` and
+    /// `grpc-accept-encoding`, and the SHA-256 of the body. A gRPC response
+    /// is stored only with `grpc-status: 0`, trailers included; other
+    /// statuses answer the requests collapsed onto their call and are not
+    /// stored. Since keys hold a digest, purge such entries by tag: a
+    /// service that sends `surrogate-key` metadata (the
+    /// [`tag_header`](StampedeLayer::tag_header)) tags them for
+    /// [`invalidate_tag`](StampedeLayer::invalidate_tag).
+    ///
+    /// Name unary methods only: a streaming method under a pattern would
+    /// have its request, and then its response, buffered whole. gRPC
+    /// requests to methods not named here pass through untouched, and
+    /// their `POST` invalidates nothing. Other `POST` requests keep
+    /// invalidating their target on success.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_stampede::{DefaultKey, MemoryStore, Policy, StampedeLayer};
+    ///
+    /// let layer = StampedeLayer::new(MemoryStore::new())
+    ///     // `tonic::body::Body::new` for tonic.
+    ///     .replay_requests(axum::body::Body::new)
+    ///     .route("/posts.Posts/Popular", Policy::ttl(Duration::from_secs(60)))
+    ///     .cache_posts("/posts.Posts/Popular")
+    ///     // A metadata header the answer depends on.
+    ///     .route_key("/posts.Posts/Popular", DefaultKey::new().with_header("x-tenant"));
+    /// # let _ = layer;
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// As [`route`](StampedeLayer::route), for an invalid pattern.
+    pub fn cache_posts(mut self, pattern: &str) -> Self {
+        self.config().reads.insert(pattern, ());
+        self
+    }
+}
+
+impl<S, St: Store, R: Clone> Layer<S> for StampedeLayer<St, R> {
+    type Service = Stampede<S, St, R>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Stampede::new(
@@ -341,27 +440,31 @@ impl<S, St: Store> Layer<S> for StampedeLayer<St> {
                 config: Arc::clone(&self.config),
                 state: Arc::clone(&self.state),
             }),
+            self.replay.clone(),
         )
     }
 }
 
-impl<St: Clone> Clone for StampedeLayer<St> {
+impl<St: Clone, R: Clone> Clone for StampedeLayer<St, R> {
     fn clone(&self) -> Self {
         Self {
             store: self.store.clone(),
             config: Arc::clone(&self.config),
             state: Arc::clone(&self.state),
+            replay: self.replay.clone(),
         }
     }
 }
 
-impl<St: fmt::Debug> fmt::Debug for StampedeLayer<St> {
+impl<St: fmt::Debug, R> fmt::Debug for StampedeLayer<St, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StampedeLayer")
             .field("store", &self.store)
             .field("policy", &self.config.policy)
             .field("routes", &self.config.routes)
+            .field("reads", &self.config.reads)
             .field("max_body_bytes", &self.config.max_body_bytes)
+            .field("max_request_bytes", &self.config.max_request_bytes)
             .field("store_timeout", &self.config.store_timeout)
             .field("lock_ttl", &self.config.lock_ttl)
             .field("lock_wait", &self.config.lock_wait)

@@ -68,8 +68,27 @@
 //! `Vary`s on ([`DefaultKey`]); [`StampedeLayer::key`] and
 //! [`StampedeLayer::route_key`] swap in your own.
 //!
-//! A successful `POST`, `PUT`, `PATCH` or `DELETE` invalidates what is stored
-//! for its target; [`StampedeLayer::invalidate`] and
+//! `POST` requests are cached only where a route opts in, as reads (gRPC
+//! unary methods, GraphQL queries): see [`StampedeLayer::cache_posts`]. Their
+//! key adds the SHA-256 of the body, which the layer reads (up to
+//! [`StampedeLayer::max_request_bytes`]) and hands back to the inner service
+//! unchanged. A gRPC response is stored only when its call succeeded
+//! (`grpc-status: 0`), with its trailers.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_stampede::{MemoryStore, Policy, StampedeLayer};
+//!
+//! // tonic: `Server::builder().layer(layer).add_service(...)`.
+//! let layer = StampedeLayer::new(MemoryStore::new())
+//!     .replay_requests(tonic::body::Body::new)
+//!     .route("/posts.Posts/Popular", Policy::ttl(Duration::from_secs(60)))
+//!     .cache_posts("/posts.Posts/Popular");
+//! # let _ = layer;
+//! ```
+//!
+//! Any other successful `POST`, `PUT`, `PATCH` or `DELETE` invalidates what
+//! is stored for its target (a gRPC call invalidates nothing); [`StampedeLayer::invalidate`] and
 //! [`StampedeLayer::invalidate_tag`] purge by key and by `Surrogate-Key` tag.
 //! The README's "Standards" section lists the RFC 9111 rules the layer
 //! follows and where it departs from them.
@@ -133,6 +152,15 @@
 //! 11. After a key's response turned out to be for one client only, its
 //!     requests go to the origin concurrently for
 //!     [`StampedeLayer::pass_for`], instead of queueing behind a leader.
+//! 12. A gRPC response is stored only if its call ended with `grpc-status: 0`;
+//!     its trailers are stored and replayed exactly. A failed call's status
+//!     answers the calls collapsed onto it and nothing else. Calls to
+//!     methods no [`StampedeLayer::cache_posts`] pattern names, streaming
+//!     ones included, pass through untouched, frame by frame.
+//! 13. A request body the layer reads reaches the inner service exactly as
+//!     the client sent it; one over [`StampedeLayer::max_request_bytes`], or
+//!     that does not end within [`StampedeLayer::max_body_wait`], streams on
+//!     as it comes and its request is not cached.
 #![forbid(unsafe_code)]
 // The library reports through `tracing`; examples and benches may print.
 #![warn(clippy::print_stdout, clippy::print_stderr)]
@@ -146,11 +174,13 @@ pub mod clock;
 mod entry;
 mod flight;
 mod future;
+mod grpc;
 mod invalidate;
 mod key;
 mod layer;
 mod pass;
 mod policy;
+mod read;
 mod rebuild;
 mod route;
 mod service;
@@ -165,6 +195,7 @@ pub use future::ResponseFuture;
 pub use key::{DefaultKey, MakeKey};
 pub use layer::StampedeLayer;
 pub use policy::Policy;
+pub use read::{NoReplay, Replay};
 pub use service::Stampede;
 pub use stats::Stats;
 #[cfg(feature = "redis")]

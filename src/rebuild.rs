@@ -21,9 +21,12 @@ use crate::{
     cacheable::{self, CacheControl, OriginFreshness, Private},
     entry::{Entry, strip_unstorable_headers},
     flight::{Join, Leader},
+    grpc,
     invalidate::tags,
     policy::{Decision, Lifetime, Policy},
-    service::{BODY_NOT_STORED, Fit, Outcome, Shared, fit, from_entry, ttl_left, with_status},
+    service::{
+        BODY_NOT_STORED, Fit, Origin, Outcome, SendBody, Shared, fit, from_entry, ttl_left, with_status,
+    },
     status::{CacheStatus, Fwd},
     store::{LockToken, Store},
     vary::variant_tag,
@@ -175,14 +178,10 @@ pub(crate) fn refresh<S, St, ReqBody, B>(
     job: Job,
     last_good: Arc<Entry>,
 ) where
-    S: Service<Request<ReqBody>, Response = Response<B>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
+    S: Origin<ReqBody, B>,
     St: Store,
     ReqBody: Send + 'static,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Send,
+    B: SendBody,
 {
     let counters = &shared.state.counters;
     let key = &job.key;
@@ -272,10 +271,14 @@ fn entry_tags<St>(shared: &Shared<St>, headers: &HeaderMap, variant_of: Option<&
 }
 
 /// Whether a rebuild failed in the sense of RFC 5861's `stale-if-error`,
-/// and with which status, if any.
+/// and with which status, if any: an error, a 5xx, or a gRPC call that
+/// failed on the server's side.
 fn failure<B: Body, E>(fetched: &Result<Fetched<B>, E>) -> Option<Option<StatusCode>> {
     match fetched {
         Err(_) => Some(None),
+        Ok(Fetched::Whole { parts, trailers, .. }) if grpc::failed(&parts.headers, trailers.as_ref()) => {
+            Some(Some(parts.status))
+        }
         Ok(fetched) => {
             let status = fetched.status();
             matches!(status.as_u16(), 500 | 502 | 503 | 504).then_some(Some(status))
@@ -498,7 +501,8 @@ where
     let vary_values = cacheable::vary_values(&vary, &request_headers);
     let lifetime = policy
         .lifetime(now, shared.random(), &origin)
-        .filter(|_| cacheable::status_is_storable(parts.status));
+        .filter(|_| cacheable::status_is_storable(parts.status))
+        .filter(|_| grpc::storable(&parts.headers, trailers.as_ref()));
     let tags = entry_tags(&shared, &parts.headers, variant_of.as_deref());
     let mut entry = Entry::new(
         parts.status,

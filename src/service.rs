@@ -24,10 +24,12 @@ use crate::{
     entry::Entry,
     flight::{Flights, Join},
     future::ResponseFuture,
+    grpc,
     invalidate::{Target, is_unsafe, write_through},
     layer::Config,
     pass::Passes,
     policy::{Decision, Lifetime, Policy},
+    read::{NoReplay, Reader, read_key},
     rebuild::{Job, STALE_IF_ERROR, lead, refresh},
     stats::{Counters, Stats},
     status::{CacheStatus, Fwd, set_age},
@@ -40,9 +42,16 @@ use crate::{
 ///
 /// It keeps the inner service's error type: the inner service's errors reach
 /// the client that caused them, and the cache itself never adds one.
-pub struct Stampede<S, St> {
+///
+/// With [`NoReplay`] (the default) it takes requests with any body; with a
+/// [`Replay`](crate::Replay) (from
+/// [`StampedeLayer::replay_requests`](crate::StampedeLayer::replay_requests)),
+/// whose `POST` requests it may read, the body must be an
+/// [`http_body::Body`].
+pub struct Stampede<S, St, R = NoReplay> {
     inner: S,
     shared: Arc<Shared<St>>,
+    replay: R,
 }
 
 /// What every service of one layer shares.
@@ -73,6 +82,33 @@ impl State {
     }
 }
 
+/// The inner services the cache flow calls, from tasks of their own.
+pub(crate) trait Origin<ReqBody, B>:
+    Service<Request<ReqBody>, Response = Response<B>, Future: Send + 'static, Error: Send + 'static>
+    + Send
+    + 'static
+{
+}
+
+impl<S, ReqBody, B> Origin<ReqBody, B> for S
+where
+    S: Service<Request<ReqBody>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+}
+
+/// The response bodies the cache flow moves between tasks.
+pub(crate) trait SendBody: Body<Data: Send, Error: Send> + Send + 'static {}
+
+impl<B> SendBody for B
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Send,
+{
+}
+
 /// What a flight's leader hands its waiters.
 #[derive(Clone)]
 pub(crate) enum Outcome {
@@ -100,6 +136,11 @@ enum Plan {
         variant_of: Option<String>,
         policy: Policy,
     },
+    /// A `POST` cached as a read: its key is `target`'s and its body's.
+    Read {
+        target: String,
+        policy: Policy,
+    },
 }
 
 /// Why a stored response may not answer a request.
@@ -122,9 +163,13 @@ pub(crate) fn fit(entry: &Entry, request: &HeaderMap) -> Fit {
     }
 }
 
-impl<S, St> Stampede<S, St> {
-    pub(crate) fn new(inner: S, shared: Arc<Shared<St>>) -> Self {
-        Self { inner, shared }
+impl<S, St, R> Stampede<S, St, R> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared<St>>, replay: R) -> Self {
+        Self {
+            inner,
+            shared,
+            replay,
+        }
     }
 
     /// The counters of the layer this service came from.
@@ -138,16 +183,17 @@ impl<S, St> Stampede<S, St> {
     }
 }
 
-impl<S: Clone, St> Clone for Stampede<S, St> {
+impl<S: Clone, St, R: Clone> Clone for Stampede<S, St, R> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
             shared: Arc::clone(&self.shared),
+            replay: self.replay.clone(),
         }
     }
 }
 
-impl<S: fmt::Debug, St: fmt::Debug> fmt::Debug for Stampede<S, St> {
+impl<S: fmt::Debug, St: fmt::Debug, R> fmt::Debug for Stampede<S, St, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Stampede")
             .field("inner", &self.inner)
@@ -156,12 +202,13 @@ impl<S: fmt::Debug, St: fmt::Debug> fmt::Debug for Stampede<S, St> {
     }
 }
 
-impl<S, St, ReqBody, ResBody> Service<Request<ReqBody>> for Stampede<S, St>
+impl<S, St, R, ReqBody, ResBody> Service<Request<ReqBody>> for Stampede<S, St, R>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
     St: Store,
+    R: Reader<ReqBody>,
     ReqBody: Send + 'static,
     ResBody: Body + Send + 'static,
     ResBody::Data: Send,
@@ -182,7 +229,7 @@ where
         let counters = &self.shared.state.counters;
         counters.requests.incr();
         let (mut parts, body) = request.into_parts();
-        let plan = self.shared.plan(&mut parts);
+        let plan = self.shared.plan(&mut parts, R::READS);
         let request = Request::from_parts(parts, body);
         match plan {
             Plan::Forward(fwd) => {
@@ -208,16 +255,41 @@ where
                 variant_of,
                 policy,
             ))),
+            Plan::Read { target, policy } => {
+                let (shared, replay) = (Arc::clone(&self.shared), self.replay.clone());
+                ResponseFuture::cached(Box::pin(respond_to_read(
+                    shared, replay, inner, request, target, policy,
+                )))
+            }
         }
     }
 }
 
 impl<St: Store> Shared<St> {
-    fn plan(&self, parts: &mut request::Parts) -> Plan {
+    fn plan(&self, parts: &mut request::Parts, reads: bool) -> Plan {
         let config = &self.config;
         let policy = config.routes.get(parts.uri.path()).unwrap_or(&config.policy);
         if policy.is_bypass() {
             return Plan::Forward(Fwd::Bypass);
+        }
+        if parts.method == Method::POST {
+            if reads && config.reads.get(parts.uri.path()).is_some() {
+                if cacheable::request_skips_cache(&parts.headers) {
+                    return Plan::Forward(Fwd::Request);
+                }
+                return match self.make_key(parts) {
+                    Some(target) => Plan::Read {
+                        target,
+                        policy: policy.clone(),
+                    },
+                    None => Plan::Forward(Fwd::Bypass),
+                };
+            }
+            if grpc::is_grpc(&parts.headers) {
+                // No gRPC response is stored under the key of a `GET`:
+                // there is nothing for a call to invalidate.
+                return Plan::Forward(Fwd::Method);
+            }
         }
         if is_unsafe(&parts.method) {
             return Plan::Write(Target {
@@ -233,19 +305,25 @@ impl<St: Store> Shared<St> {
         }
         // HEAD is answered from the GET response: one key for both.
         match self.get_key(parts) {
-            Some(primary) => match self.state.varies.key(&primary, &parts.headers) {
-                Some(variant) => Plan::Cache {
-                    key: variant,
-                    variant_of: Some(primary),
-                    policy: policy.clone(),
-                },
-                None => Plan::Cache {
-                    key: primary,
-                    variant_of: None,
-                    policy: policy.clone(),
-                },
-            },
+            Some(primary) => self.cache_plan(primary, &parts.headers, policy.clone()),
             None => Plan::Forward(Fwd::Bypass),
+        }
+    }
+
+    /// The plan for a key: its `Vary` variant for these request headers,
+    /// when its responses are known to vary.
+    fn cache_plan(&self, primary: String, headers: &HeaderMap, policy: Policy) -> Plan {
+        match self.state.varies.key(&primary, headers) {
+            Some(variant) => Plan::Cache {
+                key: variant,
+                variant_of: Some(primary),
+                policy,
+            },
+            None => Plan::Cache {
+                key: primary,
+                variant_of: None,
+                policy,
+            },
         }
     }
 
@@ -253,12 +331,18 @@ impl<St: Store> Shared<St> {
     /// function or the layer's.
     pub(crate) fn get_key(&self, parts: &mut request::Parts) -> Option<String> {
         let method = mem::replace(&mut parts.method, Method::GET);
-        let key = match self.config.route_keys.get(parts.uri.path()) {
-            Some(key) => key.make_key(parts),
-            None => self.config.key.make_key(parts),
-        };
+        let key = self.make_key(parts);
         parts.method = method;
         key
+    }
+
+    /// The key of `parts` as they are, by the route's key function or the
+    /// layer's.
+    fn make_key(&self, parts: &request::Parts) -> Option<String> {
+        match self.config.route_keys.get(parts.uri.path()) {
+            Some(key) => key.make_key(parts),
+            None => self.config.key.make_key(parts),
+        }
     }
 
     pub(crate) fn now(&self) -> SystemTime {
@@ -328,14 +412,10 @@ async fn respond<S, St, ReqBody, B>(
     policy: Policy,
 ) -> Result<Response<StampedeBody<B>>, S::Error>
 where
-    S: Service<Request<ReqBody>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
+    S: Origin<ReqBody, B> + Clone,
     St: Store,
     ReqBody: Send + 'static,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Send,
+    B: SendBody,
 {
     let counters = &shared.state.counters;
     let ask = Ask::of(&request);
@@ -467,6 +547,45 @@ where
                     forward(&shared, fallback, request, status).await
                 }
             }
+        }
+    }
+}
+
+/// The flow of a `POST` cached as a read: its body is read, for its digest
+/// to complete the key, and handed back unchanged; a body that cannot be
+/// read whole within the limits goes to the inner service as it comes.
+async fn respond_to_read<S, St, R, ReqBody, B>(
+    shared: Arc<Shared<St>>,
+    replay: R,
+    inner: S,
+    request: Request<ReqBody>,
+    target: String,
+    policy: Policy,
+) -> Result<Response<StampedeBody<B>>, S::Error>
+where
+    S: Origin<ReqBody, B> + Clone,
+    St: Store,
+    R: Reader<ReqBody>,
+    ReqBody: Send + 'static,
+    B: SendBody,
+{
+    let (parts, body) = request.into_parts();
+    let (limit, patience) = (shared.config.max_request_bytes, shared.config.max_body_wait);
+    let (body, whole) = replay.read(body, limit, patience).await;
+    let key = whole.and_then(|whole| read_key(target, &parts.headers, &whole));
+    match key.map(|key| shared.cache_plan(key, &parts.headers, policy)) {
+        Some(Plan::Cache {
+            key,
+            variant_of,
+            policy,
+        }) => {
+            let request = Request::from_parts(parts, body);
+            respond(shared, inner, request, key, variant_of, policy).await
+        }
+        _ => {
+            shared.state.counters.bypassed.incr();
+            let status = CacheStatus::forward(Fwd::Request).detail("body-not-read");
+            forward(&shared, inner, Request::from_parts(parts, body), status).await
         }
     }
 }
