@@ -563,3 +563,21 @@ async fn a_renewed_entry_is_still_reached_by_its_tags() {
         "the purge reached the renewed entry"
     );
 }
+
+#[tokio::test]
+async fn connect_loads_the_scripts_before_the_first_stampede() {
+    let server = RedisServer::start();
+    let cached = || {
+        let info = server.cli(&["INFO", "memory"]);
+        info.lines()
+            .find_map(|line| line.strip_prefix("number_of_cached_scripts:"))
+            .expect("redis reports its cached scripts")
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(cached(), "0");
+    replicas(&server, 1).await;
+    // Lock, set, renew, unlock, invalidate, extend: none is loaded on the
+    // critical path of a rebuild.
+    assert_eq!(cached(), "6");
+}

@@ -272,14 +272,25 @@ impl RedisStore {
     }
 
     /// Opens the store's connections now rather than on first use: checks
-    /// that Redis answers, and waits (up to a second, or the store timeout
-    /// if longer) until the pub/sub connection is subscribed. Useful at
-    /// start-up to warm up, or to fail fast; never required, since the store
-    /// connects and reconnects by itself.
+    /// that Redis answers, loads the store's scripts, and waits (up to a
+    /// second, or the store timeout if longer) until the pub/sub connection
+    /// is subscribed. Useful at start-up to warm up, or to fail fast; never
+    /// required, since the store connects and reconnects by itself.
     pub async fn connect(&self) -> Result<(), StoreError> {
         let inner = &self.inner;
         inner.wakeups.start();
         inner.conns.query::<String>(&redis::cmd("PING")).await?;
+        // Else the first rebuild lock of a cold stampede pays for loading
+        // its script (a refused EVALSHA, then SCRIPT LOAD) on its way.
+        inner
+            .conns
+            .run(|mut conn| async move {
+                for script in [&LOCK, &SET, &RENEW, &UNLOCK, &INVALIDATE, &EXTEND] {
+                    script.load_async(&mut conn).await?;
+                }
+                Ok(())
+            })
+            .await?;
         if inner.wakeups.can_push() {
             let patience = inner.settings.timeout.max(Duration::from_secs(1));
             tokio::time::timeout(patience, inner.wakeups.subscribed())
