@@ -338,15 +338,20 @@ async fn replicas_share_one_call_through_redis() {
 
     let redis = RedisServer::start();
     let demo = Demo::new(DELAY);
-    let (store_a, store_b) = (
-        RedisStore::from_url(redis.url()).expect("valid url"),
-        RedisStore::from_url(redis.url()).expect("valid url"),
-    );
+    // A healthy store, even on a busy machine: a timed-out store call would
+    // rightly leave each replica to coalesce on its own.
+    let patience = Duration::from_secs(2);
+    let store = || {
+        RedisStore::from_url(redis.url())
+            .expect("valid url")
+            .timeout(patience)
+    };
+    let (store_a, store_b) = (store(), store());
     // Connected up front, so that no first call goes without the lock.
     store_a.connect().await.expect("redis is up");
     store_b.connect().await.expect("redis is up");
-    let a = client(serve(layer(store_a), &demo).await).await;
-    let b = client(serve(layer(store_b), &demo).await).await;
+    let a = client(serve(layer(store_a).store_timeout(patience), &demo).await).await;
+    let b = client(serve(layer(store_b).store_timeout(patience), &demo).await).await;
     let message = request("eu", 4);
     let (on_a, on_b) = tokio::join!(concurrently(&a, 50, &message), concurrently(&b, 50, &message));
     assert_eq!(demo.popular_calls(), 1, "one origin call across two replicas");

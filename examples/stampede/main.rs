@@ -17,7 +17,14 @@
 //!
 //! The last line is `origin calls: <with> of <N> requests (without the layer:
 //! <without>)`; the exit status is non-zero if the layer let more than one
-//! call through.
+//! call through. A store call that takes longer than `--store-timeout MS`
+//! (default: the layer's 250 and the Redis store's 200) counts as a store failure, after which each replica
+//! coalesces on its own: an unoptimised build serving 1000 connections on
+//! two cores can starve the store's replies that long, so CI's debug-build
+//! smoke run gives the store more time.
+//!
+//! `RUST_LOG=tower_stampede=debug` logs what the layer decides, store
+//! failures included.
 //!
 //! `--policy ttl|xfetch|swr|all` switches to steady load instead: `--rate R`
 //! requests a second (default 200) at the hot key for `--duration D` seconds
@@ -152,6 +159,9 @@ struct Args {
     requests: usize,
     redis: Option<String>,
     replicas: usize,
+    /// Both the layer's store timeout and the Redis command timeout; the
+    /// libraries' defaults when not given.
+    store_timeout: Option<Duration>,
     steady: Option<steady::Load>,
 }
 
@@ -160,6 +170,7 @@ const USAGE: &str = "usage: stampede [--requests N] [--redis URL] [--replicas R]
   --requests N   concurrent requests of the stampede (default 1000)
   --redis URL    use the Redis store at URL instead of the memory store
   --replicas R   serve the cached side from R layers, each with its own store handle (default 1)
+  --store-timeout MS  bound on each store call and Redis command (default: the layer's 250, the store's 200)
   --policy P     steady load instead of a stampede, under policy P (or all three)
   --rate R       steady load: requests per second (default 200)
   --duration D   steady load: seconds (default 10)
@@ -180,6 +191,7 @@ fn parse_args() -> Result<Args, String> {
         requests: 1000,
         redis: None,
         replicas: 1,
+        store_timeout: None,
         steady: None,
     };
     let mut load = steady::Load::default();
@@ -189,6 +201,10 @@ fn parse_args() -> Result<Args, String> {
             "--requests" => parsed.requests = positive("--requests", args.next())?,
             "--replicas" => parsed.replicas = positive("--replicas", args.next())?,
             "--redis" => parsed.redis = Some(args.next().ok_or("--redis needs a URL")?),
+            "--store-timeout" => {
+                let ms = positive("--store-timeout", args.next())?;
+                parsed.store_timeout = Some(Duration::from_millis(ms as u64));
+            }
             "--policy" => {
                 load.policies = steady::parse_policies(&args.next().ok_or("--policy needs a name")?)?;
                 steady = true;
@@ -223,14 +239,21 @@ async fn serve_replicas(
     for _ in 0..args.replicas {
         let handle = match &args.redis {
             Some(url) => {
-                let store = RedisStore::from_url(url)
+                let mut store = RedisStore::from_url(url)
                     .map_err(|e| format!("--redis {url}: {e}"))?
                     .prefix(prefix.clone());
+                if let Some(timeout) = args.store_timeout {
+                    store = store.timeout(timeout);
+                }
                 store
                     .connect()
                     .await
                     .map_err(|e| format!("cannot reach Redis at {url}: {e}"))?;
-                StampedeHandle::Redis(StampedeLayer::new(store).policy(policy.clone()))
+                let mut layer = StampedeLayer::new(store).policy(policy.clone());
+                if let Some(timeout) = args.store_timeout {
+                    layer = layer.store_timeout(timeout);
+                }
+                StampedeHandle::Redis(layer)
             }
             None => StampedeHandle::Memory(StampedeLayer::new(MemoryStore::new()).policy(policy.clone())),
         };
@@ -269,6 +292,11 @@ fn store_name(args: &Args) -> String {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // `RUST_LOG=tower_stampede=debug` shows the layer's decisions.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let args = match parse_args() {
         Ok(args) => args,
         Err(message) => {
