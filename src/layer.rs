@@ -47,7 +47,8 @@ const DEFAULT_MAX_REFRESHES: usize = 64;
 /// ```
 ///
 /// Or with axum's `route_layer`, one layer per route, all on one store (each
-/// layer has its own flight table and counters):
+/// layer has its own flight table and counters). `route_layer` wraps every
+/// route added before it, so each route goes on a router of its own:
 ///
 /// ```
 /// use std::time::Duration;
@@ -55,11 +56,13 @@ const DEFAULT_MAX_REFRESHES: usize = 64;
 /// use tower_stampede::{MemoryStore, Policy, StampedeLayer};
 ///
 /// let store = MemoryStore::new();
-/// let app: Router = Router::new()
+/// let popular = Router::new()
 ///     .route("/api/popular-posts", get(|| async { "[]" }))
-///     .route_layer(StampedeLayer::new(store.clone()).policy(Policy::xfetch(Duration::from_secs(60))))
+///     .route_layer(StampedeLayer::new(store.clone()).policy(Policy::xfetch(Duration::from_secs(60))));
+/// let prices = Router::new()
 ///     .route("/api/prices", get(|| async { "{}" }))
 ///     .route_layer(StampedeLayer::new(store).policy(Policy::ttl(Duration::from_secs(5))));
+/// let app: Router = popular.merge(prices);
 /// # let _ = app;
 /// ```
 ///

@@ -54,6 +54,10 @@
 //! - `redis` (default): `RedisStore`, on deadpool-redis.
 //! - `redis-cluster`: `RedisStore::cluster` for Redis Cluster.
 //! - `redis-tls`: `rediss://` URLs, through rustls.
+//! - `metrics`: the counters of [`Stats`] and a histogram of origin latency,
+//!   reported through the [`metrics`](https://docs.rs/metrics) facade to
+//!   whatever recorder the application installs (a Prometheus exporter, say);
+//!   see `describe_metrics` for the names.
 //!
 //! # What is cached
 //!
@@ -198,6 +202,8 @@ pub use policy::Policy;
 pub use read::{NoReplay, Replay};
 pub use service::Stampede;
 pub use stats::Stats;
+#[cfg(feature = "metrics")]
+pub use stats::describe_metrics;
 #[cfg(feature = "redis")]
 pub use store::RedisStore;
 pub use store::{LockToken, MemoryStore, Store, StoreError};

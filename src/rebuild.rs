@@ -27,6 +27,7 @@ use crate::{
     service::{
         BODY_NOT_STORED, Fit, Origin, Outcome, SendBody, Shared, fit, from_entry, ttl_left, with_status,
     },
+    stats,
     status::{CacheStatus, Fwd},
     store::{LockToken, Store},
     vary::variant_tag,
@@ -390,6 +391,7 @@ where
         })
     };
     let fetched = shared.keep_lock(&guard.key, guard.token.as_ref(), fetch).await;
+    stats::record_origin(started.elapsed());
 
     let now = shared.now();
     if let Some(last_good) = last_good

@@ -34,30 +34,90 @@ pub struct Stats {
     pub store_errors: u64,
 }
 
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) requests: Counter,
-    pub(crate) bypassed: Counter,
-    pub(crate) hits: Counter,
-    pub(crate) stale_hits: Counter,
-    pub(crate) misses: Counter,
-    pub(crate) coalesced: Counter,
-    pub(crate) origin_calls: Counter,
-    pub(crate) refreshes: Counter,
-    pub(crate) refreshes_dropped: Counter,
-    pub(crate) store_errors: Counter,
+/// The layer's counters, by field name and the name each is reported
+/// under through the `metrics` facade.
+macro_rules! counters {
+    ($($field:ident => $metric:literal: $help:literal,)*) => {
+        #[derive(Debug)]
+        pub(crate) struct Counters {
+            $(pub(crate) $field: Counter,)*
+        }
+
+        impl Default for Counters {
+            fn default() -> Self {
+                Self { $($field: Counter::named($metric),)* }
+            }
+        }
+
+        /// Describes the layer's metrics to the installed `metrics` recorder
+        /// (their help text and units, which a Prometheus exporter prints as
+        /// `# HELP`). Call it once, after installing the recorder; the
+        /// metrics are reported whether or not it is called.
+        ///
+        /// Counters (all layers of the process add to them):
+        $(#[doc = concat!("- `", $metric, "`: ", $help)])*
+        /// - `tower_stampede_origin_seconds` (histogram): how long the origin
+        ///   took to answer the calls the layer made to fill or refresh an
+        ///   entry, body included.
+        #[cfg(feature = "metrics")]
+        pub fn describe_metrics() {
+            $(metrics::describe_counter!($metric, metrics::Unit::Count, $help);)*
+            metrics::describe_histogram!(
+                ORIGIN_SECONDS,
+                metrics::Unit::Seconds,
+                "how long the origin took to answer the calls that fill or refresh an entry"
+            );
+        }
+    };
 }
 
-#[derive(Debug, Default)]
-pub(crate) struct Counter(AtomicU64);
+counters! {
+    requests => "tower_stampede_requests_total": "requests that reached the layer",
+    bypassed => "tower_stampede_bypassed_total": "requests sent straight to the inner service",
+    hits => "tower_stampede_hits_total": "requests answered from the store",
+    stale_hits => "tower_stampede_stale_hits_total": "requests answered from the store with a stale entry",
+    misses => "tower_stampede_misses_total": "cacheable requests that found nothing fresh in the store",
+    coalesced => "tower_stampede_coalesced_total": "misses that waited on another request's origin call",
+    origin_calls => "tower_stampede_origin_calls_total": "calls made to the inner service",
+    refreshes => "tower_stampede_refreshes_total": "background refreshes started",
+    refreshes_dropped => "tower_stampede_refreshes_dropped_total": "background refreshes not started: too many running",
+    store_errors => "tower_stampede_store_errors_total": "store calls that failed or timed out",
+}
+
+#[cfg(feature = "metrics")]
+const ORIGIN_SECONDS: &str = "tower_stampede_origin_seconds";
+
+/// Reports how long an origin call made to fill or refresh an entry took.
+pub(crate) fn record_origin(took: std::time::Duration) {
+    #[cfg(feature = "metrics")]
+    metrics::histogram!(ORIGIN_SECONDS).record(took.as_secs_f64());
+    #[cfg(not(feature = "metrics"))]
+    let _ = took;
+}
+
+#[derive(Debug)]
+pub(crate) struct Counter {
+    value: AtomicU64,
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    metric: &'static str,
+}
 
 impl Counter {
+    const fn named(metric: &'static str) -> Self {
+        Self {
+            value: AtomicU64::new(0),
+            metric,
+        }
+    }
+
     pub(crate) fn incr(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.value.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        metrics::counter!(self.metric).increment(1);
     }
 
     fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.value.load(Ordering::Relaxed)
     }
 }
 

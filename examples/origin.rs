@@ -1,0 +1,95 @@
+//! Run with: `cargo run --release --example origin -- --listen 127.0.0.1:8081`
+//!
+//! A slow origin that counts its calls, to put caches in front of: every path
+//! answers after `--delay-ms` (default 200) with 1 KiB of JSON and
+//! `Cache-Control: public, max-age=<--max-age>` (default 60), except
+//! `GET /calls`, which answers how many calls the other paths have had
+//! (and is never slow). The first line printed is `listening on http://ADDR`.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{
+    Router,
+    extract::State,
+    http::{Uri, header},
+    response::IntoResponse,
+    routing::get,
+};
+
+struct Origin {
+    calls: AtomicU64,
+    delay: Duration,
+    cache_control: String,
+}
+
+/// About 1 KiB of JSON naming the path and the call that made it.
+fn body(path: &str, call: u64) -> String {
+    let posts: Vec<String> = (0..12)
+        .map(|rank| {
+            format!(
+                r#"{{"id":{rank},"title":"popular post number {rank}","views":{}}}"#,
+                100_000 - rank
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"path":"{path}","call":{call},"posts":[{}]}}"#,
+        posts.join(",")
+    )
+}
+
+async fn slow(State(origin): State<Arc<Origin>>, uri: Uri) -> impl IntoResponse {
+    let call = origin.calls.fetch_add(1, Ordering::SeqCst) + 1;
+    tokio::time::sleep(origin.delay).await;
+    (
+        [
+            (header::CONTENT_TYPE, "application/json".to_owned()),
+            (header::CACHE_CONTROL, origin.cache_control.clone()),
+        ],
+        body(uri.path(), call),
+    )
+}
+
+async fn calls(State(origin): State<Arc<Origin>>) -> String {
+    origin.calls.load(Ordering::SeqCst).to_string()
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut listen = SocketAddr::from(([127, 0, 0, 1], 8081));
+    let (mut delay_ms, mut max_age) = (200u64, 60u64);
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args.next().ok_or(format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--listen" => listen = value.parse()?,
+            "--delay-ms" => delay_ms = value.parse()?,
+            "--max-age" => max_age = value.parse()?,
+            other => {
+                return Err(
+                    format!("unknown argument {other}: --listen ADDR --delay-ms N --max-age S").into(),
+                );
+            }
+        }
+    }
+    let origin = Arc::new(Origin {
+        calls: AtomicU64::new(0),
+        delay: Duration::from_millis(delay_ms),
+        cache_control: format!("public, max-age={max_age}"),
+    });
+    let app = Router::new()
+        .route("/calls", get(calls))
+        .fallback(slow)
+        .with_state(origin);
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    println!("listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app).await?;
+    Ok(())
+}

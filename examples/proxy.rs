@@ -1,0 +1,264 @@
+//! Run with: `cargo run --release --example proxy -- --upstream http://127.0.0.1:8081`
+//!
+//! A caching reverse proxy: the layer in front of a pooled keep-alive hyper
+//! client, so that a cache stampede on any URL of the upstream becomes one
+//! upstream request. It is what the benchmark puts beside nginx and Varnish,
+//! and a sidecar users can run as it is.
+//!
+//! ```text
+//! proxy --upstream URL [--listen ADDR] [--policy ttl:60s|xfetch:60s|swr:50s,120s] [--redis URL]
+//! ```
+//!
+//! - `--listen ADDR`: where to serve (default `127.0.0.1:8080`; port 0
+//!   picks one). The first line printed is `listening on http://ADDR`.
+//! - `--upstream URL`: the origin, `http://host:port` (TLS to the upstream is
+//!   left to a sidecar's own network).
+//! - `--policy`: `ttl:60s` (the default), `xfetch:60s`, or `swr:50s,120s`
+//!   (fresh 50 s, then stale while one refresh runs, gone at 120 s).
+//!   Durations take `ms`, `s` or `m`.
+//! - `--redis URL`: share the cache and the rebuild lock with every other
+//!   proxy on that Redis; without it, the memory store.
+//!
+//! Requests keep their method, path, query, headers (hop-by-hop ones
+//! dropped, `Host` kept: it is part of the cache key) and body. An upstream
+//! that cannot be reached answers `502`. `RUST_LOG=tower_stampede=debug`
+//! shows the layer's decisions.
+
+use std::{net::SocketAddr, time::Duration};
+
+use axum::{
+    Router,
+    body::Body,
+    http::{HeaderValue, Request, Response, StatusCode, Uri, header},
+};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use tower::Layer;
+use tower_stampede::{MemoryStore, Policy, RedisStore, StampedeLayer, Store};
+
+const USAGE: &str =
+    "usage: proxy --upstream URL [--listen ADDR] [--policy ttl:60s|xfetch:60s|swr:50s,120s] [--redis URL]";
+
+struct Args {
+    listen: SocketAddr,
+    upstream: Uri,
+    policy: Policy,
+    redis: Option<String>,
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration like 500ms, 60s or 2m");
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?);
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(number)),
+        "s" => Ok(Duration::from_secs(number)),
+        "m" => Ok(Duration::from_secs(number * 60)),
+        _ => Err(bad()),
+    }
+}
+
+/// `ttl:60s`, `xfetch:60s` or `swr:50s,120s`.
+fn policy(text: &str) -> Result<Policy, String> {
+    match text.split_once(':') {
+        Some(("ttl", ttl)) => Ok(Policy::ttl(duration(ttl)?)),
+        Some(("xfetch", ttl)) => Ok(Policy::xfetch(duration(ttl)?)),
+        Some(("swr", windows)) => {
+            let (fresh, gone) = windows
+                .split_once(',')
+                .ok_or("swr takes two durations: swr:FRESH,GONE")?;
+            Ok(Policy::stale_while_revalidate(duration(fresh)?, duration(gone)?))
+        }
+        _ => Err(format!(
+            "unknown policy {text:?}: ttl:60s, xfetch:60s or swr:50s,120s"
+        )),
+    }
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut listen = SocketAddr::from(([127, 0, 0, 1], 8080));
+    let (mut upstream, mut chosen, mut redis) = (None, Policy::ttl(Duration::from_secs(60)), None);
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or(format!("{flag} needs a value\n{USAGE}"));
+        match flag.as_str() {
+            "--listen" => listen = value()?.parse().map_err(|e| format!("--listen: {e}"))?,
+            "--upstream" => {
+                let uri: Uri = value()?.parse().map_err(|e| format!("--upstream: {e}"))?;
+                if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+                    return Err(format!("--upstream takes http://host:port, not {uri}"));
+                }
+                upstream = Some(uri);
+            }
+            "--policy" => chosen = policy(&value()?)?,
+            "--redis" => redis = Some(value()?),
+            "-h" | "--help" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    Ok(Args {
+        listen,
+        upstream: upstream.ok_or(format!("--upstream is required\n{USAGE}"))?,
+        policy: chosen,
+        redis,
+    })
+}
+
+/// Headers that belong to one connection (RFC 9110 section 7.6.1), not to
+/// the request a proxy forwards.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn strip_hop_by_hop(headers: &mut header::HeaderMap) {
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// The inner service: the request, sent on to `upstream` over pooled
+/// keep-alive connections.
+#[derive(Clone)]
+struct Upstream {
+    client: Client<HttpConnector, Body>,
+    base: Uri,
+}
+
+impl Upstream {
+    fn new(base: Uri) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(1024)
+            .build(connector);
+        Self { client, base }
+    }
+
+    async fn forward(self, mut request: Request<Body>) -> Response<Body> {
+        let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        let target = format!(
+            "{}://{}{path}",
+            self.base.scheme_str().unwrap_or("http"),
+            self.base.authority().map_or("", |a| a.as_str())
+        );
+        match target.parse() {
+            Ok(uri) => *request.uri_mut() = uri,
+            Err(_) => return status(StatusCode::BAD_REQUEST),
+        }
+        strip_hop_by_hop(request.headers_mut());
+        match self.client.request(request).await {
+            Ok(response) => {
+                let mut response = response.map(Body::new);
+                strip_hop_by_hop(response.headers_mut());
+                response
+            }
+            Err(error) => {
+                tracing::warn!(%error, "upstream unreachable");
+                status(StatusCode::BAD_GATEWAY)
+            }
+        }
+    }
+}
+
+fn status(code: StatusCode) -> Response<Body> {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = code;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    response
+}
+
+async fn run<St: Store>(layer: StampedeLayer<St>, args: Args) -> Result<(), String> {
+    let upstream = Upstream::new(args.upstream.clone());
+    let proxy = layer.layer(tower::service_fn(move |request: Request<Body>| {
+        let upstream = upstream.clone();
+        async move { Ok::<_, std::convert::Infallible>(upstream.forward(request).await) }
+    }));
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("listening on http://{addr}");
+    tracing::info!(upstream = %args.upstream, "proxying");
+    axum::serve(listener, Router::new().fallback_service(proxy))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let stats = layer.stats();
+    println!(
+        "requests {}, hits {}, stale hits {}, coalesced {}, upstream calls {}, store errors {}",
+        stats.requests, stats.hits, stats.stale_hits, stats.coalesced, stats.origin_calls, stats.store_errors
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let result = match parse_args() {
+        Ok(args) => match &args.redis {
+            Some(url) => match RedisStore::from_url(url) {
+                Ok(store) => match store.connect().await {
+                    Ok(()) => run(StampedeLayer::new(store).policy(args.policy.clone()), args).await,
+                    Err(e) => Err(format!("cannot reach Redis at {url}: {e}")),
+                },
+                Err(e) => Err(format!("--redis {url}: {e}")),
+            },
+            None => {
+                run(
+                    StampedeLayer::new(MemoryStore::new()).policy(args.policy.clone()),
+                    args,
+                )
+                .await
+            }
+        },
+        Err(message) => Err(message),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("{message}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_policies_parse() {
+        assert_eq!(duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(duration("60").is_err());
+        assert!(duration("s").is_err());
+        assert_eq!(policy("ttl:60s"), Ok(Policy::ttl(Duration::from_secs(60))));
+        assert_eq!(
+            policy("swr:50s,120s"),
+            Ok(Policy::stale_while_revalidate(
+                Duration::from_secs(50),
+                Duration::from_secs(120)
+            ))
+        );
+        assert!(policy("swr:50s").is_err());
+        assert!(policy("lru:1s").is_err());
+    }
+}
