@@ -124,7 +124,9 @@ impl MakeKey for DefaultKey {
         key.push_str(method);
         key.push(' ');
         if !self.without_authority {
-            key.extend(authority.chars().map(|c| c.to_ascii_lowercase()));
+            let start = key.len();
+            key.push_str(authority);
+            key[start..].make_ascii_lowercase();
         }
         key.push_str(path);
         for name in FORWARDED_HOSTS.iter().chain(&self.headers) {

@@ -1,6 +1,6 @@
 //! The `Cache-Status` response header (RFC 9211) and `Age`.
 
-use std::{fmt::Write, time::Duration};
+use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 
@@ -107,15 +107,22 @@ impl CacheStatus {
     }
 
     pub(crate) fn value(&self) -> HeaderValue {
-        let mut out = String::from("tower-stampede");
+        // Sized for the longest member, so that it is built without
+        // reallocating, and with integers written without `fmt`: this runs
+        // on every hit.
+        let mut out = String::with_capacity(96);
+        out.push_str("tower-stampede");
         match self.fwd {
             None => out.push_str("; hit"),
             Some(fwd) => {
-                let _ = write!(out, "; fwd={}", fwd.as_str());
+                out.push_str("; fwd=");
+                out.push_str(fwd.as_str());
             }
         }
+        let mut number = itoa::Buffer::new();
         if let Some(status) = self.fwd_status {
-            let _ = write!(out, "; fwd-status={}", status.as_u16());
+            out.push_str("; fwd-status=");
+            out.push_str(status.as_str());
         }
         if self.stored {
             out.push_str("; stored");
@@ -124,10 +131,12 @@ impl CacheStatus {
             out.push_str("; collapsed");
         }
         if let Some(ttl) = self.ttl {
-            let _ = write!(out, "; ttl={ttl}");
+            out.push_str("; ttl=");
+            out.push_str(number.format(ttl));
         }
         if let Some(detail) = self.detail {
-            let _ = write!(out, "; detail={detail}");
+            out.push_str("; detail=");
+            out.push_str(detail);
         }
         HeaderValue::try_from(out).unwrap_or_else(|_| Fwd::Miss.static_value())
     }
