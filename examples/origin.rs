@@ -3,16 +3,17 @@
 //! A slow origin that counts its calls, to put caches in front of: every path
 //! answers after `--delay-ms` (default 200) with 1 KiB of JSON and
 //! `Cache-Control: public, max-age=<--max-age>` (default 60), except
-//! `GET /calls`, which answers how many calls the other paths have had
-//! (and is never slow). The first line printed is `listening on http://ADDR`.
+//! `GET /calls`, which answers how many calls the other paths have had, and
+//! `GET /calls/log`, when each started (ms since the epoch) and its path,
+//! a line each (neither is slow). The first line printed is `listening on http://ADDR`.
 
 use std::{
     net::SocketAddr,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use axum::{
@@ -25,6 +26,7 @@ use axum::{
 
 struct Origin {
     calls: AtomicU64,
+    log: Mutex<Vec<(u64, String)>>,
     delay: Duration,
     cache_control: String,
 }
@@ -47,6 +49,12 @@ fn body(path: &str, call: u64) -> String {
 
 async fn slow(State(origin): State<Arc<Origin>>, uri: Uri) -> impl IntoResponse {
     let call = origin.calls.fetch_add(1, Ordering::SeqCst) + 1;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    if let Ok(mut log) = origin.log.lock() {
+        log.push((now, uri.path().to_owned()));
+    }
     tokio::time::sleep(origin.delay).await;
     (
         [
@@ -59,6 +67,11 @@ async fn slow(State(origin): State<Arc<Origin>>, uri: Uri) -> impl IntoResponse 
 
 async fn calls(State(origin): State<Arc<Origin>>) -> String {
     origin.calls.load(Ordering::SeqCst).to_string()
+}
+
+async fn calls_log(State(origin): State<Arc<Origin>>) -> String {
+    let log = origin.log.lock().map(|log| log.clone()).unwrap_or_default();
+    log.iter().map(|(ms, path)| format!("{ms} {path}\n")).collect()
 }
 
 #[tokio::main]
@@ -81,11 +94,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let origin = Arc::new(Origin {
         calls: AtomicU64::new(0),
+        log: Mutex::new(Vec::new()),
         delay: Duration::from_millis(delay_ms),
         cache_control: format!("public, max-age={max_age}"),
     });
     let app = Router::new()
         .route("/calls", get(calls))
+        .route("/calls/log", get(calls_log))
         .fallback(slow)
         .with_state(origin);
     let listener = tokio::net::TcpListener::bind(listen).await?;

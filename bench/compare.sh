@@ -1,0 +1,217 @@
+#!/usr/bin/env bash
+# Side by side, in one run: nginx (proxy_cache_lock), Varnish (grace) and
+# the `proxy` example (memory store, Redis store) in front of one slow
+# counting origin (200 ms, 1 KiB JSON, Cache-Control: public, max-age=60).
+#
+#   bench/compare.sh            # everything, about 5 minutes
+#   RATE_SECONDS=10 bench/compare.sh   # shorter fixed-rate runs
+#
+# (a) a cold-key stampede, 1000 requests released together: origin calls,
+#     p50 / p99 / max;
+# (b) hits: wrk, one thread, 50 connections, 10 s: req/s, p50 / p99;
+# (c) a fixed rate (200/s over 10 keys for 30 s) on entries that live 2 s,
+#     under each policy: origin calls per key per 2 s window, p99 inside
+#     expiry windows against outside, requests that waited on the origin;
+# (d) four proxy processes on one Redis under (a): origin calls.
+#
+# Installs nginx, Varnish, wrk and redis-server from Debian's packages when
+# they are missing. Prints one table and appends it to BENCHMARKS.md with
+# the date, the machine and the commit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RATE_SECONDS=${RATE_SECONDS:-30}
+missing=()
+for tool in nginx:nginx varnishd:varnish wrk:wrk redis-server:redis-server; do
+  command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool##*:}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+ulimit -n 20000
+cargo build --quiet --release --example origin --example proxy --example loadgen
+bin=target/release/examples
+
+dir=$(mktemp -d)
+chmod 755 "$dir"
+# Servers started in command substitutions are not this shell's jobs: each
+# one's pid goes in a file that the cleanup reads.
+cleanup() {
+  kill $(cat "$dir/pids" 2>/dev/null) 2>/dev/null || true
+  sleep 0.5
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+started() { echo "$1" >> "$dir/pids"; }
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+# Waits until something answers on 127.0.0.1:$1.
+wait_port() {
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return
+    sleep 0.1
+  done
+  echo "nothing listens on port $1" >&2
+  exit 1
+}
+# Starts an example server that prints "listening on URL"; prints URL.
+start_example() {
+  local log=$1
+  shift
+  "$@" > "$log" 2>&1 &
+  started $!
+  for _ in $(seq 100); do
+    if grep -q '^listening on ' "$log"; then
+      sed -n 's/^listening on //p' "$log" | head -1
+      return
+    fi
+    sleep 0.1
+  done
+  echo "no 'listening on' line from $*:" >&2
+  cat "$log" >&2
+  exit 1
+}
+result() { # the value of key $2 in loadgen's RESULT line in file $1
+  sed -n 's/^RESULT //p' "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"
+}
+
+start_nginx() { # $1 origin url, $2 port
+  local root="$dir/nginx-$2"
+  mkdir -p "$root/cache" "$root/tmp"
+  cat > "$root/nginx.conf" <<EOF
+user root;
+worker_processes auto;
+pid $root/nginx.pid;
+error_log $root/error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  client_body_temp_path $root/tmp/body;
+  proxy_temp_path $root/tmp/proxy;
+  fastcgi_temp_path $root/tmp/fastcgi;
+  uwsgi_temp_path $root/tmp/uwsgi;
+  scgi_temp_path $root/tmp/scgi;
+  proxy_cache_path $root/cache levels=1:2 keys_zone=stampede:10m max_size=100m inactive=10m use_temp_path=off;
+  upstream origin { server ${1#http://}; keepalive 256; }
+  server {
+    listen 127.0.0.1:$2 backlog=4096;
+    location / {
+      proxy_pass http://origin;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_cache stampede;
+      proxy_cache_lock on;
+      proxy_cache_lock_timeout 5s;
+      proxy_cache_use_stale updating;
+      proxy_cache_background_update on;
+      add_header X-Cache-Status \$upstream_cache_status;
+    }
+  }
+}
+EOF
+  nginx -p "$root" -c "$root/nginx.conf" -g 'daemon off;' &
+  started $!
+  wait_port "$2"
+}
+
+start_varnish() { # $1 origin url, $2 port
+  local root="$dir/varnish-$2" hostport=${1#http://}
+  mkdir -p "$root"
+  cat > "$root/default.vcl" <<EOF
+vcl 4.1;
+backend origin { .host = "${hostport%:*}"; .port = "${hostport##*:}"; }
+sub vcl_backend_response { set beresp.grace = 30s; }
+EOF
+  varnishd -F -j none -a "127.0.0.1:$2" -f "$root/default.vcl" -n "$root/work" -s malloc,256m \
+    -p listen_depth=4096 > "$root/varnish.log" 2>&1 &
+  started $!
+  wait_port "$2"
+}
+
+redis_port=$(free_port)
+redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no > "$dir/redis.log" 2>&1 &
+started $!
+wait_port "$redis_port"
+redis="redis://127.0.0.1:$redis_port"
+
+# One origin for (a), (b) and (d); one whose entries live 2 s for (c).
+origin=$(start_example "$dir/origin.log" "$bin/origin" --listen 127.0.0.1:0)
+origin_2s=$(start_example "$dir/origin-2s.log" "$bin/origin" --listen 127.0.0.1:0 --max-age 2)
+
+declare -A url url_2s
+nginx_port=$(free_port); start_nginx "$origin" "$nginx_port"; url[nginx]="http://127.0.0.1:$nginx_port"
+nginx_2s=$(free_port); start_nginx "$origin_2s" "$nginx_2s"; url_2s[nginx]="http://127.0.0.1:$nginx_2s"
+varnish_port=$(free_port); start_varnish "$origin" "$varnish_port"; url[varnish]="http://127.0.0.1:$varnish_port"
+varnish_2s=$(free_port); start_varnish "$origin_2s" "$varnish_2s"; url_2s[varnish]="http://127.0.0.1:$varnish_2s"
+url[memory]=$(start_example "$dir/proxy-memory.log" "$bin/proxy" --listen 127.0.0.1:0 --upstream "$origin")
+url[redis]=$(start_example "$dir/proxy-redis.log" "$bin/proxy" --listen 127.0.0.1:0 --upstream "$origin" --redis "$redis")
+url[none]=$origin
+systems=(none nginx varnish memory redis)
+declare -A name=([none]="no cache (origin direct)" [nginx]="nginx 1.22 proxy_cache_lock" [varnish]="Varnish 7.1 grace"
+  [memory]="tower-stampede proxy, memory" [redis]="tower-stampede proxy, Redis")
+
+rows=()
+row() { rows+=("| $* |"); echo "| $* |"; }
+
+echo "== (a) cold-key stampede, 1000 requests released together"
+for s in "${systems[@]}"; do
+  "$bin/loadgen" --url "${url[$s]}/a/cold-$s-$$" --requests 1000 --origin "$origin" > "$dir/a-$s.txt" || true
+  row "(a) stampede | ${name[$s]} | $(result "$dir/a-$s.txt" origin_calls) origin calls | p50 $(result "$dir/a-$s.txt" p50) / p99 $(result "$dir/a-$s.txt" p99) / max $(result "$dir/a-$s.txt" max) ms | failed $(result "$dir/a-$s.txt" failed)"
+done
+
+echo "== (b) hits: wrk -t1 -c50 -d10s"
+for s in nginx varnish memory redis; do
+  target="${url[$s]}/b/warm-$s"
+  curl -s -o /dev/null "$target"
+  curl -s -o /dev/null "$target"
+  wrk -t1 -c50 -d10s --latency "$target" > "$dir/b-$s.txt"
+  rps=$(awk '/Requests\/sec/ {print $2}' "$dir/b-$s.txt")
+  p50=$(awk '$1 == "50%" {print $2}' "$dir/b-$s.txt")
+  p99=$(awk '$1 == "99%" {print $2}' "$dir/b-$s.txt")
+  errors=$(grep -c "Non-2xx\|Socket errors" "$dir/b-$s.txt" || true)
+  row "(b) hits | ${name[$s]} | $rps req/s | p50 $p50 / p99 $p99 | error lines $errors"
+done
+
+echo "== (c) 200 requests/s over 10 keys for ${RATE_SECONDS} s, entries live 2 s"
+proxy_2s() { # $1 policy: a proxy in front of the 2 s origin
+  start_example "$dir/proxy-2s-$1.log" "$bin/proxy" --listen 127.0.0.1:0 --upstream "$origin_2s" --policy "$1"
+}
+declare -A rate_url=([nginx]="${url_2s[nginx]}" [varnish]="${url_2s[varnish]}")
+rate_url[ttl]=$(proxy_2s ttl:2s)
+rate_url[xfetch]=$(proxy_2s xfetch:2s)
+rate_url[swr]=$(proxy_2s swr:2s,30s)
+declare -A rate_name=([nginx]="nginx, use_stale updating + background_update" [varnish]="Varnish, grace 30 s"
+  [ttl]="tower-stampede ttl:2s" [xfetch]="tower-stampede xfetch:2s" [swr]="tower-stampede swr:2s,30s")
+for s in nginx varnish ttl xfetch swr; do
+  "$bin/loadgen" --url "${rate_url[$s]}/c/$s-$$" --rate 200 --duration "$RATE_SECONDS" --keys 10 --ttl 2 \
+    --origin "$origin_2s" > "$dir/c-$s.txt" || true
+  row "(c) rate | ${rate_name[$s]} | $(result "$dir/c-$s.txt" per_key_window) origin calls per key per window | p99 in expiry windows $(result "$dir/c-$s.txt" p99_inside) / outside $(result "$dir/c-$s.txt" p99_outside) ms | waited on origin $(result "$dir/c-$s.txt" waited), failed $(result "$dir/c-$s.txt" failed)"
+done
+
+echo "== (d) four proxies on one Redis, 1000 requests released together"
+replicas=()
+for i in 1 2 3 4; do
+  replicas+=(--url "$(start_example "$dir/replica-$i.log" "$bin/proxy" --listen 127.0.0.1:0 --upstream "$origin" --redis "$redis")/d/cold-$$")
+done
+# One service name for all four, as behind a load balancer: the host is
+# part of the cache key.
+"$bin/loadgen" "${replicas[@]}" --host posts.internal --requests 1000 --origin "$origin" > "$dir/d.txt" || true
+row "(d) 4 replicas | tower-stampede proxy x4, one Redis | $(result "$dir/d.txt" origin_calls) origin calls | p50 $(result "$dir/d.txt" p50) / p99 $(result "$dir/d.txt" p99) / max $(result "$dir/d.txt" max) ms | failed $(result "$dir/d.txt" failed)"
+
+cores=$(nproc)
+memory=$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
+commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src examples || echo "+changes")
+{
+  echo
+  echo "### bench/compare.sh, $(date -u +%Y-%m-%d), $cores cores, $memory, commit $commit"
+  echo
+  echo "Origin: 200 ms, 1 KiB JSON, \`Cache-Control: public, max-age=60\` (2 for (c)). Release builds, loopback."
+  echo
+  echo "| scenario | system | origin | latency | notes |"
+  echo "| --- | --- | --- | --- | --- |"
+  printf '%s\n' "${rows[@]}"
+} | tee -a BENCHMARKS.md
