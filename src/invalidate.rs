@@ -80,6 +80,7 @@ impl<St: Store> Shared<St> {
         let purge = self.store.invalidate_tag(&variants);
         self.store_call_always("invalidate variants", key, timeout, purge)
             .await;
+        self.state.forget_in_process(key).await;
     }
 }
 

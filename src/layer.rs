@@ -361,6 +361,7 @@ impl<St: Store, R> StampedeLayer<St, R> {
     pub async fn invalidate(&self, key: &str) -> Result<(), StoreError> {
         self.state.passes.remove(key);
         self.state.flights.detach(key);
+        self.state.forget_in_process(key).await;
         self.store.invalidate(key).await?;
         // And its `Vary` variants, each stored under a key of its own.
         self.store.invalidate_tag(&variant_tag(key)).await.map(drop)
@@ -370,6 +371,7 @@ impl<St: Store, R> StampedeLayer<St, R> {
     /// [`tag_header`](Self::tag_header) (`Surrogate-Key: posts post-42`), for
     /// every replica sharing the store, and returns how many keys it named.
     pub async fn invalidate_tag(&self, tag: &str) -> Result<u64, StoreError> {
+        let _ = self.state.fallback.invalidate_tag(tag).await;
         self.store.invalidate_tag(tag).await
     }
 

@@ -150,6 +150,10 @@
 //!    [`Stats::store_errors`]. For [`StampedeLayer::store_retry_after`] after
 //!    a failure the layer does not call the store at all, so a store that is
 //!    down costs each request at most one timeout; then it tries again.
+//!    Meanwhile each process keeps what it builds (in memory, up to 32 MiB)
+//!    and serves it as its policy says: an outage costs the origin one call
+//!    per key per entry's life in each process, not one per flight. Once the
+//!    store answers again, only the store is read.
 //! 10. An invalidation (by write, key or tag) that lands while the key is
 //!     being rebuilt keeps that rebuild's response out of the store; the
 //!     requests already waiting for it still get it.

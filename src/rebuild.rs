@@ -112,31 +112,41 @@ struct LockGuard<St: Store> {
     shared: Arc<Shared<St>>,
     key: String,
     token: Option<LockToken>,
+    /// The store could not be asked for the lock: what is built goes to
+    /// the in-process fallback instead.
+    unavailable: bool,
 }
 
 impl<St: Store> LockGuard<St> {
     /// Writes `entry` fenced by the lock, which also releases it.
     async fn store(mut self, entry: Arc<Entry>, keep_for: Duration, write: Write) -> bool {
         let Some(token) = self.token.take() else {
+            if self.unavailable {
+                self.shared.keep_in_process(&self.key, entry, keep_for).await;
+            }
             return false;
         };
         let shared = &self.shared;
         let timeout = shared.config.store_timeout;
         let stored = match write {
             Write::Whole => {
-                let set = shared.store.set(&self.key, entry, &token, keep_for);
+                let set = shared.store.set(&self.key, Arc::clone(&entry), &token, keep_for);
                 shared.store_call_always("set", &self.key, timeout, set).await
             }
             Write::Times => {
-                let renew = shared.store.renew(&self.key, entry, &token, keep_for);
+                let renew = shared
+                    .store
+                    .renew(&self.key, Arc::clone(&entry), &token, keep_for);
                 shared.store_call_always("renew", &self.key, timeout, renew).await
             }
         };
-        if stored == Some(false) {
-            debug!(
+        match stored {
+            Some(false) => debug!(
                 key = self.key,
                 "write refused: the rebuild lock had passed to another, or was voided"
-            );
+            ),
+            None => shared.keep_in_process(&self.key, entry, keep_for).await,
+            Some(true) => {}
         }
         stored == Some(true)
     }
@@ -312,10 +322,14 @@ where
     // holder keeps its lock, so the wait is bounded by `lock_wait`, after
     // which this leader goes to the origin without storing.
     let waiting_since = tokio::time::Instant::now();
+    let mut unavailable = false;
     let token = loop {
         match shared.try_lock(&key).await {
             Lock::Held(token) => break Some(token),
-            Lock::Unavailable => break None,
+            Lock::Unavailable => {
+                unavailable = true;
+                break None;
+            }
             Lock::Taken => {}
         }
         let left = shared.config.lock_wait.saturating_sub(waiting_since.elapsed());
@@ -335,6 +349,7 @@ where
         shared: Arc::clone(&shared),
         key,
         token,
+        unavailable,
     };
     // The lock may have come free because another layer just wrote: then
     // there is nothing to rebuild.

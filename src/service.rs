@@ -34,7 +34,7 @@ use crate::{
     rebuild::{Job, STALE_IF_ERROR, lead, refresh},
     stats::{Counters, Stats},
     status::{CacheStatus, Fwd, set_age},
-    store::{Store, StoreError},
+    store::{MemoryStore, Store, StoreError},
     vary::Varies,
 };
 
@@ -69,9 +69,19 @@ pub(crate) struct State {
     pub(crate) passes: Passes,
     pub(crate) varies: Varies,
     breaker: Breaker,
+    /// What this process built while the store failed, served until it
+    /// expires: without it, an outage would leave each process calling the
+    /// origin once per flight instead of once per entry's life.
+    pub(crate) fallback: MemoryStore,
 }
 
 impl State {
+    /// Drops what this process kept of `key` and its variants.
+    pub(crate) async fn forget_in_process(&self, key: &str) {
+        let _ = self.fallback.invalidate(key).await;
+        let _ = self.fallback.invalidate_tag(&crate::vary::variant_tag(key)).await;
+    }
+
     pub(crate) fn new() -> Self {
         Self {
             flights: Arc::new(Flights::new()),
@@ -79,6 +89,7 @@ impl State {
             passes: Passes::default(),
             varies: Varies::new(),
             breaker: Breaker::new(),
+            fallback: MemoryStore::with_max_bytes(FALLBACK_BYTES),
         }
     }
 }
@@ -109,6 +120,10 @@ where
     B::Error: Send,
 {
 }
+
+/// The bound of the in-process fallback: a stand-in for an outage, not a
+/// second cache.
+const FALLBACK_BYTES: u64 = 32 * 1024 * 1024;
 
 /// What a flight's leader hands its waiters.
 #[derive(Clone)]
@@ -398,11 +413,26 @@ impl<St: Store> Shared<St> {
         None
     }
 
+    /// The stored entry of `key`; while the store fails (or rests after a
+    /// failure), the one this process kept meanwhile, if any. Once the
+    /// store answers again, it alone is read: what replicas kept on their
+    /// own is not served past the outage.
     pub(crate) async fn get(&self, key: &str) -> Option<Arc<Entry>> {
         let timeout = self.config.store_timeout;
-        self.store_call("get", key, timeout, self.store.get(key))
-            .await
-            .flatten()
+        match self.store_call("get", key, timeout, self.store.get(key)).await {
+            Some(found) => found,
+            None => self.state.fallback.get(key).await.ok().flatten(),
+        }
+    }
+
+    /// Keeps `entry` in this process, for as long as it would have been
+    /// stored, when the store could not take it.
+    pub(crate) async fn keep_in_process(&self, key: &str, entry: Arc<Entry>, keep_for: Duration) {
+        let fallback = &self.state.fallback;
+        if let Ok(Some(token)) = fallback.try_lock(key, self.config.lock_ttl).await {
+            let _ = fallback.set(key, entry, &token, keep_for).await;
+            debug!(key, "store unavailable: kept in process");
+        }
     }
 
     /// A uniform draw in [0, 1) for the policies.

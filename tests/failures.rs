@@ -456,3 +456,43 @@ async fn a_slow_stream_reaches_its_client_after_max_body_wait_and_is_not_stored(
     try_send(service, get_request("/feed")).await.expect("infallible");
     assert_eq!(calls.get(), 2, "nothing was stored");
 }
+
+#[tokio::test(start_paused = true)]
+async fn while_the_store_fails_the_process_keeps_what_it_built() {
+    let calls = Calls::default();
+    let layer = StampedeLayer::new(BrokenStore { hangs: false })
+        .policy(Policy::ttl(Duration::from_secs(60)))
+        .clock(common::tokio_clock())
+        .store_timeout(Duration::from_millis(50))
+        .store_retry_after(Duration::from_secs(1));
+    let app = common::slow_app(&calls).layer(layer.clone());
+    let first = common::send(app.clone(), get_request("/api/popular-posts")).await;
+    assert_eq!(first.status, 200);
+
+    // Not one origin call per flight: one per entry's life, as with a store.
+    for wait in [Duration::ZERO, Duration::from_secs(2), Duration::from_secs(30)] {
+        tokio::time::advance(wait).await;
+        let hit = common::send(app.clone(), get_request("/api/popular-posts")).await;
+        assert!(hit.cache_status().contains("hit"), "{}", hit.cache_status());
+        assert_eq!(hit.body, first.body);
+    }
+    assert_eq!(calls.get(), 1);
+    assert!(
+        layer.stats().store_errors >= 2,
+        "the store was tried again, and failed"
+    );
+
+    // It lives as long as the policy says.
+    tokio::time::advance(Duration::from_secs(30)).await;
+    common::send(app.clone(), get_request("/api/popular-posts")).await;
+    assert_eq!(calls.get(), 2, "rebuilt once expired");
+
+    // And an invalidation reaches it, though the store cannot be reached.
+    let key = "GET /api/popular-posts";
+    assert!(
+        layer.invalidate(key).await.is_err(),
+        "the store's failure is reported"
+    );
+    common::send(app, get_request("/api/popular-posts")).await;
+    assert_eq!(calls.get(), 3, "rebuilt after the invalidation");
+}
