@@ -5,7 +5,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, Mutex, MutexGuard, PoisonError,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
 };
 
@@ -20,12 +20,15 @@ pub(crate) struct Flights<T> {
 struct Flight<T> {
     id: u64,
     rx: watch::Receiver<Option<T>>,
+    waiters: Arc<AtomicUsize>,
 }
 
 /// What a request becomes when it joins a key's flight.
 pub(crate) enum Join<T> {
     Leader(Leader<T>),
     Waiter(Waiter<T>),
+    /// The flight has as many waiters as it may.
+    Full,
 }
 
 /// The one request of a flight that does the work. Dropping it without
@@ -41,6 +44,14 @@ pub(crate) struct Leader<T> {
 /// A request that waits for a leader's value.
 pub(crate) struct Waiter<T> {
     rx: watch::Receiver<Option<T>>,
+    /// The flight's count of waiters, which this one leaves when dropped.
+    waiters: Arc<AtomicUsize>,
+}
+
+impl<T> Drop for Waiter<T> {
+    fn drop(&mut self) {
+        self.waiters.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl<T> Flights<T> {
@@ -66,18 +77,27 @@ impl<T> Flights<T> {
         self.map().remove(key);
     }
 
-    /// Joins the flight for `key`, starting one if there is none.
-    pub(crate) fn join(self: &Arc<Self>, key: &str) -> Join<T> {
+    /// Joins the flight for `key`, starting one if there is none; a flight
+    /// that already has `max_waiters` waiters takes no more.
+    pub(crate) fn join(self: &Arc<Self>, key: &str, max_waiters: usize) -> Join<T> {
         let mut map = self.map();
         if let Some(flight) = map.get(key) {
+            // Counted under the table's lock: two joins cannot both take
+            // the last place.
+            if flight.waiters.load(Ordering::Relaxed) >= max_waiters {
+                return Join::Full;
+            }
+            flight.waiters.fetch_add(1, Ordering::Relaxed);
             return Join::Waiter(Waiter {
                 rx: flight.rx.clone(),
+                waiters: Arc::clone(&flight.waiters),
             });
         }
         let (tx, rx) = watch::channel(None);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let key: Arc<str> = Arc::from(key);
-        map.insert(Arc::clone(&key), Flight { id, rx });
+        let waiters = Arc::new(AtomicUsize::new(0));
+        map.insert(Arc::clone(&key), Flight { id, rx, waiters });
         Join::Leader(Leader {
             flights: Arc::clone(self),
             key,
@@ -146,24 +166,24 @@ mod tests {
     fn leader(join: Join<u32>) -> Leader<u32> {
         match join {
             Join::Leader(l) => l,
-            Join::Waiter(_) => panic!("expected to lead"),
+            _ => panic!("expected to lead"),
         }
     }
 
     fn waiter(join: Join<u32>) -> Waiter<u32> {
         match join {
             Join::Waiter(w) => w,
-            Join::Leader(_) => panic!("expected to wait"),
+            _ => panic!("expected to wait"),
         }
     }
 
     #[tokio::test]
     async fn one_leader_per_key_and_every_waiter_gets_its_value() {
         let flights = Arc::new(Flights::new());
-        let lead = leader(flights.join("a"));
-        let other = leader(flights.join("b"));
+        let lead = leader(flights.join("a", usize::MAX));
+        let other = leader(flights.join("b", usize::MAX));
         let waiters: Vec<_> = (0..100)
-            .map(|_| tokio::spawn(waiter(flights.join("a")).wait()))
+            .map(|_| tokio::spawn(waiter(flights.join("a", usize::MAX)).wait()))
             .collect();
         assert_eq!(lead.waiters(), 100);
         lead.finish(7);
@@ -178,19 +198,19 @@ mod tests {
     #[tokio::test]
     async fn a_leader_dropped_without_a_value_frees_the_key_and_its_waiters() {
         let flights = Arc::new(Flights::new());
-        let lead = leader(flights.join("a"));
-        let w = tokio::spawn(waiter(flights.join("a")).wait());
+        let lead = leader(flights.join("a", usize::MAX));
+        let w = tokio::spawn(waiter(flights.join("a", usize::MAX)).wait());
         drop(lead);
         assert_eq!(w.await.expect("no panic"), None);
         assert_eq!(flights.len(), 0);
-        leader(flights.join("a")).finish(2);
+        leader(flights.join("a", usize::MAX)).finish(2);
     }
 
     #[tokio::test]
     async fn a_leader_that_panics_frees_the_key() {
         let flights = Arc::new(Flights::new());
-        let lead = leader(flights.join("a"));
-        let w = tokio::spawn(waiter(flights.join("a")).wait());
+        let lead = leader(flights.join("a", usize::MAX));
+        let w = tokio::spawn(waiter(flights.join("a", usize::MAX)).wait());
         let task = tokio::spawn(async move {
             let _lead = lead;
             panic!("origin blew up");
@@ -203,10 +223,10 @@ mod tests {
     #[tokio::test]
     async fn a_detached_flight_keeps_its_waiters_and_lets_newcomers_start_afresh() {
         let flights = Arc::new(Flights::new());
-        let old = leader(flights.join("a"));
-        let before = tokio::spawn(waiter(flights.join("a")).wait());
+        let old = leader(flights.join("a", usize::MAX));
+        let before = tokio::spawn(waiter(flights.join("a", usize::MAX)).wait());
         flights.detach("a");
-        let fresh = leader(flights.join("a"));
+        let fresh = leader(flights.join("a", usize::MAX));
         old.finish(1);
         assert_eq!(before.await.expect("no panic"), Some(1));
         assert_eq!(flights.len(), 1, "the old leader did not remove the new flight");
@@ -217,8 +237,23 @@ mod tests {
     #[tokio::test]
     async fn a_late_waiter_of_a_finished_flight_starts_a_new_one() {
         let flights = Arc::new(Flights::new());
-        leader(flights.join("a")).finish(1);
-        let second = leader(flights.join("a"));
+        leader(flights.join("a", usize::MAX)).finish(1);
+        let second = leader(flights.join("a", usize::MAX));
         assert_eq!(second.waiters(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_full_flight_takes_no_more_waiters_until_one_leaves() {
+        let flights = Arc::new(Flights::new());
+        let lead = leader(flights.join("a", 2));
+        let first = waiter(flights.join("a", 2));
+        let second = waiter(flights.join("a", 2));
+        assert!(matches!(flights.join("a", 2), Join::Full));
+        drop(first);
+        let third = waiter(flights.join("a", 2));
+        assert!(matches!(flights.join("a", 2), Join::Full));
+        assert!(matches!(flights.join("b", 2), Join::Leader(_)), "per key");
+        lead.finish(7);
+        assert_eq!((second.wait().await, third.wait().await), (Some(7), Some(7)));
     }
 }

@@ -93,6 +93,7 @@ pub(crate) struct Config {
     pub(crate) pass_for: Duration,
     pub(crate) tag_header: Option<HeaderName>,
     pub(crate) honor_no_cache: bool,
+    pub(crate) max_waiters: usize,
     pub(crate) key: Arc<dyn MakeKey>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) random: Arc<dyn Fn() -> f64 + Send + Sync>,
@@ -124,6 +125,7 @@ impl<St: Store> StampedeLayer<St> {
                 pass_for: Duration::from_secs(30),
                 tag_header: Some(HeaderName::from_static("surrogate-key")),
                 honor_no_cache: false,
+                max_waiters: usize::MAX,
                 key: Arc::new(DefaultKey::new()),
                 clock: Arc::new(SystemClock),
                 random: Arc::new(fastrand::f64),
@@ -302,6 +304,21 @@ impl<St: Store, R> StampedeLayer<St, R> {
     /// nginx's `proxy_cache_lock_timeout` does. Default: 30 s.
     pub fn lock_wait(mut self, wait: Duration) -> Self {
         self.config().lock_wait = wait;
+        self
+    }
+
+    /// How many requests may wait on one key's origin call in this layer.
+    /// The next one is turned away at once rather than queued: it gets the
+    /// expired entry the call is replacing, if the store still holds it (a
+    /// [`Policy::stale_if_error`] window keeps it), marked
+    /// `Cache-Status: ...; fwd=stale; detail=too-many-waiters`,
+    /// else `503 Service Unavailable` with `Retry-After: 1`
+    /// (`fwd=miss; detail=too-many-waiters`). Counted in
+    /// [`Stats::shed`](crate::Stats::shed). A bound on the memory and the
+    /// latency a single slow key can gather under overload; the origin
+    /// still sees one call. Default: no limit.
+    pub fn max_waiters(mut self, max: usize) -> Self {
+        self.config().max_waiters = max;
         self
     }
 

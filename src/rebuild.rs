@@ -203,7 +203,8 @@ pub(crate) fn refresh<S, St, ReqBody, B>(
         debug!(key, "too many refreshes running; this one is skipped");
         return;
     };
-    let Join::Leader(leader) = shared.state.flights.join(key) else {
+    // Nothing waits on a refresh: one under way is enough.
+    let Join::Leader(leader) = shared.state.flights.join(key, 0) else {
         return;
     };
     counters.refreshes.incr();

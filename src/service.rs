@@ -527,7 +527,20 @@ where
         let status = CacheStatus::forward(Fwd::Miss).detail("hit-for-pass");
         return forward(&shared, inner, request, status).await;
     }
-    match shared.state.flights.join(&key) {
+    match shared.state.flights.join(&key, shared.config.max_waiters) {
+        Join::Full => {
+            counters.shed.incr();
+            debug!(key, "max_waiters reached; turned away");
+            let now = shared.now();
+            Ok(match last_good {
+                Some(entry) => {
+                    let late = now.duration_since(entry.lifetime.fresh_until).unwrap_or_default();
+                    let status = CacheStatus::stale(late).detail(TOO_MANY_WAITERS);
+                    ask.shape(from_entry(&entry, status, Some(now)))
+                }
+                None => too_many_waiters(),
+            })
+        }
         Join::Leader(leader) => {
             debug!(key, "leading a flight");
             let task = tokio::spawn(lead(
@@ -688,6 +701,21 @@ pub(crate) fn from_entry<B: Body>(
             now.duration_since(entry.stored_at).unwrap_or_default(),
         );
     }
+    with_status(response, &status)
+}
+
+/// The detail of a request turned away by `max_waiters`.
+const TOO_MANY_WAITERS: &str = "too-many-waiters";
+
+/// What a request gets when its key's flight is full and nothing stored
+/// can stand in: come back in a second.
+fn too_many_waiters<B: Body>() -> Response<StampedeBody<B>> {
+    let mut response = Response::new(StampedeBody::buffered(Bytes::new(), None));
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+    let status = CacheStatus::forward(Fwd::Miss).detail(TOO_MANY_WAITERS);
     with_status(response, &status)
 }
 

@@ -32,6 +32,10 @@ pub struct Stats {
     pub refreshes_dropped: u64,
     /// Store calls that failed or timed out.
     pub store_errors: u64,
+    /// Requests turned away because their key's flight already had
+    /// [`StampedeLayer::max_waiters`](crate::StampedeLayer::max_waiters)
+    /// waiters (answered stale, or `503`).
+    pub shed: u64,
 }
 
 /// The layer's counters, by field name and the name each is reported
@@ -82,6 +86,7 @@ counters! {
     refreshes => "tower_stampede_refreshes_total": "background refreshes started",
     refreshes_dropped => "tower_stampede_refreshes_dropped_total": "background refreshes not started: too many running",
     store_errors => "tower_stampede_store_errors_total": "store calls that failed or timed out",
+    shed => "tower_stampede_shed_total": "requests turned away by max_waiters",
 }
 
 #[cfg(feature = "metrics")]
@@ -134,6 +139,7 @@ impl Counters {
             refreshes: self.refreshes.get(),
             refreshes_dropped: self.refreshes_dropped.get(),
             store_errors: self.store_errors.get(),
+            shed: self.shed.get(),
         }
     }
 }

@@ -496,3 +496,45 @@ async fn while_the_store_fails_the_process_keeps_what_it_built() {
     common::send(app, get_request("/api/popular-posts")).await;
     assert_eq!(calls.get(), 3, "rebuilt after the invalidation");
 }
+
+#[tokio::test(start_paused = true)]
+async fn max_waiters_turns_the_rest_away_with_the_stale_entry_or_503() {
+    let calls = Calls::default();
+    let layer = StampedeLayer::new(MemoryStore::new())
+        .policy(Policy::ttl(Duration::from_secs(60)).stale_if_error(Duration::from_secs(600)))
+        .clock(common::tokio_clock())
+        .max_waiters(10);
+    let app = common::slow_app(&calls).layer(layer.clone());
+    let turned_away = |replies: &[common::Reply]| {
+        replies
+            .iter()
+            .filter(|r| r.cache_status().contains("detail=too-many-waiters"))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+
+    // Cold: a leader, ten waiters, and 503s with Retry-After for the rest.
+    let cold = common::wave(&app, 50, |_| get_request("/api/popular-posts")).await;
+    assert_eq!(calls.get(), 1, "the origin still sees one call");
+    assert_eq!(cold.iter().filter(|r| r.status == 200).count(), 11);
+    let away = turned_away(&cold);
+    assert_eq!(away.len(), 39);
+    assert!(
+        away.iter()
+            .all(|r| r.status == 503 && r.header("retry-after") == Some("1"))
+    );
+    assert_eq!(layer.stats().shed, 39);
+
+    // Expired but still held (stale_if_error): the rest get it instead.
+    tokio::time::advance(Duration::from_secs(61)).await;
+    let warm = common::wave(&app, 50, |_| get_request("/api/popular-posts")).await;
+    assert_eq!(calls.get(), 2);
+    assert!(warm.iter().all(|r| r.status == 200));
+    let away = turned_away(&warm);
+    assert_eq!(away.len(), 39);
+    assert!(
+        away.iter()
+            .all(|r| r.body == cold[0].body && r.cache_status().contains("fwd=stale"))
+    );
+    assert_eq!(layer.stats().shed, 78);
+}

@@ -97,11 +97,14 @@ async fn four_replicas_of_250_requests_make_one_origin_call_woken_by_push() {
     assert_eq!(calls.get(), 1);
     assert_eq!(origin_calls(&replicas), 1);
     assert!(all_ok_and_equal(&replies));
-    // Waiters are answered when the value lands, not at a polling tick: a
-    // 200 ms poll would put p99 near 400 ms.
+    // Waiters are answered when the value lands, not at a re-check: polling
+    // with back-off looks at 0, 50 and 150 ms, sees the lock still held by
+    // the 200 ms origin call, and looks next at 350 ms. (How fast a push
+    // wakes is measured in the redis bench; this only tells the two apart,
+    // with room for a busy machine.)
     let p99 = p99(&replies);
     assert!(
-        p99 < common::ORIGIN_DELAY + Duration::from_millis(120),
+        p99 < common::ORIGIN_DELAY + Duration::from_millis(145),
         "p99 {p99:?}"
     );
     assert!(replicas.iter().all(|r| r.in_flight() == 0));
