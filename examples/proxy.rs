@@ -18,6 +18,8 @@
 //!   Durations take `ms`, `s` or `m`.
 //! - `--redis URL`: share the cache and the rebuild lock with every other
 //!   proxy on that Redis; without it, the memory store.
+//! - `--report-every 10s`: a line on stderr that often with resident
+//!   memory, live tasks, flights in progress and the counters (soak runs).
 //!
 //! Requests keep their method, path, query, headers (hop-by-hop ones
 //! dropped, `Host` kept: it is part of the cache key) and body. An upstream
@@ -46,6 +48,7 @@ struct Args {
     upstream: Uri,
     policy: Policy,
     redis: Option<String>,
+    report_every: Option<Duration>,
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
@@ -80,6 +83,7 @@ fn policy(text: &str) -> Result<Policy, String> {
 fn parse_args() -> Result<Args, String> {
     let mut listen = SocketAddr::from(([127, 0, 0, 1], 8080));
     let (mut upstream, mut chosen, mut redis) = (None, Policy::ttl(Duration::from_secs(60)), None);
+    let mut report_every = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value\n{USAGE}"));
@@ -94,6 +98,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--policy" => chosen = policy(&value()?)?,
             "--redis" => redis = Some(value()?),
+            "--report-every" => report_every = Some(duration(&value()?)?),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -103,6 +108,7 @@ fn parse_args() -> Result<Args, String> {
         upstream: upstream.ok_or(format!("--upstream is required\n{USAGE}"))?,
         policy: chosen,
         redis,
+        report_every,
     })
 }
 
@@ -191,6 +197,9 @@ async fn run<St: Store>(layer: StampedeLayer<St>, args: Args) -> Result<(), Stri
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     println!("listening on http://{addr}");
     tracing::info!(upstream = %args.upstream, "proxying");
+    if let Some(every) = args.report_every {
+        tokio::spawn(report(layer.clone(), every));
+    }
     axum::serve(listener, Router::new().fallback_service(proxy))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
@@ -203,6 +212,37 @@ async fn run<St: Store>(layer: StampedeLayer<St>, args: Args) -> Result<(), Stri
         stats.requests, stats.hits, stats.stale_hits, stats.coalesced, stats.origin_calls, stats.store_errors
     );
     Ok(())
+}
+
+/// Resident memory in KiB, from /proc (Linux).
+fn rss_kib() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4
+}
+
+/// A line on stderr every `every`: memory, tasks, flights and counters, for
+/// soak runs.
+async fn report<St: Store>(layer: StampedeLayer<St>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let stats = layer.stats();
+        eprintln!(
+            "report rss_kib={} tasks={} in_flight={} requests={} hits={} upstream_calls={} store_errors={}",
+            rss_kib(),
+            tokio::runtime::Handle::current().metrics().num_alive_tasks(),
+            layer.in_flight(),
+            stats.requests,
+            stats.hits,
+            stats.origin_calls,
+            stats.store_errors
+        );
+    }
 }
 
 #[tokio::main]
