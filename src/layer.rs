@@ -13,7 +13,7 @@ use crate::{
     key::{DefaultKey, MakeKey},
     policy::Policy,
     read::{NoReplay, Replay},
-    route::Routes,
+    route::{RouteError, Routes},
     service::{Shared, Stampede, State},
     stats::Stats,
     store::{Store, StoreError},
@@ -164,6 +164,22 @@ impl<St: Store, R> StampedeLayer<St, R> {
     pub fn route(mut self, pattern: &str, policy: Policy) -> Self {
         self.config().routes.insert(pattern, policy);
         self
+    }
+
+    /// As [`route`](Self::route), for patterns that come from outside the
+    /// code (a configuration file): an invalid pattern is an error naming
+    /// it and the rule it breaks, not a panic.
+    ///
+    /// ```
+    /// use tower_stampede::{MemoryStore, Policy, StampedeLayer};
+    ///
+    /// let layer = StampedeLayer::new(MemoryStore::new());
+    /// let error = layer.try_route("api/*", Policy::bypass()).expect_err("no leading slash");
+    /// assert_eq!(error.to_string(), "invalid route pattern \"api/*\": it must start with `/`");
+    /// ```
+    pub fn try_route(mut self, pattern: &str, policy: Policy) -> Result<Self, RouteError> {
+        self.config().routes.try_insert(pattern, policy)?;
+        Ok(self)
     }
 
     /// How requests whose path matches `pattern` map to cache keys, instead

@@ -204,6 +204,7 @@ pub use key::{DefaultKey, MakeKey};
 pub use layer::StampedeLayer;
 pub use policy::Policy;
 pub use read::{NoReplay, Replay};
+pub use route::RouteError;
 pub use service::Stampede;
 pub use stats::Stats;
 #[cfg(feature = "metrics")]

@@ -1,6 +1,6 @@
 //! The per-route policy table.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, fmt};
 
 use crate::policy::Policy;
 
@@ -40,10 +40,26 @@ fn parse(pattern: &str) -> Result<Pattern<'_>, &'static str> {
     }
 }
 
+/// A route pattern that breaks the rules of
+/// [`StampedeLayer::route`](crate::StampedeLayer::route): it names the
+/// pattern and the rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteError {
+    pattern: String,
+    rule: &'static str,
+}
+
+impl fmt::Display for RouteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid route pattern {:?}: {}", self.pattern, self.rule)
+    }
+}
+
+impl std::error::Error for RouteError {}
+
 impl<T> Routes<T> {
-    /// Adds a route; an invalid pattern is a programming error, reported
-    /// with the pattern and the rule it breaks.
-    pub(crate) fn insert(&mut self, pattern: &str, policy: T) {
+    /// Adds a route, or says why the pattern is invalid.
+    pub(crate) fn try_insert(&mut self, pattern: &str, policy: T) -> Result<(), RouteError> {
         match parse(pattern) {
             Ok(Pattern::Exact(path)) => {
                 self.exact.insert(path.to_owned(), policy);
@@ -54,7 +70,21 @@ impl<T> Routes<T> {
                 self.prefixes
                     .sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
             }
-            Err(rule) => panic!("invalid route pattern {pattern:?}: {rule}"),
+            Err(rule) => {
+                return Err(RouteError {
+                    pattern: pattern.to_owned(),
+                    rule,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds a route; an invalid pattern written in code is a programming
+    /// error, reported with the pattern and the rule it breaks.
+    pub(crate) fn insert(&mut self, pattern: &str, policy: T) {
+        if let Err(error) = self.try_insert(pattern, policy) {
+            panic!("{error}");
         }
     }
 
@@ -135,6 +165,17 @@ mod tests {
         assert!(parse("/a*/b").is_err());
         assert!(parse("/a/*/b/*").is_err());
         assert!(parse("/a*").is_err());
+    }
+
+    #[test]
+    fn an_invalid_pattern_is_an_error_naming_it_and_the_rule() {
+        let error = Routes::<Policy>::default()
+            .try_insert("api/*", ttl(1))
+            .expect_err("no leading slash");
+        assert_eq!(
+            error.to_string(),
+            "invalid route pattern \"api/*\": it must start with `/`"
+        );
     }
 
     #[test]
