@@ -69,8 +69,8 @@ done
 wait "$load" || true
 
 echo "faults: $faults"
-echo "the proxy each minute (memory, live tasks, flights), the first line before any load:"
-grep '^report' "$dir/soak.log" | awk 'NR == 1 || (NR - 1) % 6 == 0 {print $2, $3, $4}'
+echo "the proxy each minute (memory, live tasks, open descriptors, flights), the first line before any load:"
+grep '^report' "$dir/soak.log" | awk 'NR == 1 || (NR - 1) % 6 == 0 {print $2, $3, $4, $5}'
 grep -E '^statuses|^RESULT|waited' "$dir/load.txt"
 cp "$dir/soak.log" target/soak.log
 echo "every report: target/soak.log"

@@ -225,17 +225,23 @@ fn rss_kib() -> u64 {
     pages * 4
 }
 
-/// A line on stderr every `every`: memory, tasks, flights and counters, for
-/// soak runs.
+/// Open file descriptors: the listener, Redis and the connections.
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, Iterator::count)
+}
+
+/// A line on stderr every `every`: memory, tasks, open descriptors (each
+/// connection holds one and a task), flights and counters, for soak runs.
 async fn report<St: Store>(layer: StampedeLayer<St>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
         let stats = layer.stats();
         eprintln!(
-            "report rss_kib={} tasks={} in_flight={} requests={} hits={} upstream_calls={} store_errors={}",
+            "report rss_kib={} tasks={} fds={} in_flight={} requests={} hits={} upstream_calls={} store_errors={}",
             rss_kib(),
             tokio::runtime::Handle::current().metrics().num_alive_tasks(),
+            open_fds(),
             layer.in_flight(),
             stats.requests,
             stats.hits,

@@ -110,7 +110,10 @@
 //! 1. While a request for a key is being answered by the origin, every other
 //!    cacheable request for that key on the same layer waits for it and makes
 //!    no origin call of its own; it is answered as soon as the leader's
-//!    response body is complete (`Cache-Status: ...; collapsed`).
+//!    response body is complete (`Cache-Status: ...; collapsed`). With
+//!    [`StampedeLayer::max_waiters`] set, requests beyond that many are
+//!    answered at once instead (the expired entry if still held, else
+//!    `503`), and still make no origin call.
 //! 2. Layers sharing one store take the store's rebuild lock before calling
 //!    the origin: a layer that loses waits for the winner's write to land
 //!    (woken by the store, not by polling) and then serves it. A winner that
