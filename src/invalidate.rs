@@ -70,9 +70,7 @@ impl<St: Store> Shared<St> {
     /// Invalidates `key` and its `Vary` variants in the store, and forgets
     /// any hit-for-pass mark.
     pub(crate) async fn invalidate(&self, key: &str) {
-        self.state.passes.remove(key);
-        // Requests from now on must not join a rebuild that started before.
-        self.state.flights.detach(key);
+        self.state.forget_in_process(key).await;
         let timeout = self.config.store_timeout;
         self.store_call_always("invalidate", key, timeout, self.store.invalidate(key))
             .await;
@@ -80,7 +78,6 @@ impl<St: Store> Shared<St> {
         let purge = self.store.invalidate_tag(&variants);
         self.store_call_always("invalidate variants", key, timeout, purge)
             .await;
-        self.state.forget_in_process(key).await;
     }
 }
 

@@ -392,8 +392,6 @@ impl<St: Store, R> StampedeLayer<St, R> {
     /// # Ok(()) }
     /// ```
     pub async fn invalidate(&self, key: &str) -> Result<(), StoreError> {
-        self.state.passes.remove(key);
-        self.state.flights.detach(key);
         self.state.forget_in_process(key).await;
         self.store.invalidate(key).await?;
         // And its `Vary` variants, each stored under a key of its own.

@@ -76,8 +76,13 @@ pub(crate) struct State {
 }
 
 impl State {
-    /// Drops what this process kept of `key` and its variants.
+    /// Forgets what this process holds of `key`: its hit-for-pass mark, its
+    /// flight (requests from now on must not join a rebuild that started
+    /// before), and what it kept of the key and its variants during an
+    /// outage.
     pub(crate) async fn forget_in_process(&self, key: &str) {
+        self.passes.remove(key);
+        self.flights.detach(key);
         let _ = self.fallback.invalidate(key).await;
         let _ = self.fallback.invalidate_tag(&crate::vary::variant_tag(key)).await;
     }
