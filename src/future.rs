@@ -11,7 +11,7 @@ use http::{HeaderValue, Response};
 use http_body::Body;
 use pin_project_lite::pin_project;
 
-use crate::{body::StampedeBody, status::CACHE_STATUS};
+use crate::{body::StampedeBody, rules::status::CACHE_STATUS};
 
 type CachedFuture<B, E> = Pin<Box<dyn Future<Output = Result<Response<StampedeBody<B>>, E>> + Send>>;
 

@@ -103,111 +103,50 @@
 //!
 //! [RFC 9211]: https://www.rfc-editor.org/rfc/rfc9211
 //!
-//! # Guarantees
-//!
-//! What concurrent callers of one key see:
-//!
-//! 1. While a request for a key is being answered by the origin, every other
-//!    cacheable request for that key on the same layer waits for it and makes
-//!    no origin call of its own; it is answered as soon as the leader's
-//!    response body is complete (`Cache-Status: ...; collapsed`). With
-//!    [`StampedeLayer::max_waiters`] set, requests beyond that many are
-//!    answered at once instead (the expired entry if still held, else
-//!    `503`), and still make no origin call.
-//! 2. Layers sharing one store take the store's rebuild lock before calling
-//!    the origin: a layer that loses waits for the winner's write to land
-//!    (woken by the store, not by polling) and then serves it. A winner that
-//!    dies leaves a lock that expires after [`StampedeLayer::lock_ttl`];
-//!    then one waiting layer takes over. A layer waits at most
-//!    [`StampedeLayer::lock_wait`], then goes to the origin without storing.
-//! 3. The origin call runs in its own task. A leader whose client goes away
-//!    does not cancel it: its waiters are still answered and the response is
-//!    still stored.
-//! 4. If the inner service returns an error or panics, the leader's own
-//!    client gets that error (or the panic, re-raised in its future, as if the
-//!    layer were not there), and every waiter gets a `502 Bad Gateway` with
-//!    `Cache-Status: tower-stampede; fwd=miss; collapsed; detail=origin-error`.
-//!    Waiters do not retry, so a failing origin sees one call per flight, not
-//!    a herd. The key is free again at once: the next request starts a new
-//!    flight.
-//! 5. A response that belongs to one user (it sets a cookie, says `private`,
-//!    `no-store` or `no-cache`, or answers a request with `Authorization`
-//!    without saying `public`, `s-maxage` or `must-revalidate`) is given only
-//!    to the request that caused it. It is not stored, and the waiters of its
-//!    flight go to the origin themselves, concurrently.
-//! 6. A response whose body is larger than the limit, or whose body fails
-//!    midway, reaches its own client exactly as the inner service produced
-//!    it; it is not stored, and its waiters go to the origin themselves.
-//! 7. A stored response is served to a later request only while the policy
-//!    says it is fresh, only if the request's values of the headers the
-//!    response `Vary`s on match those of the request that produced it, and,
-//!    for a request with `Authorization`, only if the response said `public`,
-//!    `s-maxage` or `must-revalidate`.
-//! 8. A background refresh (XFetch's early one, or a stale entry's) never
-//!    makes a request wait: the request is answered from the store first.
-//!    At most one runs per key in a layer, and one per key across layers
-//!    sharing a store; when it fails, the entry it was refreshing stays.
-//! 9. A store that errors or does not answer within
-//!    [`StampedeLayer::store_timeout`] never fails a request: the request goes
-//!    on with in-process coalescing only and the failure is counted in
-//!    [`Stats::store_errors`]. For [`StampedeLayer::store_retry_after`] after
-//!    a failure the layer does not call the store at all, so a store that is
-//!    down costs each request at most one timeout; then it tries again.
-//!    Meanwhile each process keeps what it builds (in memory, up to 32 MiB)
-//!    and serves it as its policy says: an outage costs the origin one call
-//!    per key per entry's life in each process, not one per flight. Once the
-//!    store answers again, only the store is read.
-//! 10. An invalidation (by write, key or tag) that lands while the key is
-//!     being rebuilt keeps that rebuild's response out of the store; the
-//!     requests already waiting for it still get it.
-//! 11. After a key's response turned out to be for one client only, its
-//!     requests go to the origin concurrently for
-//!     [`StampedeLayer::pass_for`], instead of queueing behind a leader.
-//! 12. A gRPC response is stored only if its call ended with `grpc-status: 0`;
-//!     its trailers are stored and replayed exactly. A failed call's status
-//!     answers the calls collapsed onto it and nothing else. Calls to
-//!     methods no [`StampedeLayer::cache_posts`] pattern names, streaming
-//!     ones included, pass through untouched, frame by frame.
-//! 13. A request body the layer reads reaches the inner service exactly as
-//!     the client sent it; one over [`StampedeLayer::max_request_bytes`], or
-//!     that does not end within [`StampedeLayer::max_body_wait`], streams on
-//!     as it comes and its request is not cached.
+#![doc = include_str!("docs/guarantees.md")]
 #![forbid(unsafe_code)]
 // The library reports through `tracing`; examples and benches may print.
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod ask;
-mod body;
-mod breaker;
-mod cacheable;
-pub mod clock;
-mod entry;
-mod flight;
-mod future;
-mod grpc;
-mod invalidate;
-mod key;
-mod layer;
-mod pass;
-mod policy;
-mod read;
-mod rebuild;
-mod route;
-mod service;
-mod stats;
-mod status;
-pub mod store;
-mod vary;
+// The request path, top down: each module uses only those below it
+// (`.ci/layers` checks that). Where each question is decided:
+//
+// | question                         | file                                             |
+// | -------------------------------- | ------------------------------------------------ |
+// | what stage a request goes to     | plan.rs                                          |
+// | whether a stored entry is served | reuse.rs (its age: policy/)                      |
+// | who calls the origin             | request/lookup.rs (this process), rebuild/lock.rs (across layers) |
+// | what is stored                   | rebuild/settle/ (what may be: rules/storable.rs) |
+// | what waiters get                 | rebuild/settle/, served by request/wait.rs       |
+// | what an invalidation cancels     | shared/mod.rs (`Shared::invalidate`)             |
+mod layer; // the builder
+mod service; // `Service::call`: plan, then one stage
+mod request; // the stages: forward, write, post_read, lookup, wait
+mod rebuild; // a leader's work: lock, fetch, settle, commit
+mod plan; // what to do with a request, from its head
+mod shared; // config, store calls, in-process tables, invalidation
+mod flight; // in-process single flight, hit-for-pass
+mod response; // the responses the layer makes
+mod reuse; // may a stored entry answer a request
+mod key; // cache keys, the route table, variants
+pub mod store; // the `Store` trait, memory and Redis
+mod entry; // the stored response and its format
+mod policy; // freshness decisions
+mod future; // the service's future
+mod rules; // RFC 9110/9111/9211 and gRPC rules
+mod stats; // counters
+pub mod clock; // injected time
+mod body; // the response body
 
 pub use body::StampedeBody;
 pub use entry::{DecodeError, Entry};
 pub use future::ResponseFuture;
+pub use key::RouteError;
 pub use key::{DefaultKey, MakeKey};
 pub use layer::StampedeLayer;
 pub use policy::Policy;
-pub use read::{NoReplay, Replay};
-pub use route::RouteError;
+pub use request::{NoReplay, Replay};
 pub use service::Stampede;
 pub use stats::Stats;
 #[cfg(feature = "metrics")]

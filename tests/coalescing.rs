@@ -1,5 +1,7 @@
 //! Single flight: what concurrent requests for one key cost the origin, and
-//! what they see. (Guarantees 1 and 3 of the crate docs.)
+//! what they see. Holds, in `src/docs/guarantees.md`,
+//! `#one-origin-call-per-key` and `#the-origin-call-outlives-its-client`,
+//! and `#one-rebuild-across-layers-sharing-a-store` on a memory store.
 
 mod common;
 

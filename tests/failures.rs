@@ -1,6 +1,10 @@
 //! What clients see when the origin fails, panics, streams too much or
-//! breaks midway, and when the store does not answer. (Guarantees 4, 6 and 8
-//! of the crate docs.)
+//! breaks midway, and when the store does not answer. Holds, in
+//! `src/docs/guarantees.md`, `#a-failing-origin-sees-one-call-per-flight`,
+//! `#responses-not-read-whole-are-not-stored` and
+//! `#a-failing-store-fails-no-request`, and the `max_waiters` and `lock_wait`
+//! parts of `#one-origin-call-per-key` and
+//! `#one-rebuild-across-layers-sharing-a-store`.
 
 mod common;
 

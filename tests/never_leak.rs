@@ -1,6 +1,8 @@
-//! Rule 1 of DESIGN.md: a response that belongs to one user reaches only
-//! that user, whether it would be stored or handed to waiters. (Guarantees 5
-//! and 7 of the crate docs.)
+//! A response that belongs to one user reaches only that user, whether it
+//! would be stored or handed to waiters. Holds, in `src/docs/guarantees.md`,
+//! `#personal-responses-reach-only-their-own-client` and
+//! `#stored-responses-answer-only-matching-requests`, and the `Authorization`
+//! part of `#hit-for-pass-instead-of-queueing`.
 
 mod common;
 

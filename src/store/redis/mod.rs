@@ -1,30 +1,23 @@
 //! The Redis store: entries and rebuild locks shared by every replica.
 
+mod commands;
 mod connection;
+mod scripts;
 mod wake;
 
 use std::{
     borrow::Cow,
     fmt,
-    pin::pin,
-    sync::{
-        Arc, LazyLock,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, atomic::AtomicBool},
     time::Duration,
 };
 
-use bytes::Bytes;
-use redis::Script;
-use tokio::time::Instant;
-use tracing::warn;
-
 use self::{
     connection::{Connections, Pool},
+    scripts::{EXTEND, INVALIDATE, LOCK, RENEW, SET, UNLOCK},
     wake::Wakeups,
 };
-use super::{LockToken, Store, StoreError};
-use crate::entry::Entry;
+use super::StoreError;
 
 /// The default bound on one Redis command.
 const DEFAULT_TIMEOUT: Duration = Duration::from_millis(200);
@@ -33,91 +26,11 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_millis(200);
 const FIRST_RECHECK: Duration = Duration::from_millis(50);
 const MAX_RECHECK: Duration = Duration::from_secs(1);
 
-/// Takes the lock `KEYS[1]` with the token `ARGV[1]` for `ARGV[2]` ms if it
-/// is free, or already holds that token (a retry whose first answer was
-/// lost must not find its own lock taken).
-static LOCK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-        local holder = redis.call('GET', KEYS[1])
-        if holder == false then
-            redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-            return 1
-        end
-        if holder == ARGV[1] then return 1 end
-        return 0",
-    )
-});
-
-/// Stores `ARGV[2]` at `KEYS[2]` for `ARGV[3]` ms, releases the lock
-/// `KEYS[1]` and publishes the key, only if the lock still holds the token
-/// `ARGV[1]`: a fenced write in one round trip.
-static SET: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-        if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-        if tonumber(ARGV[3]) > 0 then
-            redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
-        end
-        redis.call('DEL', KEYS[1])
-        redis.call('PUBLISH', ARGV[4], ARGV[5])
-        return 1",
-    )
-});
-
-/// Renews the entry `KEYS[2]` in place: writes its times `ARGV[2]` at byte
-/// `ARGV[3]`, keeps it `ARGV[4]` ms, releases the lock `KEYS[1]` and
-/// publishes, only if the lock holds `ARGV[1]`. Returns 2, leaving the lock,
-/// when the entry is gone (there is nothing to renew in place).
-static RENEW: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-        if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-        if redis.call('EXISTS', KEYS[2]) == 0 then return 2 end
-        redis.call('SETRANGE', KEYS[2], ARGV[3], ARGV[2])
-        redis.call('PEXPIRE', KEYS[2], ARGV[4])
-        redis.call('DEL', KEYS[1])
-        redis.call('PUBLISH', ARGV[5], ARGV[6])
-        return 1",
-    )
-});
-
-/// Releases the lock `KEYS[1]` if it holds `ARGV[1]`, and publishes the key.
-static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-        if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-        redis.call('DEL', KEYS[1])
-        redis.call('PUBLISH', ARGV[2], ARGV[3])
-        return 1",
-    )
-});
-
-/// Deletes the entry `KEYS[2]` and the lock `KEYS[1]` whoever holds it (a
-/// rebuild under way then cannot write), and publishes the key.
-static INVALIDATE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-        redis.call('DEL', KEYS[1], KEYS[2])
-        redis.call('PUBLISH', ARGV[1], ARGV[2])
-        return 1",
-    )
-});
-
-/// Extends the lock `KEYS[1]` to `ARGV[2]` ms if it holds `ARGV[1]`.
-static EXTEND: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-        if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-        return redis.call('PEXPIRE', KEYS[1], ARGV[2])",
-    )
-});
-
-/// A [`Store`] in Redis, through [deadpool-redis]: every replica that uses
+/// A [`Store`](crate::Store) in Redis, through [deadpool-redis]: every replica that uses
 /// the same Redis (and prefix) shares entries and rebuild locks, so a key
 /// costs one origin call across all of them.
 ///
-/// - Entries are stored in [`Entry::encode`]'s format with a Redis expiry;
+/// - Entries are stored in [`Entry::encode`](crate::Entry::encode)'s format with a Redis expiry;
 ///   a value the store did not write is reported as a corrupt read (the
 ///   layer counts it and treats it as a miss) and replaced by the next
 ///   rebuild.
@@ -388,14 +301,6 @@ fn tag(key: &str) -> Cow<'_, str> {
     Cow::Owned(key.replace('%', "%25").replace('{', "%7B").replace('}', "%7D"))
 }
 
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX).max(1)
-}
-
-fn token_arg(token: &LockToken) -> String {
-    format!("{:032x}", token.get())
-}
-
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
@@ -406,192 +311,5 @@ impl fmt::Debug for RedisStore {
     }
 }
 
-impl Store for RedisStore {
-    async fn get(&self, key: &str) -> Result<Option<Arc<Entry>>, StoreError> {
-        self.inner.wakeups.start();
-        let mut cmd = redis::cmd("GET");
-        cmd.arg(self.entry_key(key));
-        let Some(bytes) = self.inner.conns.query::<Option<Vec<u8>>>(&cmd).await? else {
-            return Ok(None);
-        };
-        Entry::decode(Bytes::from(bytes))
-            .map(|entry| Some(Arc::new(entry)))
-            .map_err(StoreError::corrupt)
-    }
-
-    async fn try_lock(&self, key: &str, ttl: Duration) -> Result<Option<LockToken>, StoreError> {
-        self.inner.wakeups.start();
-        let token = LockToken::new(fastrand::u128(..));
-        let mut lock = LOCK.key(self.lock_key(key));
-        lock.arg(token_arg(&token)).arg(millis(ttl));
-        let taken = self.inner.conns.invoke::<i64>(&lock).await? == 1;
-        Ok(taken.then_some(token))
-    }
-
-    async fn extend_lock(&self, key: &str, token: &LockToken, ttl: Duration) -> Result<bool, StoreError> {
-        let mut extend = EXTEND.key(self.lock_key(key));
-        extend.arg(token_arg(token)).arg(millis(ttl));
-        Ok(self.inner.conns.invoke::<i64>(&extend).await? == 1)
-    }
-
-    async fn set(
-        &self,
-        key: &str,
-        entry: Arc<Entry>,
-        token: &LockToken,
-        keep_for: Duration,
-    ) -> Result<bool, StoreError> {
-        let keep_for = if keep_for.is_zero() { 0 } else { millis(keep_for) };
-        let mut set = SET.key(self.lock_key(key));
-        set.key(self.entry_key(key))
-            .arg(token_arg(token))
-            .arg(&entry.encode()[..])
-            .arg(keep_for)
-            .arg(self.channel())
-            .arg(tag(key).as_ref());
-        self.index_tags(key, entry.tags(), keep_for).await?;
-        Ok(self.inner.conns.invoke::<i64>(&set).await? == 1)
-    }
-
-    async fn renew(
-        &self,
-        key: &str,
-        entry: Arc<Entry>,
-        token: &LockToken,
-        keep_for: Duration,
-    ) -> Result<bool, StoreError> {
-        // The tag sets must outlive the renewed entry too.
-        self.index_tags(key, entry.tags(), millis(keep_for)).await?;
-        let mut renew = RENEW.key(self.lock_key(key));
-        renew
-            .key(self.entry_key(key))
-            .arg(token_arg(token))
-            .arg(&entry.encode_times()[..])
-            .arg(crate::entry::TIMES_AT)
-            .arg(millis(keep_for))
-            .arg(self.channel())
-            .arg(tag(key).as_ref());
-        match self.inner.conns.invoke::<i64>(&renew).await? {
-            // Gone meanwhile (evicted, invalidated): write it whole.
-            2 => self.set(key, entry, token, keep_for).await,
-            renewed => Ok(renewed == 1),
-        }
-    }
-
-    async fn unlock(&self, key: &str, token: &LockToken) -> Result<(), StoreError> {
-        let mut unlock = UNLOCK.key(self.lock_key(key));
-        unlock
-            .arg(token_arg(token))
-            .arg(self.channel())
-            .arg(tag(key).as_ref());
-        self.inner.conns.invoke::<i64>(&unlock).await?;
-        Ok(())
-    }
-
-    async fn invalidate(&self, key: &str) -> Result<(), StoreError> {
-        let mut invalidate = INVALIDATE.key(self.lock_key(key));
-        invalidate
-            .key(self.entry_key(key))
-            .arg(self.channel())
-            .arg(tag(key).as_ref());
-        self.inner.conns.invoke::<i64>(&invalidate).await?;
-        Ok(())
-    }
-
-    async fn invalidate_tag(&self, tag: &str) -> Result<u64, StoreError> {
-        let tag_key = self.tag_key(tag);
-        let mut members = redis::cmd("SMEMBERS");
-        members.arg(&tag_key);
-        let keys: Vec<String> = self.inner.conns.query(&members).await?;
-        for key in &keys {
-            self.invalidate(key).await?;
-        }
-        let mut delete = redis::cmd("DEL");
-        delete.arg(&tag_key);
-        self.inner.conns.query::<i64>(&delete).await?;
-        Ok(keys.len() as u64)
-    }
-
-    async fn wait_unlocked(&self, key: &str, timeout: Duration) -> Result<(), StoreError> {
-        let inner = &self.inner;
-        inner.wakeups.start();
-        if !inner.wakeups.can_push() && !inner.warned_no_pubsub.swap(true, Ordering::Relaxed) {
-            warn!(
-                "RedisStore has no pub/sub client: waiters re-check with back-off; \
-                 give it one with RedisStore::pubsub"
-            );
-        }
-        let deadline = Instant::now() + timeout;
-        let registration = inner.wakeups.register(&tag(key));
-        let mut exists = redis::cmd("EXISTS");
-        exists.arg(self.lock_key(key));
-        let mut recheck = FIRST_RECHECK;
-        loop {
-            // Registered before the check, so a release right after it wakes us.
-            let signals = &registration.signals;
-            let (mut released, mut look_again) = (
-                pin!(signals.released.notified()),
-                pin!(signals.recheck.notified()),
-            );
-            released.as_mut().enable();
-            look_again.as_mut().enable();
-            let locked: bool = inner.conns.query(&exists).await?;
-            let now = Instant::now();
-            if !locked || now >= deadline {
-                return Ok(());
-            }
-            tokio::select! {
-                () = released => return Ok(()),
-                () = look_again => {}
-                () = tokio::time::sleep_until(deadline.min(now + recheck)) => {}
-            }
-            recheck = (recheck * 2).min(MAX_RECHECK);
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_are_hash_tagged_and_escaped() {
-        let store = RedisStore::from_url("redis://127.0.0.1:1").expect("valid url");
-        assert_eq!(
-            store.entry_key("GET a.example/x?y=1"),
-            "stampede:{GET a.example/x?y=1}"
-        );
-        assert_eq!(store.lock_key("GET /"), "stampede:{GET /}:lock");
-        assert_eq!(store.entry_key("GET /{id}%"), "stampede:{GET /%7Bid%7D%25}");
-        assert_ne!(tag("a%7Bb"), tag("a{b"));
-        assert_eq!(
-            store.lock_key(""),
-            "stampede:{%}:lock",
-            "an empty tag would not be a tag"
-        );
-        assert_ne!(tag(""), tag("%"));
-        assert_eq!(store.clone().prefix("{app}:").entry_key("k"), "%7Bapp%7D:{k}");
-        let other = store.prefix("app:");
-        assert_eq!(other.lock_key("k"), "app:{k}:lock");
-    }
-
-    #[test]
-    fn a_bad_url_is_a_clear_error_and_no_redis_is_needed() {
-        let error = RedisStore::from_url("http://127.0.0.1")
-            .map(|_| ())
-            .expect_err("not redis");
-        assert!(
-            error.to_string().starts_with("invalid store configuration"),
-            "{error}"
-        );
-        assert!(RedisStore::from_url("redis://127.0.0.1:1/0").is_ok());
-    }
-
-    #[test]
-    fn tokens_are_fixed_width_hex() {
-        assert_eq!(
-            token_arg(&LockToken::new(255)),
-            "000000000000000000000000000000ff"
-        );
-    }
-}
+mod tests;

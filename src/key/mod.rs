@@ -1,6 +1,17 @@
-//! Cache keys.
+//! Cache keys: what makes two requests the same ([`MakeKey`],
+//! [`DefaultKey`]), which key function a path takes (the route table), and
+//! the keys of `Vary` variants.
 
-use http::{header, request::Parts};
+use std::{mem, sync::Arc};
+
+use http::{Method, header, request::Parts};
+
+mod route;
+mod variant;
+
+pub use route::RouteError;
+pub(crate) use route::Routes;
+pub(crate) use variant::{Varies, variant_tag};
 
 /// Derives the cache key of a request; `None` sends the request straight to
 /// the inner service.
@@ -138,6 +149,51 @@ impl MakeKey for DefaultKey {
             }
         }
         Some(key)
+    }
+}
+
+/// A layer's key functions: the default, and those of route patterns.
+#[derive(Clone)]
+pub(crate) struct Keys {
+    default: Arc<dyn MakeKey>,
+    routes: Routes<Arc<dyn MakeKey>>,
+}
+
+impl Keys {
+    pub(crate) fn new() -> Self {
+        Self {
+            default: Arc::new(DefaultKey::new()),
+            routes: Routes::default(),
+        }
+    }
+
+    pub(crate) fn set_default(&mut self, key: impl MakeKey) {
+        self.default = Arc::new(key);
+    }
+
+    /// # Panics
+    ///
+    /// For an invalid pattern, as `StampedeLayer::route`.
+    pub(crate) fn route(&mut self, pattern: &str, key: impl MakeKey) {
+        self.routes.insert(pattern, Arc::new(key));
+    }
+
+    /// The key of `parts` as they are, by the route's key function or the
+    /// default.
+    pub(crate) fn make(&self, parts: &Parts) -> Option<String> {
+        match self.routes.get(parts.uri.path()) {
+            Some(key) => key.make_key(parts),
+            None => self.default.make_key(parts),
+        }
+    }
+
+    /// The key of a `GET` for `parts`' target: what a `HEAD` shares, and
+    /// what a write to the target invalidates.
+    pub(crate) fn of_get(&self, parts: &mut Parts) -> Option<String> {
+        let method = mem::replace(&mut parts.method, Method::GET);
+        let key = self.make(parts);
+        parts.method = method;
+        key
     }
 }
 

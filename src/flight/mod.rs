@@ -11,6 +11,12 @@ use std::{
 
 use tokio::sync::watch;
 
+mod outcome;
+mod pass;
+
+pub(crate) use outcome::Outcome;
+pub(crate) use pass::Passes;
+
 /// The flights under way, by key.
 pub(crate) struct Flights<T> {
     map: Mutex<HashMap<Arc<str>, Flight<T>>>,

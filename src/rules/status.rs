@@ -6,6 +6,13 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 
 pub(crate) const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
+/// The `detail` of a response served because the origin failed.
+pub(crate) const STALE_IF_ERROR: &str = "stale-if-error";
+
+/// The `detail` of a response whose body was not read whole (too large,
+/// too slow, or broken), so neither stored nor shared.
+pub(crate) const BODY_NOT_STORED: &str = "body-not-stored";
+
 /// Why the request went forward to the inner service (RFC 9211 `fwd`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Fwd {

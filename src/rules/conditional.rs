@@ -99,7 +99,7 @@ const NOT_MODIFIED_KEEPS: [header::HeaderName; 9] = [
     header::LAST_MODIFIED,
     header::VARY,
     header::AGE,
-    crate::status::CACHE_STATUS,
+    crate::rules::status::CACHE_STATUS,
 ];
 
 /// Weak comparison of two entity tags: equal opaque tags, `W/` ignored.

@@ -12,6 +12,8 @@ use std::{
 
 use http::{HeaderMap, HeaderName};
 
+use crate::rules::vary::normalise;
+
 /// How many keys' `Vary` names are remembered; past it the memory starts
 /// over (variants then share the plain key until their names are seen
 /// again).
@@ -76,28 +78,6 @@ impl Varies {
 /// response header never have.
 pub(crate) fn variant_tag(primary: &str) -> String {
     format!("variant-of {primary}")
-}
-
-/// A request's values for `name`, lowercased, with the whitespace around
-/// list members dropped: `gzip, br` and `GZIP,br` are one variant. `None`
-/// for a value that is not visible ASCII (not cached).
-pub(crate) fn normalise(request: &HeaderMap, name: &HeaderName) -> Option<String> {
-    let mut out = String::new();
-    for value in request.get_all(name) {
-        for member in value
-            .to_str()
-            .ok()?
-            .split(',')
-            .map(str::trim)
-            .filter(|m| !m.is_empty())
-        {
-            if !out.is_empty() {
-                out.push(',');
-            }
-            out.extend(member.chars().map(|c| c.to_ascii_lowercase()));
-        }
-    }
-    Some(out)
 }
 
 #[cfg(test)]

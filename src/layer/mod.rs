@@ -3,24 +3,21 @@
 use std::{fmt, sync::Arc, time::Duration};
 
 use http::HeaderName;
-use http_body::Body;
 use tokio::sync::Semaphore;
 use tower_layer::Layer;
 
 use crate::{
-    body::StampedeBody,
-    clock::{Clock, SystemClock},
-    key::{DefaultKey, MakeKey},
+    clock::Clock,
+    key::{MakeKey, RouteError},
     policy::Policy,
-    read::{NoReplay, Replay},
-    route::{RouteError, Routes},
-    service::{Shared, Stampede, State},
+    request::NoReplay,
+    service::Stampede,
+    shared::{Config, Shared, State},
     stats::Stats,
     store::{Store, StoreError},
-    vary::variant_tag,
 };
 
-const DEFAULT_MAX_REFRESHES: usize = 64;
+mod reads;
 
 /// Puts a stampede-proof cache in front of an `http` service.
 ///
@@ -70,35 +67,8 @@ const DEFAULT_MAX_REFRESHES: usize = 64;
 /// beats a shorter one; requests no route matches take
 /// [`policy`](Self::policy).
 pub struct StampedeLayer<St, R = NoReplay> {
-    store: St,
-    config: Arc<Config>,
-    state: Arc<State>,
+    shared: Arc<Shared<St>>,
     replay: R,
-}
-
-#[derive(Clone)]
-pub(crate) struct Config {
-    pub(crate) policy: Policy,
-    pub(crate) routes: Routes,
-    pub(crate) route_keys: Routes<Arc<dyn MakeKey>>,
-    /// Paths whose `POST` requests are reads.
-    pub(crate) reads: Routes<()>,
-    pub(crate) max_body_bytes: usize,
-    pub(crate) max_request_bytes: usize,
-    pub(crate) max_body_wait: Duration,
-    pub(crate) store_timeout: Duration,
-    pub(crate) lock_ttl: Duration,
-    pub(crate) lock_wait: Duration,
-    pub(crate) store_retry_after: Duration,
-    pub(crate) pass_for: Duration,
-    pub(crate) tag_header: Option<HeaderName>,
-    pub(crate) honor_no_cache: bool,
-    pub(crate) max_waiters: usize,
-    pub(crate) key: Arc<dyn MakeKey>,
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) random: Arc<dyn Fn() -> f64 + Send + Sync>,
-    /// Permits for background refreshes, shared by the layer's services.
-    pub(crate) refreshes: Arc<Semaphore>,
 }
 
 impl<St: Store> StampedeLayer<St> {
@@ -106,40 +76,24 @@ impl<St: Store> StampedeLayer<St> {
     /// every route, only `GET` and `HEAD` cached, bodies stored up to 8 MiB, store calls bounded by 250 ms
     /// and skipped for 1 s after one fails, rebuild locks of 10 s (extended
     /// while a rebuild runs) waited on for up to 30 s, up to 64 background
-    /// refreshes at once, [`DefaultKey`] and the system clock.
+    /// refreshes at once, [`DefaultKey`](crate::DefaultKey) and the system clock.
     pub fn new(store: St) -> Self {
         Self {
-            store,
-            config: Arc::new(Config {
-                policy: Policy::default(),
-                routes: Routes::default(),
-                route_keys: Routes::default(),
-                reads: Routes::default(),
-                max_body_bytes: 8 * 1024 * 1024,
-                max_request_bytes: 64 * 1024,
-                max_body_wait: Duration::from_secs(30),
-                store_timeout: Duration::from_millis(250),
-                lock_ttl: Duration::from_secs(10),
-                lock_wait: Duration::from_secs(30),
-                store_retry_after: Duration::from_secs(1),
-                pass_for: Duration::from_secs(30),
-                tag_header: Some(HeaderName::from_static("surrogate-key")),
-                honor_no_cache: false,
-                max_waiters: usize::MAX,
-                key: Arc::new(DefaultKey::new()),
-                clock: Arc::new(SystemClock),
-                random: Arc::new(fastrand::f64),
-                refreshes: Arc::new(Semaphore::new(DEFAULT_MAX_REFRESHES)),
+            shared: Arc::new(Shared {
+                store,
+                config: Config::default(),
+                state: Arc::new(State::new()),
             }),
-            state: Arc::new(State::new()),
             replay: NoReplay,
         }
     }
 }
 
 impl<St: Store, R> StampedeLayer<St, R> {
+    /// The settings, for a builder method to change: copied first if
+    /// services already share them (theirs do not change).
     fn config(&mut self) -> &mut Config {
-        Arc::make_mut(&mut self.config)
+        &mut Arc::make_mut(&mut self.shared).config
     }
 
     /// The policy of every request no [`route`](Self::route) matches.
@@ -199,7 +153,7 @@ impl<St: Store, R> StampedeLayer<St, R> {
     ///
     /// As [`route`](Self::route), for an invalid pattern.
     pub fn route_key(mut self, pattern: &str, key: impl MakeKey) -> Self {
-        self.config().route_keys.insert(pattern, Arc::new(key));
+        self.config().keys.route(pattern, key);
         self
     }
 
@@ -209,45 +163,6 @@ impl<St: Store, R> StampedeLayer<St, R> {
     pub fn max_body_bytes(mut self, limit: usize) -> Self {
         self.config().max_body_bytes = limit;
         self
-    }
-
-    /// The largest request body a layer that reads them
-    /// ([`cache_posts`](StampedeLayer::cache_posts)) buffers to key the
-    /// request by. A larger body streams to the inner service as it
-    /// comes, and the request is not cached. Default: 64 KiB.
-    pub fn max_request_bytes(mut self, limit: usize) -> Self {
-        self.config().max_request_bytes = limit;
-        self
-    }
-
-    /// Lets the layer read request bodies, so that `POST` requests can be
-    /// cached as reads ([`cache_posts`](StampedeLayer::cache_posts)):
-    /// `replay` turns a body as the layer read it (a [`StampedeBody`] that
-    /// yields the client's frames unchanged) back into the inner service's
-    /// body type.
-    ///
-    /// For tonic, `tonic::body::Body::new`; for axum,
-    /// `axum::body::Body::new`.
-    ///
-    /// ```
-    /// use tower_stampede::{MemoryStore, StampedeLayer};
-    ///
-    /// let layer = StampedeLayer::new(MemoryStore::new())
-    ///     .replay_requests(axum::body::Body::new)
-    ///     .cache_posts("/graphql");
-    /// # let _ = layer;
-    /// ```
-    pub fn replay_requests<B, F>(self, replay: F) -> StampedeLayer<St, Replay<F, B>>
-    where
-        B: Body,
-        F: Fn(StampedeBody<B>) -> B + Send + Sync + 'static,
-    {
-        StampedeLayer {
-            store: self.store,
-            config: self.config,
-            state: self.state,
-            replay: Replay::new(replay),
-        }
     }
 
     /// How long the layer waits for a response body to end before it gives
@@ -338,9 +253,9 @@ impl<St: Store, R> StampedeLayer<St, R> {
         self
     }
 
-    /// How requests map to cache keys. Default: [`DefaultKey`].
+    /// How requests map to cache keys. Default: [`DefaultKey`](crate::DefaultKey).
     pub fn key(mut self, key: impl MakeKey) -> Self {
-        self.config().key = Arc::new(key);
+        self.config().keys.set_default(key);
         self
     }
 
@@ -371,10 +286,10 @@ impl<St: Store, R> StampedeLayer<St, R> {
 
     /// The counters of this layer and every service it made.
     pub fn stats(&self) -> Stats {
-        self.state.counters.snapshot()
+        self.shared.state.counters.snapshot()
     }
 
-    /// Removes what is stored for cache key `key` (see [`DefaultKey`] for
+    /// Removes what is stored for cache key `key` (see [`DefaultKey`](crate::DefaultKey) for
     /// its form), in this layer's store and so for every replica sharing it.
     /// A rebuild of the key under way when this lands does not store its
     /// outdated response: its write is fenced by the rebuild lock, which
@@ -392,76 +307,24 @@ impl<St: Store, R> StampedeLayer<St, R> {
     /// # Ok(()) }
     /// ```
     pub async fn invalidate(&self, key: &str) -> Result<(), StoreError> {
-        self.state.forget_in_process(key).await;
-        self.store.invalidate(key).await?;
-        // And its `Vary` variants, each stored under a key of its own.
-        self.store.invalidate_tag(&variant_tag(key)).await.map(drop)
+        self.shared.invalidate(key, None).await
     }
 
     /// Removes every entry stored with `tag` in its
     /// [`tag_header`](Self::tag_header) (`Surrogate-Key: posts post-42`), for
     /// every replica sharing the store, and returns how many keys it named.
     pub async fn invalidate_tag(&self, tag: &str) -> Result<u64, StoreError> {
-        let _ = self.state.fallback.invalidate_tag(tag).await;
-        self.store.invalidate_tag(tag).await
+        self.shared.invalidate_tag(tag).await
     }
 
     /// How many keys have an origin call under way in this layer.
     pub fn in_flight(&self) -> usize {
-        self.state.flights.len()
+        self.shared.state.flights.len()
     }
 
     /// The store.
     pub fn store(&self) -> &St {
-        &self.store
-    }
-}
-
-impl<St: Store, F, B> StampedeLayer<St, Replay<F, B>> {
-    /// Caches `POST` requests to paths matching `pattern` as reads: a gRPC
-    /// unary method (`/pkg.Service/Method`), a GraphQL endpoint that
-    /// answers queries. Patterns and precedence as for
-    /// [`route`](StampedeLayer::route), whose policy they take.
-    ///
-    /// The body is read up to
-    /// [`max_request_bytes`](StampedeLayer::max_request_bytes) and handed
-    /// to the inner service unchanged; the key is the target's key (the
-    /// route's key function, with the metadata headers it names), the
-    /// request's `Content-Type`, `Content-Encoding`, `grpc-encoding` and
-    /// `grpc-accept-encoding`, and the SHA-256 of the body. A gRPC response
-    /// is stored only with `grpc-status: 0`, trailers included; other
-    /// statuses answer the requests collapsed onto their call and are not
-    /// stored. Since keys hold a digest, purge such entries by tag: a
-    /// service that sends `surrogate-key` metadata (the
-    /// [`tag_header`](StampedeLayer::tag_header)) tags them for
-    /// [`invalidate_tag`](StampedeLayer::invalidate_tag).
-    ///
-    /// Name unary methods only: a streaming method under a pattern would
-    /// have its request, and then its response, buffered whole. gRPC
-    /// requests to methods not named here pass through untouched, and
-    /// their `POST` invalidates nothing. Other `POST` requests keep
-    /// invalidating their target on success.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use tower_stampede::{DefaultKey, MemoryStore, Policy, StampedeLayer};
-    ///
-    /// let layer = StampedeLayer::new(MemoryStore::new())
-    ///     // `tonic::body::Body::new` for tonic.
-    ///     .replay_requests(axum::body::Body::new)
-    ///     .route("/posts.Posts/Popular", Policy::ttl(Duration::from_secs(60)))
-    ///     .cache_posts("/posts.Posts/Popular")
-    ///     // A metadata header the answer depends on.
-    ///     .route_key("/posts.Posts/Popular", DefaultKey::new().with_header("x-tenant"));
-    /// # let _ = layer;
-    /// ```
-    ///
-    /// # Panics
-    ///
-    /// As [`route`](StampedeLayer::route), for an invalid pattern.
-    pub fn cache_posts(mut self, pattern: &str) -> Self {
-        self.config().reads.insert(pattern, ());
-        self
+        &self.shared.store
     }
 }
 
@@ -469,24 +332,14 @@ impl<S, St: Store, R: Clone> Layer<S> for StampedeLayer<St, R> {
     type Service = Stampede<S, St, R>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Stampede::new(
-            inner,
-            Arc::new(Shared {
-                store: self.store.clone(),
-                config: Arc::clone(&self.config),
-                state: Arc::clone(&self.state),
-            }),
-            self.replay.clone(),
-        )
+        Stampede::new(inner, Arc::clone(&self.shared), self.replay.clone())
     }
 }
 
-impl<St: Clone, R: Clone> Clone for StampedeLayer<St, R> {
+impl<St, R: Clone> Clone for StampedeLayer<St, R> {
     fn clone(&self) -> Self {
         Self {
-            store: self.store.clone(),
-            config: Arc::clone(&self.config),
-            state: Arc::clone(&self.state),
+            shared: Arc::clone(&self.shared),
             replay: self.replay.clone(),
         }
     }
@@ -494,17 +347,18 @@ impl<St: Clone, R: Clone> Clone for StampedeLayer<St, R> {
 
 impl<St: fmt::Debug, R> fmt::Debug for StampedeLayer<St, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let config = &self.shared.config;
         f.debug_struct("StampedeLayer")
-            .field("store", &self.store)
-            .field("policy", &self.config.policy)
-            .field("routes", &self.config.routes)
-            .field("reads", &self.config.reads)
-            .field("max_body_bytes", &self.config.max_body_bytes)
-            .field("max_request_bytes", &self.config.max_request_bytes)
-            .field("store_timeout", &self.config.store_timeout)
-            .field("lock_ttl", &self.config.lock_ttl)
-            .field("lock_wait", &self.config.lock_wait)
-            .field("store_retry_after", &self.config.store_retry_after)
+            .field("store", &self.shared.store)
+            .field("policy", &config.policy)
+            .field("routes", &config.routes)
+            .field("reads", &config.reads)
+            .field("max_body_bytes", &config.max_body_bytes)
+            .field("max_request_bytes", &config.max_request_bytes)
+            .field("store_timeout", &config.store_timeout)
+            .field("lock_ttl", &config.lock_ttl)
+            .field("lock_wait", &config.lock_wait)
+            .field("store_retry_after", &config.store_retry_after)
             .finish_non_exhaustive()
     }
 }

@@ -5,11 +5,20 @@
 use std::{fmt, future::Future, marker::PhantomData, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use http::{HeaderMap, header::HeaderName};
+use http::{HeaderMap, Request, Response, header::HeaderName};
 use http_body::Body;
 use sha2::{Digest, Sha256};
 
-use crate::body::{Collected, StampedeBody, collect};
+use super::{forward::forward, lookup::lookup};
+use crate::{
+    body::{Collected, StampedeBody, collect},
+    plan::Job,
+    policy::Policy,
+    rebuild::{Origin, SendBody},
+    rules::status::{CacheStatus, Fwd},
+    shared::Shared,
+    store::Store,
+};
 
 /// The default of a layer: request bodies are never read, and `POST`
 /// requests are never cached.
@@ -104,6 +113,42 @@ where
                 ),
                 Collected::Partial(body) => (rebuild(body), None),
             }
+        }
+    }
+}
+
+/// The flow of a `POST` cached as a read: its body is read, for its digest
+/// to complete the key `target`, and handed back unchanged; a body that
+/// cannot be read whole within the limits goes to the inner service as it
+/// comes.
+pub(crate) async fn post_read<S, St, R, ReqBody, B>(
+    shared: Arc<Shared<St>>,
+    replay: R,
+    inner: S,
+    request: Request<ReqBody>,
+    target: String,
+    policy: Policy,
+) -> Result<Response<StampedeBody<B>>, S::Error>
+where
+    S: Origin<ReqBody, B> + Clone,
+    St: Store,
+    R: Reader<ReqBody>,
+    ReqBody: Send + 'static,
+    B: SendBody,
+{
+    let (parts, body) = request.into_parts();
+    let (limit, patience) = (shared.config.max_request_bytes, shared.config.max_body_wait);
+    let (body, whole) = replay.read(body, limit, patience).await;
+    let request = Request::from_parts(parts, body);
+    match whole.and_then(|whole| read_key(target, request.headers(), &whole)) {
+        Some(key) => {
+            let job = Job::new(&shared.state.varies, key, request.headers(), policy);
+            lookup(shared, inner, request, job).await
+        }
+        None => {
+            shared.state.counters.bypassed.incr();
+            let status = CacheStatus::forward(Fwd::Request).detail("body-not-read");
+            forward(&shared, inner, request, status).await
         }
     }
 }

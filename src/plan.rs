@@ -1,0 +1,182 @@
+//! What to do with a request, decided from its head alone before any I/O:
+//! the route's policy, the method, the request's own directives, and the
+//! cache key with its `Vary` variant.
+
+use http::{HeaderMap, HeaderValue, Method, header, request::Parts};
+
+use crate::{
+    key::Varies,
+    policy::Policy,
+    rules::{grpc, status::Fwd, storable},
+    shared::Config,
+};
+
+/// The stage a request goes to.
+pub(crate) enum Plan {
+    /// Straight to the inner service, with this `Cache-Status`.
+    Forward(Fwd),
+    /// An unsafe method: to the inner service, then invalidate its target.
+    Write(Target),
+    /// Look the key up; rebuild it on a miss.
+    Cache(Job),
+    /// A `POST` cached as a read: its key is `target`'s and its body's,
+    /// known once the body is read.
+    Read { target: String, policy: Policy },
+}
+
+/// A key to serve or rebuild: the key, the plain key it is a `Vary` variant
+/// of (if it is one), and the policy it is stored under.
+pub(crate) struct Job {
+    pub(crate) key: String,
+    pub(crate) variant_of: Option<String>,
+    pub(crate) policy: Policy,
+}
+
+impl Job {
+    /// The job for `primary`: its `Vary` variant for these request headers,
+    /// when its responses are known to vary.
+    pub(crate) fn new(varies: &Varies, primary: String, headers: &HeaderMap, policy: Policy) -> Self {
+        match varies.key(&primary, headers) {
+            Some(variant) => Self {
+                key: variant,
+                variant_of: Some(primary),
+                policy,
+            },
+            None => Self {
+                key: primary,
+                variant_of: None,
+                policy,
+            },
+        }
+    }
+
+    /// The plain key: the one this job's responses teach `Vary` names to.
+    pub(crate) fn primary(&self) -> &str {
+        self.variant_of.as_deref().unwrap_or(&self.key)
+    }
+}
+
+/// What an unsafe request needs to know to invalidate after it succeeds:
+/// the key of a `GET` of its own target, and its authority, against which
+/// `Location` and `Content-Location` are resolved.
+pub(crate) struct Target {
+    pub(crate) key: Option<String>,
+    pub(crate) host: Option<HeaderValue>,
+}
+
+/// The plan for a request. `reads` says whether the layer may read request
+/// bodies (so `POST` reads can be cached).
+pub(crate) fn plan(config: &Config, varies: &Varies, parts: &mut Parts, reads: bool) -> Plan {
+    let path = parts.uri.path();
+    let policy = config.routes.get(path).unwrap_or(&config.policy);
+    if policy.is_bypass() {
+        return Plan::Forward(Fwd::Bypass);
+    }
+    if parts.method == Method::POST {
+        if reads && config.reads.get(path).is_some() {
+            if storable::request_skips_cache(&parts.headers) {
+                return Plan::Forward(Fwd::Request);
+            }
+            return match config.keys.make(parts) {
+                Some(target) => Plan::Read {
+                    target,
+                    policy: policy.clone(),
+                },
+                None => Plan::Forward(Fwd::Bypass),
+            };
+        }
+        if grpc::is_grpc(&parts.headers) {
+            // No gRPC response is stored under the key of a `GET`: there is
+            // nothing for a call to invalidate.
+            return Plan::Forward(Fwd::Method);
+        }
+    }
+    if storable::is_unsafe(&parts.method) {
+        return Plan::Write(Target {
+            key: config.keys.of_get(parts),
+            host: parts.headers.get(header::HOST).cloned(),
+        });
+    }
+    if !storable::method_is_cacheable(&parts.method) {
+        return Plan::Forward(Fwd::Method);
+    }
+    if storable::request_skips_cache(&parts.headers) {
+        return Plan::Forward(Fwd::Request);
+    }
+    // HEAD is answered from the GET response: one key for both.
+    let policy = policy.clone();
+    match config.keys.of_get(parts) {
+        Some(primary) => Plan::Cache(Job::new(varies, primary, &parts.headers, policy)),
+        None => Plan::Forward(Fwd::Bypass),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::Request;
+
+    use super::*;
+
+    fn plan_of(config: &Config, request: http::request::Builder) -> Plan {
+        let (mut parts, ()) = request.body(()).expect("valid").into_parts();
+        plan(config, &Varies::new(), &mut parts, true)
+    }
+
+    fn config() -> Config {
+        let mut config = Config::default();
+        config.routes.insert("/admin/*", Policy::bypass());
+        config.reads.insert("/graphql", ());
+        config
+    }
+
+    #[test]
+    fn every_kind_of_request_has_its_stage() {
+        let config = config();
+        let get = |path| Request::get(path).header("host", "a.example");
+        let forward = |plan| match plan {
+            Plan::Forward(fwd) => Some(fwd),
+            _ => None,
+        };
+        assert_eq!(forward(plan_of(&config, get("/admin/users"))), Some(Fwd::Bypass));
+        assert_eq!(
+            forward(plan_of(&config, Request::options("/x"))),
+            Some(Fwd::Method)
+        );
+        assert_eq!(
+            forward(plan_of(&config, get("/x").header("range", "bytes=0-1"))),
+            Some(Fwd::Request)
+        );
+        let grpc = Request::post("/pkg.Svc/Get").header("content-type", "application/grpc");
+        assert_eq!(forward(plan_of(&config, grpc)), Some(Fwd::Method));
+        match plan_of(&config, get("/x")) {
+            Plan::Cache(job) => assert_eq!(
+                (job.key.as_str(), job.primary()),
+                ("GET a.example/x", "GET a.example/x")
+            ),
+            _ => panic!("a GET is cached"),
+        }
+        match plan_of(&config, Request::head("/x").header("host", "a.example")) {
+            Plan::Cache(job) => assert_eq!(job.key, "GET a.example/x", "HEAD shares GET's key"),
+            _ => panic!("a HEAD is cached"),
+        }
+        match plan_of(&config, Request::delete("/x").header("host", "a.example")) {
+            Plan::Write(target) => assert_eq!(target.key.as_deref(), Some("GET a.example/x")),
+            _ => panic!("a DELETE invalidates"),
+        }
+        match plan_of(&config, Request::post("/graphql").header("host", "a.example")) {
+            Plan::Read { target, .. } => assert_eq!(target, "POST a.example/graphql"),
+            _ => panic!("a POST read is cached by its body"),
+        }
+    }
+
+    #[test]
+    fn a_known_variant_gets_a_key_of_its_own() {
+        let varies = Varies::new();
+        varies.learn("GET a/", &[header::ACCEPT_LANGUAGE]);
+        let mut headers = HeaderMap::new();
+        headers.insert("accept-language", HeaderValue::from_static("de"));
+        let job = Job::new(&varies, "GET a/".into(), &headers, Policy::default());
+        assert_eq!(job.key, "GET a/ vary[accept-language=de]");
+        assert_eq!(job.primary(), "GET a/");
+    }
+}

@@ -1,0 +1,99 @@
+//! The origin call of a rebuild: the request sent with the validators of
+//! the entry it replaces, and the answer read as far as it may be shared.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode, header, response};
+use http_body::Body;
+use tower_service::Service;
+
+use crate::{
+    body::{Collected, StampedeBody, collect},
+    entry::Entry,
+    rules::{
+        cache_control::CacheControl,
+        storable::{self, Private},
+    },
+};
+
+/// What the origin answered, read as far as it may be shared.
+pub(super) enum Fetched<B: Body> {
+    /// A whole response, its body read within the limits.
+    Whole {
+        parts: response::Parts,
+        data: Bytes,
+        trailers: Option<HeaderMap>,
+    },
+    /// A response for its own client only: its body is not read.
+    Private {
+        parts: response::Parts,
+        body: B,
+        reason: Private,
+    },
+    /// A body too large, too slow or broken: what was read, then the rest
+    /// as it comes (or the error).
+    Partial {
+        parts: response::Parts,
+        body: StampedeBody<B>,
+    },
+    /// The origin's `304` to the validators this layer sent.
+    NotModified { parts: response::Parts },
+}
+
+impl<B: Body> Fetched<B> {
+    pub(super) fn status(&self) -> StatusCode {
+        match self {
+            Self::Whole { parts, .. }
+            | Self::Private { parts, .. }
+            | Self::Partial { parts, .. }
+            | Self::NotModified { parts } => parts.status,
+        }
+    }
+}
+
+/// Calls `inner`, which is ready, with `request`, asking whether `last_good`
+/// is still current when it can be validated: a `304` then renews it
+/// without the body travelling again.
+pub(super) async fn fetch<S, ReqBody, B>(
+    mut inner: S,
+    mut request: Request<ReqBody>,
+    last_good: Option<&Entry>,
+    limit: usize,
+    patience: Duration,
+) -> Result<Fetched<B>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<B>>,
+    B: Body,
+{
+    let mut validated = false;
+    if let Some(old) = last_good.filter(|old| old.status == StatusCode::OK) {
+        for (validator, condition) in [
+            (header::ETAG, header::IF_NONE_MATCH),
+            (header::LAST_MODIFIED, header::IF_MODIFIED_SINCE),
+        ] {
+            if let Some(value) = old.headers.get(validator) {
+                request.headers_mut().insert(condition, value.clone());
+                validated = true;
+            }
+        }
+    }
+    let authorized = request.headers().contains_key(header::AUTHORIZATION);
+    let (parts, body) = inner.call(request).await?.into_parts();
+    if validated && parts.status == StatusCode::NOT_MODIFIED {
+        // The answer to this layer's own question: never a client's.
+        return Ok(Fetched::NotModified { parts });
+    }
+    let cc = CacheControl::parse(&parts.headers);
+    if let Err(reason) = storable::shareable(&parts.headers, &cc, authorized) {
+        return Ok(Fetched::Private { parts, body, reason });
+    }
+    Ok(match collect(body, limit, patience).await {
+        Collected::Complete { data, trailers } => Fetched::Whole {
+            parts,
+            data,
+            trailers,
+        },
+        Collected::Partial(body) => Fetched::Partial { parts, body },
+    })
+}

@@ -1,0 +1,261 @@
+//! What a rebuild's origin answer becomes, decided without I/O: what the
+//! leader's client gets, what the waiters get, what is written to the store
+//! and whether the key passes for a while.
+//!
+//! | the origin answered | last good entry | leader's client | waiters | store | pass |
+//! | --- | --- | --- | --- | --- | --- |
+//! | an error, a 5xx, a failed gRPC call | in its error window | the last good | the last good | nothing | no |
+//! | an error | none usable | the error | `502` | nothing | no |
+//! | a personal response | any | the response | go forward | nothing | unless for `Authorization` |
+//! | a body not read whole | any | the response | go forward | nothing | yes |
+//! | `304` to the layer's validators, shareable | the one validated | it, renewed | it | its times | no |
+//! | `304`, personal or no lifetime left | the one validated | it, as it was | it | nothing | no |
+//! | a whole response, storable | any | it | it | all of it | no |
+//! | a whole response, not storable (status, gRPC status, policy) | any | it | it | nothing | no |
+
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, Response, StatusCode, header};
+use http_body::Body;
+
+use super::fetch::Fetched;
+use crate::{
+    body::StampedeBody,
+    entry::{Entry, strip_unstorable_headers},
+    flight::Outcome,
+    key::variant_tag,
+    policy::{Lifetime, Policy},
+    response::with_status,
+    rules::{
+        cache_control::{CacheControl, OriginFreshness},
+        grpc,
+        status::{BODY_NOT_STORED, CacheStatus, Fwd, STALE_IF_ERROR},
+        storable::{self, Private},
+        vary,
+    },
+};
+
+/// What a rebuild knows besides the origin's answer.
+pub(super) struct Context<'a, R> {
+    pub(super) now: SystemTime,
+    /// How long the origin took: XFetch's delta for the next rebuild.
+    pub(super) took: Duration,
+    pub(super) policy: &'a Policy,
+    /// The entry the rebuild replaces, if it fits the request.
+    pub(super) last_good: Option<&'a Arc<Entry>>,
+    /// The headers of the request the origin answered.
+    pub(super) request: &'a HeaderMap,
+    pub(super) tag_header: Option<&'a HeaderName>,
+    /// The plain key, when the rebuilt key is one of its `Vary` variants.
+    pub(super) variant_of: Option<&'a str>,
+    /// Uniform in [0, 1), for the policy's jitter.
+    pub(super) random: R,
+}
+
+/// What a fenced write changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Write {
+    /// A new response.
+    Whole,
+    /// The times of the stored response, which the origin said is current.
+    Times,
+}
+
+/// The end of a rebuild.
+pub(super) enum Settled<B: Body, E> {
+    /// The origin's answer is the leader's client's alone: waiters get
+    /// `outcome`, and the key passes for a while if `pass`.
+    Own {
+        reply: Result<Response<StampedeBody<B>>, E>,
+        outcome: Outcome,
+        pass: bool,
+    },
+    /// The origin failed and the last good entry stands in, for everyone.
+    StandIn { entry: Arc<Entry>, status: CacheStatus },
+    /// An entry for everyone, written to the store when `write` says so.
+    /// `status` still lacks what the write decides (`stored`, `ttl`).
+    Share {
+        entry: Arc<Entry>,
+        write: Option<(Write, Duration)>,
+        status: CacheStatus,
+    },
+}
+
+/// Decides what `fetched` becomes.
+pub(super) fn settle<B, E, R>(fetched: Result<Fetched<B>, E>, mut cx: Context<'_, R>) -> Settled<B, E>
+where
+    B: Body,
+    R: FnMut() -> f64,
+{
+    let now = cx.now;
+    if let Some(last_good) = cx.last_good.filter(|entry| entry.lifetime.serves_errors_at(now))
+        && let Some(failed) = failure(&fetched)
+    {
+        let mut status = CacheStatus::forward(Fwd::Miss).detail(STALE_IF_ERROR);
+        if let Some(failed) = failed {
+            status = status.fwd_status(failed);
+        }
+        return Settled::StandIn {
+            entry: Arc::clone(last_good),
+            status,
+        };
+    }
+    let (mut parts, data, trailers) = match fetched {
+        Err(error) => {
+            return Settled::Own {
+                reply: Err(error),
+                outcome: Outcome::Failed,
+                pass: false,
+            };
+        }
+        Ok(Fetched::Private { parts, body, reason }) => {
+            let status = CacheStatus::forward(Fwd::Miss)
+                .fwd_status(parts.status)
+                .detail(reason.as_str());
+            return Settled::Own {
+                reply: Ok(with_status(
+                    Response::from_parts(parts, StampedeBody::inner(body)),
+                    &status,
+                )),
+                outcome: Outcome::Private(reason.as_str()),
+                // A request's Authorization says nothing about the next
+                // request: only what the response itself says makes the
+                // key pass.
+                pass: reason != Private::Authorization,
+            };
+        }
+        Ok(Fetched::Partial { parts, body }) => {
+            let status = CacheStatus::forward(Fwd::Miss)
+                .fwd_status(parts.status)
+                .detail(BODY_NOT_STORED);
+            return Settled::Own {
+                reply: Ok(with_status(Response::from_parts(parts, body), &status)),
+                outcome: Outcome::Private(BODY_NOT_STORED),
+                pass: true,
+            };
+        }
+        Ok(Fetched::NotModified { parts }) => match cx.last_good {
+            Some(old) => return renew(old, &parts.headers, &mut cx),
+            // Validators are only sent from a last good entry.
+            None => (parts, Bytes::new(), None),
+        },
+        Ok(Fetched::Whole {
+            parts,
+            data,
+            trailers,
+        }) => (parts, data, trailers),
+    };
+
+    // Read before Age goes: it counts against the origin's freshness.
+    let origin = OriginFreshness::of(&parts.headers);
+    strip_unstorable_headers(&mut parts.headers);
+    let names = vary::vary_names(&parts.headers).unwrap_or_default();
+    let values = vary::vary_values(&names, cx.request);
+    let lifetime = cx
+        .policy
+        .lifetime(now, (cx.random)(), &origin)
+        .filter(|_| storable::status_is_storable(parts.status))
+        .filter(|_| grpc::storable(&parts.headers, trailers.as_ref()));
+    let tags = entry_tags(&cx, &parts.headers);
+    let mut entry = Entry::new(
+        parts.status,
+        parts.headers,
+        data,
+        trailers,
+        (names, values),
+        now,
+        lifetime.unwrap_or(Lifetime::expired(now)),
+        cx.took,
+    );
+    entry.tags = tags;
+    Settled::Share {
+        status: CacheStatus::forward(Fwd::Miss).fwd_status(entry.status),
+        entry: Arc::new(entry),
+        write: lifetime.map(|lifetime| (Write::Whole, lifetime.keep_for(now))),
+    }
+}
+
+/// The origin's `304` to the validators of `old`: `old` is current. It is
+/// renewed, unless the `304` is not for sharing (a cookie for the leader's
+/// client) or the policy gives it no time: then it answers this flight as
+/// it is, unstored.
+fn renew<B: Body, E, R: FnMut() -> f64>(
+    old: &Arc<Entry>,
+    answer: &HeaderMap,
+    cx: &mut Context<'_, R>,
+) -> Settled<B, E> {
+    let now = cx.now;
+    let authorized = cx.request.contains_key(header::AUTHORIZATION);
+    let renewable = storable::shareable(answer, &CacheControl::parse(answer), authorized).is_ok();
+    let lifetime = renewable
+        .then(|| {
+            cx.policy
+                .lifetime(now, (cx.random)(), &OriginFreshness::of(&old.headers))
+        })
+        .flatten();
+    let status = CacheStatus::forward(Fwd::Miss)
+        .fwd_status(StatusCode::NOT_MODIFIED)
+        .detail("revalidated");
+    let Some(lifetime) = lifetime else {
+        return Settled::Share {
+            entry: Arc::clone(old),
+            write: None,
+            status,
+        };
+    };
+    let mut renewed = old.renewed(now, lifetime, cx.took);
+    renewed.tags = entry_tags(cx, &old.headers);
+    Settled::Share {
+        entry: Arc::new(renewed),
+        write: Some((Write::Times, lifetime.keep_for(now))),
+        status,
+    }
+}
+
+/// Whether a rebuild failed in the sense of RFC 5861's `stale-if-error`,
+/// and with which status, if any: an error, a 5xx, or a gRPC call that
+/// failed on the server's side.
+fn failure<B: Body, E>(fetched: &Result<Fetched<B>, E>) -> Option<Option<StatusCode>> {
+    match fetched {
+        Err(_) => Some(None),
+        Ok(Fetched::Whole { parts, trailers, .. }) if grpc::failed(&parts.headers, trailers.as_ref()) => {
+            Some(Some(parts.status))
+        }
+        Ok(fetched) => {
+            let status = fetched.status();
+            matches!(status.as_u16(), 500 | 502 | 503 | 504).then_some(Some(status))
+        }
+    }
+}
+
+/// The tags an entry is stored with: those of the layer's tag header, and,
+/// for a `Vary` variant, one naming its plain key, through which
+/// invalidating that key reaches the variant.
+fn entry_tags<R>(cx: &Context<'_, R>, headers: &HeaderMap) -> Vec<String> {
+    let mut tags = tags(headers, cx.tag_header);
+    tags.extend(cx.variant_of.map(variant_tag));
+    tags
+}
+
+/// The tags of a response, from `name`: whitespace-separated, as in
+/// `Surrogate-Key: posts post-42`.
+fn tags(headers: &HeaderMap, name: Option<&HeaderName>) -> Vec<String> {
+    let Some(name) = name else { return Vec::new() };
+    let mut tags: Vec<String> = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(str::split_whitespace)
+        .map(str::to_owned)
+        .collect();
+    tags.sort();
+    tags.dedup();
+    tags
+}
+
+#[cfg(test)]
+mod tests;

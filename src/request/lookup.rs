@@ -1,0 +1,146 @@
+//! A cacheable request: served from the store (perhaps with a background
+//! refresh), or a miss that leads a flight or waits on one.
+
+use std::{panic, sync::Arc};
+
+use http::{HeaderMap, Request, Response};
+use tracing::debug;
+
+use super::{forward::forward, wait::wait};
+use crate::{
+    body::StampedeBody,
+    entry::Entry,
+    flight::Join,
+    plan::Job,
+    rebuild::{Origin, SendBody, lead, refresh},
+    response::{TOO_MANY_WAITERS, bad_gateway, from_entry, too_many_waiters},
+    reuse::{Fit, Refresh, Reuse, fit, reuse},
+    rules::{
+        conditional::{Ask, origin_request},
+        status::{CacheStatus, Fwd},
+        storable, vary,
+    },
+    shared::Shared,
+    store::Store,
+};
+
+/// The cache flow of one cacheable request for `job`'s key.
+pub(crate) async fn lookup<S, St, ReqBody, B>(
+    shared: Arc<Shared<St>>,
+    inner: S,
+    request: Request<ReqBody>,
+    job: Job,
+) -> Result<Response<StampedeBody<B>>, S::Error>
+where
+    S: Origin<ReqBody, B> + Clone,
+    St: Store,
+    ReqBody: Send + 'static,
+    B: SendBody,
+{
+    let counters = &shared.state.counters;
+    let ask = Ask::of(&request);
+    let mut last_good = None;
+    if let Some(entry) = find(&shared, &job, request.headers()).await {
+        // What this key's responses vary on, for the keys of later requests.
+        shared.state.varies.learn(job.primary(), &entry.vary);
+        let now = shared.now();
+        // A client may refuse stored responses, where the layer lets it.
+        let refused = shared.config.honor_no_cache && storable::request_says_no_cache(request.headers());
+        let decision = (!refused).then(|| {
+            job.policy
+                .decide(entry.lifetime, entry.recompute, now, || shared.random())
+        });
+        match reuse(decision, fit(&entry, request.headers())) {
+            Reuse::Serve { ttl } => {
+                counters.hits.incr();
+                debug!(key = job.key, "hit");
+                return Ok(ask.shape(from_entry(&entry, CacheStatus::hit(ttl), Some(now))));
+            }
+            Reuse::ServeAndRefresh(why) => {
+                let status = match why {
+                    Refresh::Stale { late } => {
+                        counters.stale_hits.incr();
+                        CacheStatus::stale(late)
+                    }
+                    Refresh::Early { ttl } => {
+                        counters.hits.incr();
+                        CacheStatus::hit(ttl).detail("early-refresh")
+                    }
+                };
+                // Served as it is; the request goes on to refresh it.
+                let response = from_entry(&entry, status, Some(now));
+                refresh(&shared, inner, request, job, entry);
+                return Ok(ask.shape(response));
+            }
+            Reuse::Pass(why) => {
+                counters.bypassed.incr();
+                let status = CacheStatus::forward(Fwd::Request).detail(why);
+                return forward(&shared, inner, request, status).await;
+            }
+            Reuse::Revalidate => last_good = Some(entry),
+            Reuse::Miss => {}
+        }
+    }
+    counters.misses.incr();
+    if shared.state.passes.contains(&job.key) {
+        // Its last response was for one client only: queueing behind a
+        // leader would only delay this request.
+        counters.bypassed.incr();
+        let status = CacheStatus::forward(Fwd::Miss).detail("hit-for-pass");
+        return forward(&shared, inner, request, status).await;
+    }
+    match shared.state.flights.join(&job.key, shared.config.max_waiters) {
+        Join::Leader(leader) => {
+            debug!(key = job.key, "leading a flight");
+            let primary = job.primary().to_owned();
+            let task = tokio::spawn(lead(
+                Arc::clone(&shared),
+                inner,
+                origin_request(request),
+                job,
+                leader,
+                last_good,
+            ));
+            match task.await {
+                Ok(response) => response.map(|response| {
+                    let names = vary::vary_names(response.headers()).unwrap_or_default();
+                    shared.state.varies.learn(&primary, &names);
+                    ask.shape(response)
+                }),
+                Err(error) => match error.try_into_panic() {
+                    // As if the layer were not there: the panic is the
+                    // leader's client's to see.
+                    Ok(payload) => panic::resume_unwind(payload),
+                    Err(_) => Ok(bad_gateway("leader-cancelled")),
+                },
+            }
+        }
+        Join::Waiter(waiter) => wait(&shared, inner, request, waiter, job.primary(), &ask).await,
+        Join::Full => {
+            counters.shed.incr();
+            debug!(key = job.key, "max_waiters reached; turned away");
+            let now = shared.now();
+            Ok(match last_good {
+                Some(entry) => {
+                    let late = now.duration_since(entry.lifetime.fresh_until).unwrap_or_default();
+                    let status = CacheStatus::stale(late).detail(TOO_MANY_WAITERS);
+                    ask.shape(from_entry(&entry, status, Some(now)))
+                }
+                None => too_many_waiters(),
+            })
+        }
+    }
+}
+
+/// The stored entry of `job`'s key. An entry stored at the plain key before
+/// the key's variants were known serves the variant it was made for, until
+/// it expires.
+async fn find<St: Store>(shared: &Shared<St>, job: &Job, request: &HeaderMap) -> Option<Arc<Entry>> {
+    match (shared.get(&job.key).await, &job.variant_of) {
+        (None, Some(primary)) => shared
+            .get(primary)
+            .await
+            .filter(|entry| fit(entry, request) == Fit::Yes),
+        (found, _) => found,
+    }
+}

@@ -1,0 +1,71 @@
+//! A request collapsed onto another's flight: it gets what the leader got,
+//! if that is its to have, else goes forward itself.
+
+use http::{Request, Response};
+use tracing::debug;
+
+use super::forward::forward;
+use crate::{
+    body::StampedeBody,
+    flight::{Outcome, Waiter},
+    rebuild::{Origin, SendBody},
+    response::{bad_gateway, from_entry, ttl_left},
+    reuse::{Fit, fit},
+    rules::{
+        conditional::Ask,
+        status::{CacheStatus, Fwd, STALE_IF_ERROR},
+    },
+    shared::Shared,
+    store::Store,
+};
+
+/// Waits for the flight `waiter` joined and answers from its outcome.
+/// `primary` is the plain key, which learns the response's `Vary` names.
+pub(super) async fn wait<S, St, ReqBody, B>(
+    shared: &Shared<St>,
+    inner: S,
+    request: Request<ReqBody>,
+    waiter: Waiter<Outcome>,
+    primary: &str,
+    ask: &Ask,
+) -> Result<Response<StampedeBody<B>>, S::Error>
+where
+    S: Origin<ReqBody, B> + Clone,
+    St: Store,
+    ReqBody: Send + 'static,
+    B: SendBody,
+{
+    shared.state.counters.coalesced.incr();
+    // Give back what the readied service reserved; a clone is readied
+    // again should this request have to go forward after all.
+    let fallback = inner.clone();
+    drop(inner);
+    match waiter.wait().await {
+        Some(Outcome::Shared { entry, stored }) if fit(&entry, request.headers()) == Fit::Yes => {
+            shared.state.varies.learn(primary, &entry.vary);
+            let ttl = stored.then(|| ttl_left(entry.lifetime, shared.now()));
+            let status = CacheStatus::forward(Fwd::Miss)
+                .fwd_status(entry.status)
+                .collapsed()
+                .ttl(ttl);
+            Ok(ask.shape(from_entry(&entry, status, None)))
+        }
+        Some(Outcome::LastGood(entry)) if fit(&entry, request.headers()) == Fit::Yes => {
+            let status = CacheStatus::forward(Fwd::Miss).collapsed().detail(STALE_IF_ERROR);
+            Ok(ask.shape(from_entry(&entry, status, Some(shared.now()))))
+        }
+        Some(Outcome::Failed) | None => Ok(bad_gateway("origin-error")),
+        Some(Outcome::Shared { .. } | Outcome::LastGood(_)) => {
+            debug!(
+                primary,
+                "leader's response does not fit this request; going forward"
+            );
+            forward(shared, fallback, request, CacheStatus::forward(Fwd::Miss)).await
+        }
+        Some(Outcome::Private(why)) => {
+            debug!(primary, why, "leader's response is its own; going forward");
+            let status = CacheStatus::forward(Fwd::Miss).detail(why);
+            forward(shared, fallback, request, status).await
+        }
+    }
+}

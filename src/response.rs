@@ -1,0 +1,90 @@
+//! The responses the layer makes: from a stored or shared entry, from the
+//! inner service's own response, and the few it makes up (`502`, `503`),
+//! each with its `Cache-Status` (and `Age` when it comes from the store).
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body::Body;
+
+use crate::{
+    body::StampedeBody,
+    entry::Entry,
+    policy::Lifetime,
+    rules::status::{CacheStatus, Fwd, set_age},
+};
+
+/// The detail of a request turned away by `max_waiters`.
+pub(crate) const TOO_MANY_WAITERS: &str = "too-many-waiters";
+
+/// A response built from a shared or stored entry; `Age` is set when it
+/// comes from the store, `served_at` being the time of the read.
+pub(crate) fn from_entry<B: Body>(
+    entry: &Entry,
+    status: CacheStatus,
+    served_at: Option<SystemTime>,
+) -> Response<StampedeBody<B>> {
+    let mut response = Response::new(StampedeBody::buffered(entry.body.clone(), entry.trailers.clone()));
+    *response.status_mut() = entry.status;
+    // Room for `Age` and `Cache-Status` up front: a clone has none, and
+    // growing it on every hit cost more than this copy.
+    let headers = response.headers_mut();
+    headers.reserve(entry.headers.len() + 2);
+    headers.extend(
+        entry
+            .headers
+            .iter()
+            .map(|(name, value)| (name.clone(), value.clone())),
+    );
+    if let Some(now) = served_at {
+        set_age(
+            response.headers_mut(),
+            now.duration_since(entry.stored_at).unwrap_or_default(),
+        );
+    }
+    with_status(response, &status)
+}
+
+/// The inner service's own response, with this layer's `Cache-Status`
+/// naming the status it forwarded.
+pub(crate) fn forwarded<B: Body>(response: Response<B>, status: CacheStatus) -> Response<StampedeBody<B>> {
+    let status = status.fwd_status(response.status());
+    with_status(response.map(StampedeBody::inner), &status)
+}
+
+pub(crate) fn with_status<B: Body>(
+    mut response: Response<StampedeBody<B>>,
+    status: &CacheStatus,
+) -> Response<StampedeBody<B>> {
+    status.apply(response.headers_mut());
+    response
+}
+
+/// How long an entry of `lifetime` stays fresh after `now`.
+pub(crate) fn ttl_left(lifetime: Lifetime, now: SystemTime) -> Duration {
+    lifetime.fresh_until.duration_since(now).unwrap_or_default()
+}
+
+/// What a request gets when its key's flight is full and nothing stored
+/// can stand in: come back in a second.
+pub(crate) fn too_many_waiters<B: Body>() -> Response<StampedeBody<B>> {
+    let mut response = empty(StatusCode::SERVICE_UNAVAILABLE);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    let status = CacheStatus::forward(Fwd::Miss).detail(TOO_MANY_WAITERS);
+    with_status(response, &status)
+}
+
+/// What waiters get when their leader's origin call failed.
+pub(crate) fn bad_gateway<B: Body>(detail: &'static str) -> Response<StampedeBody<B>> {
+    let status = CacheStatus::forward(Fwd::Miss).collapsed().detail(detail);
+    with_status(empty(StatusCode::BAD_GATEWAY), &status)
+}
+
+fn empty<B: Body>(status: StatusCode) -> Response<StampedeBody<B>> {
+    let mut response = Response::new(StampedeBody::buffered(Bytes::new(), None));
+    *response.status_mut() = status;
+    response
+}

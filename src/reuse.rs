@@ -1,0 +1,187 @@
+//! Whether a stored entry may answer a request, and how (RFC 9111 section 4,
+//! with the policy deciding freshness).
+//!
+//! Two questions, asked in this order: does the entry fit the request at
+//! all ([`fit`]: the request's credentials and `Vary`), and what does the
+//! policy say of its age ([`Decision`])? [`reuse`] combines the answers.
+
+use std::time::Duration;
+
+use http::{HeaderMap, header};
+
+use crate::{entry::Entry, policy::Decision, rules::vary::vary_matches};
+
+/// Whether a stored response may answer a request, or why not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fit {
+    Yes,
+    /// The request has `Authorization` and the response did not allow that.
+    Authorization,
+    /// The request's values of the headers the response varies on differ.
+    Vary,
+}
+
+/// Whether `entry` may answer a request with `request`'s headers.
+pub(crate) fn fit(entry: &Entry, request: &HeaderMap) -> Fit {
+    if request.contains_key(header::AUTHORIZATION) && !entry.allows_authorized {
+        Fit::Authorization
+    } else if !vary_matches(&entry.vary, &entry.vary_values, request) {
+        Fit::Vary
+    } else {
+        Fit::Yes
+    }
+}
+
+/// What to do with a request that found a stored entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reuse {
+    /// Serve the entry; it stays fresh for `ttl`.
+    Serve { ttl: Duration },
+    /// Serve the entry, and refresh it in the background.
+    ServeAndRefresh(Refresh),
+    /// Rebuild, with the entry as the last good response: its validators
+    /// go to the origin, and it stands in if the origin fails.
+    Revalidate,
+    /// Rebuild as if nothing were stored.
+    Miss,
+    /// The entry is not this request's to have, and another's rebuild
+    /// would not be either: forward the request, detail `why`.
+    Pass(&'static str),
+}
+
+/// Why an entry that is served is refreshed too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refresh {
+    /// XFetch drew an early refresh; still fresh for `ttl`.
+    Early { ttl: Duration },
+    /// Past its freshness by `late`, within the stale window.
+    Stale { late: Duration },
+}
+
+impl Reuse {
+    /// How long the entry stays fresh, when it is served as fresh: what a
+    /// rebuild that finds another's write takes as good enough.
+    pub(crate) fn fresh_for(self) -> Option<Duration> {
+        match self {
+            Self::Serve { ttl } | Self::ServeAndRefresh(Refresh::Early { ttl }) => Some(ttl),
+            _ => None,
+        }
+    }
+}
+
+/// The decision table. `decision` is the policy's word on the entry's age,
+/// `None` when the client refused stored responses (`no-cache`, honoured).
+pub(crate) fn reuse(decision: Option<Decision>, fit: Fit) -> Reuse {
+    match (decision, fit) {
+        // Whatever its age, a response for other variants is no help.
+        (_, Fit::Vary) => Reuse::Miss,
+        // Refused or expired: rebuilt, from it if it fits.
+        (None | Some(Decision::Expired), Fit::Yes) => Reuse::Revalidate,
+        (None | Some(Decision::Expired), Fit::Authorization) => Reuse::Miss,
+        // Usable, but not by this request: its own call, not a flight of
+        // others whose answer it could not have either.
+        (Some(_), Fit::Authorization) => Reuse::Pass("authorization"),
+        (Some(Decision::Fresh { ttl }), Fit::Yes) => Reuse::Serve { ttl },
+        (Some(Decision::RefreshEarly { ttl }), Fit::Yes) => Reuse::ServeAndRefresh(Refresh::Early { ttl }),
+        (Some(Decision::Stale { late }), Fit::Yes) => Reuse::ServeAndRefresh(Refresh::Stale { late }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use http::{Response, header::ACCEPT_LANGUAGE};
+
+    use super::*;
+    use crate::rules::headers;
+
+    const TTL: Duration = Duration::from_secs(7);
+
+    #[test]
+    fn every_row_of_the_reuse_table() {
+        use Decision::*;
+        let fresh = Fresh { ttl: TTL };
+        let early = RefreshEarly { ttl: TTL };
+        let stale = Stale { late: TTL };
+        let rows = [
+            (None, Fit::Yes, Reuse::Revalidate),
+            (None, Fit::Vary, Reuse::Miss),
+            (None, Fit::Authorization, Reuse::Miss),
+            (Some(Expired), Fit::Yes, Reuse::Revalidate),
+            (Some(Expired), Fit::Vary, Reuse::Miss),
+            (Some(Expired), Fit::Authorization, Reuse::Miss),
+            (Some(fresh), Fit::Yes, Reuse::Serve { ttl: TTL }),
+            (Some(fresh), Fit::Vary, Reuse::Miss),
+            (Some(fresh), Fit::Authorization, Reuse::Pass("authorization")),
+            (
+                Some(early),
+                Fit::Yes,
+                Reuse::ServeAndRefresh(Refresh::Early { ttl: TTL }),
+            ),
+            (Some(early), Fit::Vary, Reuse::Miss),
+            (Some(early), Fit::Authorization, Reuse::Pass("authorization")),
+            (
+                Some(stale),
+                Fit::Yes,
+                Reuse::ServeAndRefresh(Refresh::Stale { late: TTL }),
+            ),
+            (Some(stale), Fit::Vary, Reuse::Miss),
+            (Some(stale), Fit::Authorization, Reuse::Pass("authorization")),
+        ];
+        for (decision, fit, expected) in rows {
+            assert_eq!(reuse(decision, fit), expected, "{decision:?} x {fit:?}");
+        }
+    }
+
+    #[test]
+    fn only_fresh_serving_counts_as_fresh() {
+        assert_eq!(Reuse::Serve { ttl: TTL }.fresh_for(), Some(TTL));
+        assert_eq!(
+            Reuse::ServeAndRefresh(Refresh::Early { ttl: TTL }).fresh_for(),
+            Some(TTL)
+        );
+        for other in [
+            Reuse::ServeAndRefresh(Refresh::Stale { late: TTL }),
+            Reuse::Revalidate,
+            Reuse::Miss,
+            Reuse::Pass("authorization"),
+        ] {
+            assert_eq!(other.fresh_for(), None, "{other:?}");
+        }
+    }
+
+    fn entry(response_headers: &[(&'static str, &'static str)], request: &HeaderMap) -> Entry {
+        let mut response = Response::new(bytes::Bytes::new());
+        *response.headers_mut() = headers(response_headers);
+        let mut entry = Entry::from_response(response, SystemTime::UNIX_EPOCH, TTL, Duration::ZERO);
+        entry.vary = crate::rules::vary::vary_names(&entry.headers).expect("not *");
+        entry.vary_values = crate::rules::vary::vary_values(&entry.vary, request);
+        entry
+    }
+
+    #[test]
+    fn an_entry_fits_by_credentials_then_by_vary() {
+        let english = headers(&[("accept-language", "en")]);
+        let german = headers(&[("accept-language", "de")]);
+        let plain = entry(&[], &english);
+        assert_eq!(fit(&plain, &german), Fit::Yes, "varies on nothing");
+        let varied = entry(&[("vary", "accept-language")], &english);
+        assert_eq!(fit(&varied, &english), Fit::Yes);
+        assert_eq!(fit(&varied, &german), Fit::Vary);
+        assert_eq!(
+            fit(&varied, &HeaderMap::new()),
+            Fit::Vary,
+            "absent is a value too"
+        );
+        let mut bearer = english.clone();
+        bearer.insert("authorization", http::HeaderValue::from_static("Bearer a"));
+        assert_eq!(fit(&varied, &bearer), Fit::Authorization, "credentials first");
+        let public = entry(
+            &[("vary", "accept-language"), ("cache-control", "public")],
+            &english,
+        );
+        assert_eq!(fit(&public, &bearer), Fit::Yes);
+        assert_eq!(varied.vary, [ACCEPT_LANGUAGE]);
+    }
+}

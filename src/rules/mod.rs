@@ -1,0 +1,29 @@
+//! The rules a shared HTTP cache follows (RFC 9110, 9111, 9211, 5861) and
+//! those of gRPC, as pure functions: no I/O, no clock, no runtime. Each file
+//! answers one question the request path asks.
+//!
+//! | file | question |
+//! | --- | --- |
+//! | `storable` | may this request use the cache; may this response be stored and shared? |
+//! | `cache_control` | what do `Cache-Control` and the response's own freshness say? |
+//! | `vary` | does a request match what a response varies on? |
+//! | `conditional` | `HEAD` and `If-None-Match` / `If-Modified-Since`, answered from a `GET` |
+//! | `grpc` | did a gRPC call succeed, fail on the server, or not say? |
+//! | `status` | the `Cache-Status` and `Age` a response carries |
+
+pub(crate) mod cache_control;
+pub(crate) mod conditional;
+pub(crate) mod grpc;
+pub(crate) mod status;
+pub(crate) mod storable;
+pub(crate) mod vary;
+
+/// A header map from name-value pairs, for the rules' table tests.
+#[cfg(test)]
+pub(crate) fn headers(pairs: &[(&'static str, &'static str)]) -> http::HeaderMap {
+    let mut map = http::HeaderMap::new();
+    for (name, value) in pairs {
+        map.append(*name, http::HeaderValue::from_static(value));
+    }
+    map
+}

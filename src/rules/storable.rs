@@ -1,0 +1,188 @@
+//! What may be stored, and what may be handed to requests other than the
+//! one that caused it (RFC 9111 sections 3 and 3.5; the layer's own
+//! stricter rules).
+
+use http::{HeaderMap, Method, StatusCode, header};
+
+use crate::rules::{cache_control::CacheControl, vary::vary_names};
+
+/// Why a response is given only to the request that caused it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Private {
+    SetCookie,
+    CacheControl,
+    Authorization,
+    VaryStar,
+}
+
+impl Private {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::SetCookie => "set-cookie",
+            Self::CacheControl => "cache-control",
+            Self::Authorization => "authorization",
+            Self::VaryStar => "vary",
+        }
+    }
+}
+
+/// Only these methods are collapsed and stored.
+pub(crate) fn method_is_cacheable(method: &Method) -> bool {
+    method == Method::GET || method == Method::HEAD
+}
+
+/// Methods whose success invalidates what is stored for their target
+/// (RFC 9111 section 4.4).
+pub(crate) fn is_unsafe(method: &Method) -> bool {
+    [Method::POST, Method::PUT, Method::PATCH, Method::DELETE].contains(method)
+}
+
+/// Whether the request asks to skip the cache altogether: `no-store`, or a
+/// `Range` that a stored full response would answer wrongly.
+pub(crate) fn request_skips_cache(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::RANGE) || CacheControl::parse(headers).no_store
+}
+
+/// Whether a response may be handed to requests other than the one that
+/// caused it (waiters of its flight, later hits).
+pub(crate) fn shareable(
+    headers: &HeaderMap,
+    cc: &CacheControl,
+    request_had_authorization: bool,
+) -> Result<(), Private> {
+    if headers.contains_key(header::SET_COOKIE) {
+        return Err(Private::SetCookie);
+    }
+    if cc.private || cc.no_store || cc.no_cache {
+        return Err(Private::CacheControl);
+    }
+    if request_had_authorization && !cc.allows_authorized() {
+        return Err(Private::Authorization);
+    }
+    if vary_names(headers).is_none() {
+        return Err(Private::VaryStar);
+    }
+    Ok(())
+}
+
+/// Whether the client asks not to be served from the cache without
+/// revalidation: `Cache-Control: no-cache` (or `max-age=0`), or
+/// `Pragma: no-cache` when there is no `Cache-Control`.
+pub(crate) fn request_says_no_cache(headers: &HeaderMap) -> bool {
+    if headers.contains_key(header::CACHE_CONTROL) {
+        let cc = CacheControl::parse(headers);
+        return cc.no_cache || cc.max_age == Some(0);
+    }
+    headers.get_all(header::PRAGMA).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.to_ascii_lowercase().contains("no-cache"))
+    })
+}
+
+/// Successful statuses that RFC 9111 lets a cache store heuristically.
+pub(crate) fn status_is_storable(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 200 | 203 | 204)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::headers;
+
+    #[test]
+    fn personal_responses_are_not_shareable() {
+        let check = |pairs: &[(&'static str, &'static str)], auth: bool| {
+            let h = headers(pairs);
+            shareable(&h, &CacheControl::parse(&h), auth)
+        };
+        assert_eq!(check(&[], false), Ok(()));
+        assert_eq!(check(&[("set-cookie", "id=1")], false), Err(Private::SetCookie));
+        assert_eq!(
+            check(&[("set-cookie", "id=1"), ("cache-control", "public")], false),
+            Err(Private::SetCookie)
+        );
+        assert_eq!(
+            check(&[("cache-control", "private")], false),
+            Err(Private::CacheControl)
+        );
+        assert_eq!(
+            check(&[("cache-control", "no-store")], false),
+            Err(Private::CacheControl)
+        );
+        assert_eq!(
+            check(&[("cache-control", "no-cache")], false),
+            Err(Private::CacheControl)
+        );
+        assert_eq!(check(&[], true), Err(Private::Authorization));
+        assert_eq!(
+            check(&[("cache-control", "max-age=60")], true),
+            Err(Private::Authorization)
+        );
+        assert_eq!(check(&[("cache-control", "public")], true), Ok(()));
+        assert_eq!(check(&[("cache-control", "s-maxage=5")], true), Ok(()));
+        assert_eq!(check(&[("cache-control", "must-revalidate")], true), Ok(()));
+        assert_eq!(check(&[("vary", "accept, *")], false), Err(Private::VaryStar));
+    }
+
+    #[test]
+    fn only_get_and_head_are_cacheable() {
+        assert!(method_is_cacheable(&Method::GET));
+        assert!(method_is_cacheable(&Method::HEAD));
+        for m in [
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ] {
+            assert!(!method_is_cacheable(&m), "{m}");
+        }
+    }
+
+    #[test]
+    fn only_writes_invalidate() {
+        for method in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
+            assert!(is_unsafe(&method), "{method}");
+        }
+        for method in [Method::GET, Method::HEAD, Method::OPTIONS] {
+            assert!(!is_unsafe(&method), "{method}");
+        }
+    }
+
+    #[test]
+    fn storable_statuses_are_the_successful_heuristic_ones() {
+        for s in [200, 203, 204] {
+            assert!(status_is_storable(StatusCode::from_u16(s).expect("valid")), "{s}");
+        }
+        for s in [201, 206, 301, 304, 404, 500, 503] {
+            assert!(
+                !status_is_storable(StatusCode::from_u16(s).expect("valid")),
+                "{s}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_request_says_no_cache_with_cache_control_or_pragma() {
+        assert!(request_says_no_cache(&headers(&[("cache-control", "no-cache")])));
+        assert!(request_says_no_cache(&headers(&[("cache-control", "max-age=0")])));
+        assert!(request_says_no_cache(&headers(&[("pragma", "no-cache")])));
+        assert!(!request_says_no_cache(&headers(&[(
+            "cache-control",
+            "max-age=60"
+        )])));
+        // Cache-Control wins over Pragma (RFC 9111 section 5.4).
+        assert!(!request_says_no_cache(&headers(&[
+            ("cache-control", "max-age=5"),
+            ("pragma", "no-cache")
+        ])));
+        assert!(!request_says_no_cache(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn range_and_no_store_requests_skip_the_cache() {
+        assert!(request_skips_cache(&headers(&[("range", "bytes=0-10")])));
+        assert!(request_skips_cache(&headers(&[("cache-control", "no-store")])));
+        assert!(!request_skips_cache(&headers(&[("cache-control", "max-age=0")])));
+    }
+}

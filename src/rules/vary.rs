@@ -1,0 +1,91 @@
+//! `Vary` (RFC 9111 section 4.1): which request headers a response depends
+//! on, and whether another request has the same values for them.
+
+use http::{HeaderMap, HeaderName, header};
+
+/// The request header names a response varies on, lowercased; `None` for
+/// `Vary: *` (or an unreadable `Vary`), which no other request can match.
+pub(crate) fn vary_names(headers: &HeaderMap) -> Option<Vec<header::HeaderName>> {
+    let mut names = Vec::new();
+    for value in headers.get_all(header::VARY) {
+        let value = value.to_str().ok()?;
+        for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if name == "*" {
+                return None;
+            }
+            let name = header::HeaderName::from_bytes(name.as_bytes()).ok()?;
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    Some(names)
+}
+
+/// The values `request` has for `names`, to be matched by later requests.
+pub(crate) fn vary_values(names: &[header::HeaderName], request: &HeaderMap) -> HeaderMap {
+    let mut values = HeaderMap::new();
+    for name in names {
+        for value in request.get_all(name) {
+            values.append(name.clone(), value.clone());
+        }
+    }
+    values
+}
+
+/// Whether `request` has the same values for `names` as `stored`, once
+/// normalised as variant keys are (case and list spacing do not count).
+pub(crate) fn vary_matches(names: &[header::HeaderName], stored: &HeaderMap, request: &HeaderMap) -> bool {
+    names.iter().all(|name| {
+        let (stored, asked) = (normalise(stored, name), normalise(request, name));
+        stored.is_some() && stored == asked
+    })
+}
+
+/// A request's values for `name`, lowercased, with the whitespace around
+/// list members dropped: `gzip, br` and `GZIP,br` are one variant. `None`
+/// for a value that is not visible ASCII (not cached).
+pub(crate) fn normalise(request: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let mut out = String::new();
+    for value in request.get_all(name) {
+        for member in value
+            .to_str()
+            .ok()?
+            .split(',')
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+        {
+            if !out.is_empty() {
+                out.push(',');
+            }
+            out.extend(member.chars().map(|c| c.to_ascii_lowercase()));
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::headers;
+
+    #[test]
+    fn vary_matches_only_the_same_values() {
+        let response = headers(&[
+            ("vary", "Accept-Encoding"),
+            ("vary", "accept-language, accept-encoding"),
+        ]);
+        let names = vary_names(&response).expect("not *");
+        assert_eq!(names.len(), 2);
+        let leader = headers(&[("accept-encoding", "gzip"), ("accept-language", "en")]);
+        let stored = vary_values(&names, &leader);
+        assert!(vary_matches(&names, &stored, &leader));
+        let other_language = headers(&[("accept-encoding", "gzip"), ("accept-language", "fr")]);
+        assert!(!vary_matches(&names, &stored, &other_language));
+        let no_language = headers(&[("accept-encoding", "gzip")]);
+        assert!(!vary_matches(&names, &stored, &no_language));
+        let shouting = headers(&[("accept-encoding", "GZIP"), ("accept-language", " EN")]);
+        assert!(vary_matches(&names, &stored, &shouting), "normalised as keys are");
+        assert!(vary_matches(&[], &HeaderMap::new(), &other_language));
+    }
+}

@@ -1,0 +1,249 @@
+//! What every request of one layer shares: the configuration, the store
+//! behind its timeout and breaker, the in-process tables, the fallback kept
+//! through a store outage, and invalidation.
+
+use std::{
+    future::Future,
+    pin::pin,
+    sync::Arc,
+    task::Poll,
+    time::{Duration, SystemTime},
+};
+
+use http::HeaderName;
+use tokio::sync::Semaphore;
+use tracing::debug;
+
+use crate::{
+    clock::{Clock, SystemClock},
+    entry::Entry,
+    flight::{Flights, Outcome, Passes},
+    key::{Keys, Routes, Varies, variant_tag},
+    policy::Policy,
+    stats::Counters,
+    store::{MemoryStore, Store, StoreError},
+};
+
+mod breaker;
+
+use breaker::Breaker;
+
+/// What every service of one layer shares. Cloned only by the builder,
+/// when a setting changes on a layer whose services already share it.
+#[derive(Clone)]
+pub(crate) struct Shared<St> {
+    pub(crate) store: St,
+    pub(crate) config: Config,
+    pub(crate) state: Arc<State>,
+}
+
+/// The layer's settings; `StampedeLayer`'s builder documents each.
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) policy: Policy,
+    pub(crate) routes: Routes,
+    pub(crate) keys: Keys,
+    /// Paths whose `POST` requests are reads.
+    pub(crate) reads: Routes<()>,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) max_request_bytes: usize,
+    pub(crate) max_body_wait: Duration,
+    pub(crate) store_timeout: Duration,
+    pub(crate) lock_ttl: Duration,
+    pub(crate) lock_wait: Duration,
+    pub(crate) store_retry_after: Duration,
+    pub(crate) pass_for: Duration,
+    pub(crate) tag_header: Option<HeaderName>,
+    pub(crate) honor_no_cache: bool,
+    pub(crate) max_waiters: usize,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) random: Arc<dyn Fn() -> f64 + Send + Sync>,
+    /// Permits for background refreshes, shared by the layer's services.
+    pub(crate) refreshes: Arc<Semaphore>,
+}
+
+/// How many background refreshes run at once unless the builder says.
+pub(crate) const DEFAULT_MAX_REFRESHES: usize = 64;
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            policy: Policy::default(),
+            routes: Routes::default(),
+            keys: Keys::new(),
+            reads: Routes::default(),
+            max_body_bytes: 8 * 1024 * 1024,
+            max_request_bytes: 64 * 1024,
+            max_body_wait: Duration::from_secs(30),
+            store_timeout: Duration::from_millis(250),
+            lock_ttl: Duration::from_secs(10),
+            lock_wait: Duration::from_secs(30),
+            store_retry_after: Duration::from_secs(1),
+            pass_for: Duration::from_secs(30),
+            tag_header: Some(HeaderName::from_static("surrogate-key")),
+            honor_no_cache: false,
+            max_waiters: usize::MAX,
+            clock: Arc::new(SystemClock),
+            random: Arc::new(fastrand::f64),
+            refreshes: Arc::new(Semaphore::new(DEFAULT_MAX_REFRESHES)),
+        }
+    }
+}
+
+/// The parts of a layer that live as long as any of its services, and
+/// that a change of settings does not reset.
+pub(crate) struct State {
+    pub(crate) flights: Arc<Flights<Outcome>>,
+    pub(crate) counters: Counters,
+    pub(crate) passes: Passes,
+    pub(crate) varies: Varies,
+    breaker: Breaker,
+    /// What this process built while the store failed, served until it
+    /// expires: without it, an outage would leave each process calling the
+    /// origin once per flight instead of once per entry's life.
+    fallback: MemoryStore,
+}
+
+/// The bound of the in-process fallback: a stand-in for an outage, not a
+/// second cache.
+const FALLBACK_BYTES: u64 = 32 * 1024 * 1024;
+
+impl State {
+    pub(crate) fn new() -> Self {
+        Self {
+            flights: Arc::new(Flights::new()),
+            counters: Counters::default(),
+            passes: Passes::default(),
+            varies: Varies::new(),
+            breaker: Breaker::new(),
+            fallback: MemoryStore::with_max_bytes(FALLBACK_BYTES),
+        }
+    }
+}
+
+impl<St: Store> Shared<St> {
+    pub(crate) fn now(&self) -> SystemTime {
+        self.config.clock.now()
+    }
+
+    /// A uniform draw in [0, 1) for the policies.
+    pub(crate) fn random(&self) -> f64 {
+        (self.config.random)()
+    }
+
+    /// Runs a store call within `timeout`; a failure is counted, logged and
+    /// turned into `None`, never into a failed request. While the store is
+    /// resting after a failure, the call is not made at all.
+    pub(crate) async fn store_call<T>(
+        &self,
+        what: &'static str,
+        key: &str,
+        timeout: Duration,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Option<T> {
+        if self.state.breaker.is_open() {
+            return None;
+        }
+        self.store_call_always(what, key, timeout, call).await
+    }
+
+    /// As [`Shared::store_call`], but made even while the store rests: for
+    /// calls whose loss costs more than their wait (releasing a rebuild
+    /// lock, which others would otherwise wait out; writing; invalidating).
+    pub(crate) async fn store_call_always<T>(
+        &self,
+        what: &'static str,
+        key: &str,
+        timeout: Duration,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Option<T> {
+        self.checked(what, key, bounded(Some(timeout), call).await).ok()
+    }
+
+    /// Counts and logs a failed store call, and rests the store unless the
+    /// failure was one key's unreadable value.
+    fn checked<T>(
+        &self,
+        what: &'static str,
+        key: &str,
+        answer: Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if let Err(error) = &answer {
+            self.state.counters.store_errors.incr();
+            if !error.is_corrupt() {
+                self.state.breaker.trip(self.config.store_retry_after);
+            }
+            debug!(key, %error, "{what} failed; going on without the store");
+        }
+        answer
+    }
+
+    /// The stored entry of `key`; while the store fails (or rests after a
+    /// failure), the one this process kept meanwhile, if any. Once the
+    /// store answers again, it alone is read: what replicas kept on their
+    /// own is not served past the outage.
+    pub(crate) async fn get(&self, key: &str) -> Option<Arc<Entry>> {
+        let timeout = self.config.store_timeout;
+        match self.store_call("get", key, timeout, self.store.get(key)).await {
+            Some(found) => found,
+            None => self.state.fallback.get(key).await.ok().flatten(),
+        }
+    }
+
+    /// Keeps `entry` in this process, for as long as it would have been
+    /// stored, when the store could not take it.
+    pub(crate) async fn keep_in_process(&self, key: &str, entry: Arc<Entry>, keep_for: Duration) {
+        let fallback = &self.state.fallback;
+        if let Ok(Some(token)) = fallback.try_lock(key, self.config.lock_ttl).await {
+            let _ = fallback.set(key, entry, &token, keep_for).await;
+            debug!(key, "store unavailable: kept in process");
+        }
+    }
+
+    /// Removes `key` and its `Vary` variants: from this process (its
+    /// hit-for-pass mark, its flight, so that later requests do not join a
+    /// rebuild that started before, and what it kept through an outage),
+    /// then from the store, which voids a rebuild's lock so that its
+    /// outdated response is not written. Each store call is bounded by
+    /// `timeout`, if any.
+    pub(crate) async fn invalidate(&self, key: &str, timeout: Option<Duration>) -> Result<(), StoreError> {
+        let state = &self.state;
+        state.passes.remove(key);
+        state.flights.detach(key);
+        let variants = variant_tag(key);
+        let _ = state.fallback.invalidate(key).await;
+        let _ = state.fallback.invalidate_tag(&variants).await;
+        // Both, even if the first fails: each removes what the other cannot.
+        let answer = bounded(timeout, self.store.invalidate(key)).await;
+        let plain = self.checked("invalidate", key, answer);
+        let answer = bounded(timeout, self.store.invalidate_tag(&variants)).await;
+        let variants = self.checked("invalidate variants", key, answer);
+        plain.and(variants.map(drop))
+    }
+
+    /// Removes every entry stored with `tag`, here and in the store, and
+    /// returns how many keys the store named.
+    pub(crate) async fn invalidate_tag(&self, tag: &str) -> Result<u64, StoreError> {
+        let _ = self.state.fallback.invalidate_tag(tag).await;
+        let answer = self.store.invalidate_tag(tag).await;
+        self.checked("invalidate tag", tag, answer)
+    }
+}
+
+/// A store call bounded by `timeout`, if any.
+async fn bounded<T>(
+    timeout: Option<Duration>,
+    call: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    let mut call = pin!(call);
+    // A store that answers at once (the memory store) needs no timer: the
+    // hit path is spared a clock read and a timer entry.
+    let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
+    match (first, timeout) {
+        (Poll::Ready(answer), _) => answer,
+        (Poll::Pending, None) => call.await,
+        (Poll::Pending, Some(timeout)) => tokio::time::timeout(timeout, call)
+            .await
+            .unwrap_or_else(|_| Err(StoreError::timeout())),
+    }
+}

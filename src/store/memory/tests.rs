@@ -1,0 +1,230 @@
+//! Unit tests of `memory`.
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+
+use super::*;
+use crate::policy::Lifetime;
+
+fn entry(body_len: usize) -> Arc<Entry> {
+    let now = SystemTime::now();
+    Arc::new(Entry::new(
+        StatusCode::OK,
+        HeaderMap::new(),
+        Bytes::from(vec![b'x'; body_len]),
+        None,
+        (Vec::new(), HeaderMap::new()),
+        now,
+        Lifetime::expired(now),
+        Duration::ZERO,
+    ))
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+async fn store(store: &MemoryStore, key: &str, body_len: usize) -> bool {
+    let token = store.try_lock(key, MINUTE).await.expect("memory").expect("free");
+    store
+        .set(key, entry(body_len), &token, MINUTE)
+        .await
+        .expect("memory")
+}
+
+#[tokio::test]
+async fn stays_within_its_byte_bound() {
+    let bound = 64 * 1024;
+    let memory = MemoryStore::with_max_bytes(bound);
+    for i in 0..200 {
+        assert!(store(&memory, &format!("key-{i}"), 4 * 1024).await);
+    }
+    let used = memory.used_bytes();
+    assert!(used <= bound, "{used} bytes held, bound {bound}");
+    assert!(used > bound / 2, "the store should be used, not emptied: {used}");
+}
+
+#[tokio::test]
+async fn an_entry_larger_than_the_bound_is_not_kept() {
+    let memory = MemoryStore::with_max_bytes(1024);
+    assert!(store(&memory, "big", 4096).await, "the fence accepts the write");
+    assert!(memory.get("big").await.expect("memory").is_none());
+    assert_eq!(memory.used_bytes(), 0);
+}
+
+#[tokio::test]
+async fn one_holder_at_a_time_and_the_write_is_fenced() {
+    let memory = MemoryStore::new();
+    let first = memory.try_lock("k", MINUTE).await.expect("memory").expect("free");
+    assert!(memory.try_lock("k", MINUTE).await.expect("memory").is_none());
+    assert!(memory.try_lock("other", MINUTE).await.expect("memory").is_some());
+    let stranger = LockToken::new(u128::MAX);
+    assert!(
+        !memory
+            .set("k", entry(1), &stranger, MINUTE)
+            .await
+            .expect("memory")
+    );
+    assert!(memory.get("k").await.expect("memory").is_none());
+    assert!(memory.set("k", entry(1), &first, MINUTE).await.expect("memory"));
+    assert!(memory.get("k").await.expect("memory").is_some());
+    // Released by the write: a second write with the same token is stale.
+    assert!(!memory.set("k", entry(2), &first, MINUTE).await.expect("memory"));
+    assert_eq!(
+        memory.get("k").await.expect("memory").expect("kept").body.len(),
+        1
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_holder_cannot_write_over_the_next_one() {
+    let memory = MemoryStore::new();
+    let paused = memory
+        .try_lock("k", Duration::from_secs(1))
+        .await
+        .expect("memory")
+        .expect("free");
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let next = memory
+        .try_lock("k", MINUTE)
+        .await
+        .expect("memory")
+        .expect("expired lock is free");
+    assert!(memory.set("k", entry(7), &next, MINUTE).await.expect("memory"));
+    assert!(!memory.set("k", entry(1), &paused, MINUTE).await.expect("memory"));
+    assert!(!memory.extend_lock("k", &paused, MINUTE).await.expect("memory"));
+    assert_eq!(
+        memory.get("k").await.expect("memory").expect("kept").body.len(),
+        7
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn extending_keeps_the_lock_past_its_first_ttl() {
+    let memory = MemoryStore::new();
+    let token = memory
+        .try_lock("k", Duration::from_secs(1))
+        .await
+        .expect("memory")
+        .expect("free");
+    tokio::time::advance(Duration::from_millis(900)).await;
+    assert!(
+        memory
+            .extend_lock("k", &token, Duration::from_secs(1))
+            .await
+            .expect("memory")
+    );
+    tokio::time::advance(Duration::from_millis(900)).await;
+    assert!(memory.try_lock("k", MINUTE).await.expect("memory").is_none());
+    assert!(memory.set("k", entry(1), &token, MINUTE).await.expect("memory"));
+}
+
+fn tagged(body_len: usize, tags: &[&str]) -> Arc<Entry> {
+    let mut entry = (*entry(body_len)).clone();
+    entry.tags = tags.iter().map(|t| (*t).to_owned()).collect();
+    Arc::new(entry)
+}
+
+#[tokio::test]
+async fn invalidating_voids_a_rebuild_under_way() {
+    let memory = MemoryStore::new();
+    assert!(store(&memory, "k", 1).await);
+    let rebuilding = memory.try_lock("k", MINUTE).await.expect("memory").expect("free");
+    memory.invalidate("k").await.expect("memory");
+    assert!(memory.get("k").await.expect("memory").is_none());
+    assert!(
+        !memory
+            .set("k", entry(2), &rebuilding, MINUTE)
+            .await
+            .expect("memory")
+    );
+    assert!(
+        memory.get("k").await.expect("memory").is_none(),
+        "the outdated write was refused"
+    );
+}
+
+#[tokio::test]
+async fn a_tag_purges_every_key_stored_with_it_and_no_other() {
+    let memory = MemoryStore::new();
+    for (key, tags) in [
+        ("a", &["posts"][..]),
+        ("b", &["posts", "home"][..]),
+        ("c", &["home"][..]),
+    ] {
+        let token = memory.try_lock(key, MINUTE).await.expect("memory").expect("free");
+        assert!(
+            memory
+                .set(key, tagged(1, tags), &token, MINUTE)
+                .await
+                .expect("memory")
+        );
+    }
+    assert_eq!(memory.invalidate_tag("posts").await.expect("memory"), 2);
+    assert!(memory.get("a").await.expect("memory").is_none());
+    assert!(memory.get("b").await.expect("memory").is_none());
+    assert!(memory.get("c").await.expect("memory").is_some());
+    assert_eq!(memory.invalidate_tag("posts").await.expect("memory"), 0);
+    assert_eq!(memory.invalidate_tag("home").await.expect("memory"), 1);
+}
+
+#[tokio::test]
+async fn a_replaced_entry_leaves_the_tags_it_had_alone() {
+    let memory = MemoryStore::new();
+    for tags in [&["posts", "home"][..], &["posts"][..]] {
+        let token = memory.try_lock("a", MINUTE).await.expect("memory").expect("free");
+        assert!(
+            memory
+                .set("a", tagged(1, tags), &token, MINUTE)
+                .await
+                .expect("memory")
+        );
+    }
+    memory.inner.cache.run_pending_tasks();
+    assert_eq!(
+        memory.invalidate_tag("home").await.expect("memory"),
+        0,
+        "home was the old entry's"
+    );
+    assert_eq!(memory.invalidate_tag("posts").await.expect("memory"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_are_woken_by_the_release_not_by_the_timeout() {
+    let memory = MemoryStore::new();
+    let token = memory.try_lock("k", MINUTE).await.expect("memory").expect("free");
+    let waiter = tokio::spawn({
+        let memory = memory.clone();
+        async move {
+            let start = Instant::now();
+            memory.wait_unlocked("k", MINUTE).await.expect("memory");
+            start.elapsed()
+        }
+    });
+    tokio::task::yield_now().await;
+    tokio::time::advance(Duration::from_secs(3)).await;
+    assert!(memory.set("k", entry(1), &token, MINUTE).await.expect("memory"));
+    let waited = waiter.await.expect("waiter finishes");
+    assert_eq!(waited, Duration::from_secs(3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiting_ends_at_the_timeout_or_the_lock_expiry() {
+    let memory = MemoryStore::new();
+    let _token = memory
+        .try_lock("k", Duration::from_secs(5))
+        .await
+        .expect("memory")
+        .expect("free");
+    let start = Instant::now();
+    memory
+        .wait_unlocked("k", Duration::from_secs(2))
+        .await
+        .expect("memory");
+    assert_eq!(start.elapsed(), Duration::from_secs(2));
+    memory.wait_unlocked("k", MINUTE).await.expect("memory");
+    assert_eq!(start.elapsed(), Duration::from_secs(5));
+    let start = Instant::now();
+    memory.wait_unlocked("free", MINUTE).await.expect("memory");
+    assert_eq!(start.elapsed(), Duration::ZERO);
+}

@@ -1,0 +1,173 @@
+//! The [`Store`] protocol on Redis: each call one command or script.
+
+use std::{
+    pin::pin,
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use tokio::time::Instant;
+use tracing::warn;
+
+use super::{
+    FIRST_RECHECK, MAX_RECHECK, RedisStore,
+    scripts::{EXTEND, INVALIDATE, LOCK, RENEW, SET, UNLOCK},
+    tag,
+};
+use crate::{
+    entry::Entry,
+    store::{LockToken, Store, StoreError},
+};
+
+impl Store for RedisStore {
+    async fn get(&self, key: &str) -> Result<Option<Arc<Entry>>, StoreError> {
+        self.inner.wakeups.start();
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(self.entry_key(key));
+        let Some(bytes) = self.inner.conns.query::<Option<Vec<u8>>>(&cmd).await? else {
+            return Ok(None);
+        };
+        Entry::decode(Bytes::from(bytes))
+            .map(|entry| Some(Arc::new(entry)))
+            .map_err(StoreError::corrupt)
+    }
+
+    async fn try_lock(&self, key: &str, ttl: Duration) -> Result<Option<LockToken>, StoreError> {
+        self.inner.wakeups.start();
+        let token = LockToken::new(fastrand::u128(..));
+        let mut lock = LOCK.key(self.lock_key(key));
+        lock.arg(token_arg(&token)).arg(millis(ttl));
+        let taken = self.inner.conns.invoke::<i64>(&lock).await? == 1;
+        Ok(taken.then_some(token))
+    }
+
+    async fn extend_lock(&self, key: &str, token: &LockToken, ttl: Duration) -> Result<bool, StoreError> {
+        let mut extend = EXTEND.key(self.lock_key(key));
+        extend.arg(token_arg(token)).arg(millis(ttl));
+        Ok(self.inner.conns.invoke::<i64>(&extend).await? == 1)
+    }
+
+    async fn set(
+        &self,
+        key: &str,
+        entry: Arc<Entry>,
+        token: &LockToken,
+        keep_for: Duration,
+    ) -> Result<bool, StoreError> {
+        let keep_for = if keep_for.is_zero() { 0 } else { millis(keep_for) };
+        let mut set = SET.key(self.lock_key(key));
+        set.key(self.entry_key(key))
+            .arg(token_arg(token))
+            .arg(&entry.encode()[..])
+            .arg(keep_for)
+            .arg(self.channel())
+            .arg(tag(key).as_ref());
+        self.index_tags(key, entry.tags(), keep_for).await?;
+        Ok(self.inner.conns.invoke::<i64>(&set).await? == 1)
+    }
+
+    async fn renew(
+        &self,
+        key: &str,
+        entry: Arc<Entry>,
+        token: &LockToken,
+        keep_for: Duration,
+    ) -> Result<bool, StoreError> {
+        // The tag sets must outlive the renewed entry too.
+        self.index_tags(key, entry.tags(), millis(keep_for)).await?;
+        let mut renew = RENEW.key(self.lock_key(key));
+        renew
+            .key(self.entry_key(key))
+            .arg(token_arg(token))
+            .arg(&entry.encode_times()[..])
+            .arg(crate::entry::TIMES_AT)
+            .arg(millis(keep_for))
+            .arg(self.channel())
+            .arg(tag(key).as_ref());
+        match self.inner.conns.invoke::<i64>(&renew).await? {
+            // Gone meanwhile (evicted, invalidated): write it whole.
+            2 => self.set(key, entry, token, keep_for).await,
+            renewed => Ok(renewed == 1),
+        }
+    }
+
+    async fn unlock(&self, key: &str, token: &LockToken) -> Result<(), StoreError> {
+        let mut unlock = UNLOCK.key(self.lock_key(key));
+        unlock
+            .arg(token_arg(token))
+            .arg(self.channel())
+            .arg(tag(key).as_ref());
+        self.inner.conns.invoke::<i64>(&unlock).await?;
+        Ok(())
+    }
+
+    async fn invalidate(&self, key: &str) -> Result<(), StoreError> {
+        let mut invalidate = INVALIDATE.key(self.lock_key(key));
+        invalidate
+            .key(self.entry_key(key))
+            .arg(self.channel())
+            .arg(tag(key).as_ref());
+        self.inner.conns.invoke::<i64>(&invalidate).await?;
+        Ok(())
+    }
+
+    async fn invalidate_tag(&self, tag: &str) -> Result<u64, StoreError> {
+        let tag_key = self.tag_key(tag);
+        let mut members = redis::cmd("SMEMBERS");
+        members.arg(&tag_key);
+        let keys: Vec<String> = self.inner.conns.query(&members).await?;
+        for key in &keys {
+            self.invalidate(key).await?;
+        }
+        let mut delete = redis::cmd("DEL");
+        delete.arg(&tag_key);
+        self.inner.conns.query::<i64>(&delete).await?;
+        Ok(keys.len() as u64)
+    }
+
+    async fn wait_unlocked(&self, key: &str, timeout: Duration) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        inner.wakeups.start();
+        if !inner.wakeups.can_push() && !inner.warned_no_pubsub.swap(true, Ordering::Relaxed) {
+            warn!(
+                "RedisStore has no pub/sub client: waiters re-check with back-off; \
+                 give it one with RedisStore::pubsub"
+            );
+        }
+        let deadline = Instant::now() + timeout;
+        let registration = inner.wakeups.register(&tag(key));
+        let mut exists = redis::cmd("EXISTS");
+        exists.arg(self.lock_key(key));
+        let mut recheck = FIRST_RECHECK;
+        loop {
+            // Registered before the check, so a release right after it wakes us.
+            let signals = &registration.signals;
+            let (mut released, mut look_again) = (
+                pin!(signals.released.notified()),
+                pin!(signals.recheck.notified()),
+            );
+            released.as_mut().enable();
+            look_again.as_mut().enable();
+            let locked: bool = inner.conns.query(&exists).await?;
+            let now = Instant::now();
+            if !locked || now >= deadline {
+                return Ok(());
+            }
+            tokio::select! {
+                () = released => return Ok(()),
+                () = look_again => {}
+                () = tokio::time::sleep_until(deadline.min(now + recheck)) => {}
+            }
+            recheck = (recheck * 2).min(MAX_RECHECK);
+        }
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+pub(super) fn token_arg(token: &LockToken) -> String {
+    format!("{:032x}", token.get())
+}
