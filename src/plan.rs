@@ -7,7 +7,11 @@ use http::{HeaderMap, HeaderValue, Method, header, request::Parts};
 use crate::{
     key::Varies,
     policy::Policy,
-    rules::{grpc, status::Fwd, storable},
+    rules::{
+        grpc,
+        status::Fwd,
+        storable::{self, Credentials},
+    },
     shared::Config,
 };
 
@@ -21,7 +25,11 @@ pub(crate) enum Plan {
     Cache(Job),
     /// A `POST` cached as a read: its key is `target`'s and its body's,
     /// known once the body is read.
-    Read { target: String, policy: Policy },
+    Read {
+        target: String,
+        policy: Policy,
+        credentials: Credentials,
+    },
 }
 
 /// A key to serve or rebuild: the key, the plain key it is a `Vary` variant
@@ -30,23 +38,30 @@ pub(crate) struct Job {
     pub(crate) key: String,
     pub(crate) variant_of: Option<String>,
     pub(crate) policy: Policy,
+    /// What the request carries that keeps others' responses from it, and
+    /// the response to it from others.
+    pub(crate) credentials: Credentials,
 }
 
 impl Job {
     /// The job for `primary`: its `Vary` variant for these request headers,
     /// when its responses are known to vary.
-    pub(crate) fn new(varies: &Varies, primary: String, headers: &HeaderMap, policy: Policy) -> Self {
-        match varies.key(&primary, headers) {
-            Some(variant) => Self {
-                key: variant,
-                variant_of: Some(primary),
-                policy,
-            },
-            None => Self {
-                key: primary,
-                variant_of: None,
-                policy,
-            },
+    pub(crate) fn new(
+        varies: &Varies,
+        primary: String,
+        headers: &HeaderMap,
+        policy: Policy,
+        credentials: Credentials,
+    ) -> Self {
+        let (key, variant_of) = match varies.key(&primary, headers) {
+            Some(variant) => (variant, Some(primary)),
+            None => (primary, None),
+        };
+        Self {
+            key,
+            variant_of,
+            policy,
+            credentials,
         }
     }
 
@@ -81,6 +96,7 @@ pub(crate) fn plan(config: &Config, varies: &Varies, parts: &mut Parts, reads: b
                 Some(target) => Plan::Read {
                     target,
                     policy: policy.clone(),
+                    credentials: credentials(config, parts),
                 },
                 None => Plan::Forward(Fwd::Bypass),
             };
@@ -104,11 +120,19 @@ pub(crate) fn plan(config: &Config, varies: &Varies, parts: &mut Parts, reads: b
         return Plan::Forward(Fwd::Request);
     }
     // HEAD is answered from the GET response: one key for both.
-    let policy = policy.clone();
+    let (policy, credentials) = (policy.clone(), credentials(config, parts));
     match config.keys.of_get(parts) {
-        Some(primary) => Plan::Cache(Job::new(varies, primary, &parts.headers, policy)),
+        Some(primary) => Plan::Cache(Job::new(varies, primary, &parts.headers, policy, credentials)),
         None => Plan::Forward(Fwd::Bypass),
     }
+}
+
+/// The request's credentials. Its cookies count unless its route ignores
+/// them or keys by the ones that matter.
+fn credentials(config: &Config, parts: &Parts) -> Credentials {
+    let path = parts.uri.path();
+    let accounted = config.ignore_cookies.get(path).is_some() || config.keys.cover_cookies(path);
+    Credentials::of(&parts.headers, accounted)
 }
 
 #[cfg(test)]
@@ -170,12 +194,44 @@ mod tests {
     }
 
     #[test]
+    fn cookies_are_credentials_unless_the_route_accounts_for_them() {
+        let mut config = config();
+        config.ignore_cookies.insert("/public/*", ());
+        config
+            .keys
+            .route("/docs/*", crate::DefaultKey::new().with_cookie("lang"));
+        let cookie = |path| match plan_of(
+            &config,
+            Request::get(path).header("host", "a").header("cookie", "lang=en"),
+        ) {
+            Plan::Cache(job) => job.credentials.cookie,
+            _ => panic!("cached"),
+        };
+        assert!(cookie("/account"));
+        assert!(!cookie("/public/home"), "the route ignores cookies");
+        assert!(
+            !cookie("/docs/intro"),
+            "the route's key names the cookie that matters"
+        );
+        match plan_of(&config, Request::get("/account").header("host", "a")) {
+            Plan::Cache(job) => assert_eq!(job.credentials, Credentials::default()),
+            _ => panic!("cached"),
+        }
+    }
+
+    #[test]
     fn a_known_variant_gets_a_key_of_its_own() {
         let varies = Varies::new();
         varies.learn("GET a/", &[header::ACCEPT_LANGUAGE]);
         let mut headers = HeaderMap::new();
         headers.insert("accept-language", HeaderValue::from_static("de"));
-        let job = Job::new(&varies, "GET a/".into(), &headers, Policy::default());
+        let job = Job::new(
+            &varies,
+            "GET a/".into(),
+            &headers,
+            Policy::default(),
+            Credentials::default(),
+        );
         assert_eq!(job.key, "GET a/ vary[accept-language=de]");
         assert_eq!(job.primary(), "GET a/");
     }

@@ -1,15 +1,19 @@
 //! Whether a stored entry may answer a request, and how (RFC 9111 section 4,
 //! with the policy deciding freshness).
 //!
-//! Two questions, asked in this order: does the entry fit the request at
-//! all ([`fit`]: the request's credentials and `Vary`), and what does the
-//! policy say of its age ([`Decision`])? [`reuse`] combines the answers.
+//! Two questions: does the entry fit the request at all ([`fit`]: the
+//! request's credentials and `Vary`), and what does the policy say of its
+//! age ([`Decision`])? [`reuse`] combines the answers.
 
 use std::time::Duration;
 
-use http::{HeaderMap, header};
+use http::HeaderMap;
 
-use crate::{entry::Entry, policy::Decision, rules::vary::vary_matches};
+use crate::{
+    entry::Entry,
+    policy::Decision,
+    rules::{storable::Credentials, vary::vary_matches},
+};
 
 /// Whether a stored response may answer a request, or why not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,14 +21,20 @@ pub(crate) enum Fit {
     Yes,
     /// The request has `Authorization` and the response did not allow that.
     Authorization,
+    /// The request has a `Cookie` the route does not account for, and the
+    /// response did not say `public` or `s-maxage`.
+    Cookie,
     /// The request's values of the headers the response varies on differ.
     Vary,
 }
 
-/// Whether `entry` may answer a request with `request`'s headers.
-pub(crate) fn fit(entry: &Entry, request: &HeaderMap) -> Fit {
-    if request.contains_key(header::AUTHORIZATION) && !entry.allows_authorized {
+/// Whether `entry` may answer a request with `request`'s headers, which
+/// carries `asked`.
+pub(crate) fn fit(entry: &Entry, request: &HeaderMap, asked: Credentials) -> Fit {
+    if asked.authorization && !entry.allows_authorized {
         Fit::Authorization
+    } else if asked.cookie && !entry.allows_cookie {
+        Fit::Cookie
     } else if !vary_matches(&entry.vary, &entry.vary_values, request) {
         Fit::Vary
     } else {
@@ -77,10 +87,11 @@ pub(crate) fn reuse(decision: Option<Decision>, fit: Fit) -> Reuse {
         (_, Fit::Vary) => Reuse::Miss,
         // Refused or expired: rebuilt, from it if it fits.
         (None | Some(Decision::Expired), Fit::Yes) => Reuse::Revalidate,
-        (None | Some(Decision::Expired), Fit::Authorization) => Reuse::Miss,
+        (None | Some(Decision::Expired), Fit::Authorization | Fit::Cookie) => Reuse::Miss,
         // Usable, but not by this request: its own call, not a flight of
         // others whose answer it could not have either.
         (Some(_), Fit::Authorization) => Reuse::Pass("authorization"),
+        (Some(_), Fit::Cookie) => Reuse::Pass("cookie"),
         (Some(Decision::Fresh { ttl }), Fit::Yes) => Reuse::Serve { ttl },
         (Some(Decision::RefreshEarly { ttl }), Fit::Yes) => Reuse::ServeAndRefresh(Refresh::Early { ttl }),
         (Some(Decision::Stale { late }), Fit::Yes) => Reuse::ServeAndRefresh(Refresh::Stale { late }),
@@ -108,12 +119,15 @@ mod tests {
             (None, Fit::Yes, Reuse::Revalidate),
             (None, Fit::Vary, Reuse::Miss),
             (None, Fit::Authorization, Reuse::Miss),
+            (None, Fit::Cookie, Reuse::Miss),
             (Some(Expired), Fit::Yes, Reuse::Revalidate),
             (Some(Expired), Fit::Vary, Reuse::Miss),
             (Some(Expired), Fit::Authorization, Reuse::Miss),
+            (Some(Expired), Fit::Cookie, Reuse::Miss),
             (Some(fresh), Fit::Yes, Reuse::Serve { ttl: TTL }),
             (Some(fresh), Fit::Vary, Reuse::Miss),
             (Some(fresh), Fit::Authorization, Reuse::Pass("authorization")),
+            (Some(fresh), Fit::Cookie, Reuse::Pass("cookie")),
             (
                 Some(early),
                 Fit::Yes,
@@ -121,6 +135,7 @@ mod tests {
             ),
             (Some(early), Fit::Vary, Reuse::Miss),
             (Some(early), Fit::Authorization, Reuse::Pass("authorization")),
+            (Some(early), Fit::Cookie, Reuse::Pass("cookie")),
             (
                 Some(stale),
                 Fit::Yes,
@@ -128,6 +143,7 @@ mod tests {
             ),
             (Some(stale), Fit::Vary, Reuse::Miss),
             (Some(stale), Fit::Authorization, Reuse::Pass("authorization")),
+            (Some(stale), Fit::Cookie, Reuse::Pass("cookie")),
         ];
         for (decision, fit, expected) in rows {
             assert_eq!(reuse(decision, fit), expected, "{decision:?} x {fit:?}");
@@ -162,26 +178,46 @@ mod tests {
 
     #[test]
     fn an_entry_fits_by_credentials_then_by_vary() {
+        let none = Credentials::default();
         let english = headers(&[("accept-language", "en")]);
         let german = headers(&[("accept-language", "de")]);
         let plain = entry(&[], &english);
-        assert_eq!(fit(&plain, &german), Fit::Yes, "varies on nothing");
+        assert_eq!(fit(&plain, &german, none), Fit::Yes, "varies on nothing");
         let varied = entry(&[("vary", "accept-language")], &english);
-        assert_eq!(fit(&varied, &english), Fit::Yes);
-        assert_eq!(fit(&varied, &german), Fit::Vary);
+        assert_eq!(fit(&varied, &english, none), Fit::Yes);
+        assert_eq!(fit(&varied, &german, none), Fit::Vary);
         assert_eq!(
-            fit(&varied, &HeaderMap::new()),
+            fit(&varied, &HeaderMap::new(), none),
             Fit::Vary,
             "absent is a value too"
         );
-        let mut bearer = english.clone();
-        bearer.insert("authorization", http::HeaderValue::from_static("Bearer a"));
-        assert_eq!(fit(&varied, &bearer), Fit::Authorization, "credentials first");
-        let public = entry(
-            &[("vary", "accept-language"), ("cache-control", "public")],
-            &english,
-        );
-        assert_eq!(fit(&public, &bearer), Fit::Yes);
         assert_eq!(varied.vary, [ACCEPT_LANGUAGE]);
+
+        let bearer = Credentials {
+            authorization: true,
+            cookie: false,
+        };
+        let cookie = Credentials {
+            authorization: false,
+            cookie: true,
+        };
+        assert_eq!(
+            fit(&varied, &german, bearer),
+            Fit::Authorization,
+            "credentials first"
+        );
+        assert_eq!(fit(&varied, &german, cookie), Fit::Cookie, "credentials first");
+        let revalidated = entry(&[("cache-control", "max-age=60, must-revalidate")], &english);
+        assert_eq!(fit(&revalidated, &english, bearer), Fit::Yes);
+        assert_eq!(fit(&revalidated, &english, cookie), Fit::Cookie);
+        for shared in ["public", "s-maxage=60"] {
+            let public = entry(
+                &[("vary", "accept-language"), ("cache-control", shared)],
+                &english,
+            );
+            assert_eq!(fit(&public, &english, bearer), Fit::Yes, "{shared}");
+            assert_eq!(fit(&public, &english, cookie), Fit::Yes, "{shared}");
+            assert_eq!(fit(&public, &german, cookie), Fit::Vary, "{shared}");
+        }
     }
 }

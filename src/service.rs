@@ -136,10 +136,20 @@ where
             Plan::Cache(job) => {
                 ResponseFuture::cached(Box::pin(request::lookup(Arc::clone(shared), inner, request, job)))
             }
-            Plan::Read { target, policy } => {
+            Plan::Read {
+                target,
+                policy,
+                credentials,
+            } => {
                 let (shared, replay) = (Arc::clone(shared), self.replay.clone());
                 ResponseFuture::cached(Box::pin(request::post_read(
-                    shared, replay, inner, request, target, policy,
+                    shared,
+                    replay,
+                    inner,
+                    request,
+                    target,
+                    policy,
+                    credentials,
                 )))
             }
         }

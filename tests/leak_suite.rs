@@ -2,7 +2,8 @@
 //! served to another.
 //!
 //! Each case is a rule that makes a response personal (a cookie, `private`,
-//! `no-store`, `no-cache`, `Vary: *`, a request's `Authorization`), a
+//! `no-store`, `no-cache`, `Vary: *`, a request's `Authorization` or
+//! `Cookie`), a
 //! response that `Vary`s on a request header, or a poisoned `Host`; on both
 //! stores (in memory, and a real `redis-server`); and on both paths a
 //! response could leak by: stored and served to a later request (direct),
@@ -43,6 +44,8 @@ enum Rule {
     NoCache,
     VaryStar,
     Authorization,
+    /// A plain response to a request with a session cookie.
+    Cookie,
     VaryLanguage,
     HostPoisoning,
 }
@@ -57,6 +60,7 @@ impl Rule {
             Self::NoCache => "no-cache",
             Self::VaryStar => "vary-star",
             Self::Authorization => "authorization",
+            Self::Cookie => "cookie",
             Self::VaryLanguage => "vary-language",
             Self::HostPoisoning => "host",
         }
@@ -69,6 +73,7 @@ impl Rule {
             Self::Private | Self::NoStore | Self::NoCache => "cache-control",
             Self::VaryStar => "vary",
             Self::Authorization => "authorization",
+            Self::Cookie => "cookie",
             Self::VaryLanguage | Self::HostPoisoning => unreachable!("{self:?} responses are shareable"),
         }
     }
@@ -108,6 +113,8 @@ const CASES: &[Case] = &[
     Case { name: "vary-star.collapsed", rule: Rule::VaryStar, path: Path::Collapsed(CLIENTS) },
     Case { name: "authorization.direct", rule: Rule::Authorization, path: Path::Direct },
     Case { name: "authorization.collapsed", rule: Rule::Authorization, path: Path::Collapsed(CLIENTS) },
+    Case { name: "cookie.direct", rule: Rule::Cookie, path: Path::Direct },
+    Case { name: "cookie.collapsed", rule: Rule::Cookie, path: Path::Collapsed(CLIENTS) },
     Case { name: "vary-language.direct", rule: Rule::VaryLanguage, path: Path::Direct },
     Case { name: "vary-language.collapsed", rule: Rule::VaryLanguage, path: Path::Collapsed(CLIENTS) },
     Case { name: "host-poisoning.direct", rule: Rule::HostPoisoning, path: Path::Direct },
@@ -167,8 +174,9 @@ async fn origin(
         "no-cache" => set(header::CACHE_CONTROL, "no-cache".into()),
         "vary-star" => set(header::VARY, "*".into()),
         // Fresh for a minute, but not `public`: not for other users when
-        // the request was authorized.
-        "authorization" => set(header::CACHE_CONTROL, "max-age=60".into()),
+        // the request was authorized, or carried a cookie (as the pages of
+        // most handlers that read a session cookie are).
+        "authorization" | "cookie" => set(header::CACHE_CONTROL, "max-age=60".into()),
         "vary-language" => {
             set(header::VARY, "accept-language".into());
             set(header::CACHE_CONTROL, "public, max-age=60".into());
@@ -192,8 +200,48 @@ fn with_cookie(uri: &str, i: usize) -> Request<Body> {
     get_with(uri, &[(header::COOKIE, format!("user=u{i}"))])
 }
 
-fn with_auth(uri: &str, user: &str) -> Request<Body> {
-    get_with(uri, &[(header::AUTHORIZATION, format!("Bearer {user}"))])
+/// What a request carries that makes the answer to it its own.
+#[derive(Debug, Clone, Copy)]
+enum Credential {
+    Authorization,
+    Cookie,
+}
+
+impl Credential {
+    /// A request of `user`'s.
+    fn request(self, uri: &str, user: &str) -> Request<Body> {
+        get_with(uri, &[(self.header(), self.value(user))])
+    }
+
+    fn header(self) -> HeaderName {
+        match self {
+            Self::Authorization => header::AUTHORIZATION,
+            Self::Cookie => header::COOKIE,
+        }
+    }
+
+    /// What `user` sends, as the origin echoes it.
+    fn value(self, user: &str) -> String {
+        match self {
+            Self::Authorization => format!("Bearer {user}"),
+            Self::Cookie => format!("session={user}"),
+        }
+    }
+
+    /// The field the origin echoes it in.
+    fn field(self) -> &'static str {
+        match self {
+            Self::Authorization => "auth",
+            Self::Cookie => "cookie",
+        }
+    }
+
+    fn rule(self) -> Rule {
+        match self {
+            Self::Authorization => Rule::Authorization,
+            Self::Cookie => Rule::Cookie,
+        }
+    }
 }
 
 fn with_language(uri: &str, language: &str) -> Request<Body> {
@@ -321,8 +369,12 @@ impl Run {
 
 async fn check(run: Run, case: &Case) {
     match (case.rule, case.path) {
-        (Rule::Authorization, Path::Direct) => authorization_direct(&run).await,
-        (Rule::Authorization, Path::Collapsed(n)) => authorization_collapsed(&run, n).await,
+        (Rule::Authorization, Path::Direct) => credential_direct(&run, Credential::Authorization).await,
+        (Rule::Authorization, Path::Collapsed(n)) => {
+            credential_collapsed(&run, Credential::Authorization, n).await
+        }
+        (Rule::Cookie, Path::Direct) => credential_direct(&run, Credential::Cookie).await,
+        (Rule::Cookie, Path::Collapsed(n)) => credential_collapsed(&run, Credential::Cookie, n).await,
         (Rule::VaryLanguage, Path::Direct) => language_direct(&run).await,
         (Rule::VaryLanguage, Path::Collapsed(n)) => language_collapsed(&run, n).await,
         (Rule::HostPoisoning, Path::Direct) => host_direct(&run).await,
@@ -436,19 +488,21 @@ fn assert_echo(run: &Run, reply: &Reply, field: &str, expected: &str) {
     );
 }
 
-/// An authorized user's response (not `public`) reaches no other user, and
-/// an anonymous stored response reaches no authorized user.
-async fn authorization_direct(run: &Run) {
+/// A response to a user's credential (not `public`) reaches no other user
+/// nor an anonymous client, and an anonymous stored response reaches no
+/// user with a credential.
+async fn credential_direct(run: &Run, credential: Credential) {
     let label = &run.label;
-    // Authorized first: nothing may be stored for the others.
-    let first = format!("{}?authorized-first", run.uri);
-    let alice = run.send(with_auth(&first, "alice")).await;
-    let bob = run.send(with_auth(&first, "bob")).await;
+    let field = credential.field();
+    // The credential first: nothing may be stored for the others.
+    let first = format!("{}?credential-first", run.uri);
+    let alice = run.send(credential.request(&first, "alice")).await;
+    let bob = run.send(credential.request(&first, "bob")).await;
     let anonymous = run.send(get_with(&first, &[])).await;
-    assert_echo(run, &alice, "auth", "Bearer alice");
-    assert_echo(run, &bob, "auth", "Bearer bob");
-    assert_echo(run, &anonymous, "auth", "none");
-    assert_eq!(run.calls.get(), 3, "{label}: an authorized response was stored");
+    assert_echo(run, &alice, field, &credential.value("alice"));
+    assert_echo(run, &bob, field, &credential.value("bob"));
+    assert_echo(run, &anonymous, field, "none");
+    assert_eq!(run.calls.get(), 3, "{label}: a personal response was stored");
 
     // Anonymous first: what it stores is there to be (wrongly) served.
     let second = format!("{}?anonymous-first", run.uri);
@@ -458,10 +512,19 @@ async fn authorization_direct(run: &Run) {
         "{label}: {}",
         stored.cache_status()
     );
-    let carol = run.send(with_auth(&second, "carol")).await;
-    let dave = run.send(with_auth(&second, "dave")).await;
-    assert_echo(run, &carol, "auth", "Bearer carol");
-    assert_echo(run, &dave, "auth", "Bearer dave");
+    let carol = run.send(credential.request(&second, "carol")).await;
+    let dave = run.send(credential.request(&second, "dave")).await;
+    assert_echo(run, &carol, field, &credential.value("carol"));
+    assert_echo(run, &dave, field, &credential.value("dave"));
+    let detail = format!(
+        "fwd=request; fwd-status=200; detail={}",
+        credential.rule().private_detail()
+    );
+    assert!(
+        carol.cache_status().ends_with(&detail),
+        "{label}: {}",
+        carol.cache_status()
+    );
     let anonymous = run.send(get_with(&second, &[])).await;
     assert_eq!(
         anonymous.body, stored.body,
@@ -471,30 +534,31 @@ async fn authorization_direct(run: &Run) {
     assert_all_distinct(run, &[alice, bob, carol, dave]);
 }
 
-async fn authorization_collapsed(run: &Run, n: usize) {
+async fn credential_collapsed(run: &Run, credential: Credential, n: usize) {
     let label = &run.label;
+    let field = credential.field();
     let replies = run
-        .collapsed(n, |i| with_auth(&run.uri, &format!("user-{i}")))
+        .collapsed(n, |i| credential.request(&run.uri, &format!("user-{i}")))
         .await;
     for (i, reply) in replies.iter().enumerate() {
-        assert_echo(run, reply, "auth", &format!("Bearer user-{i}"));
+        assert_echo(run, reply, field, &credential.value(&format!("user-{i}")));
     }
     assert_all_distinct(run, &replies);
     for (i, reply) in replies.iter().enumerate() {
-        run.assert_went_forward(i, reply, Rule::Authorization);
+        run.assert_went_forward(i, reply, credential.rule());
     }
     assert_eq!(run.calls.get(), n, "{label}: every user went to the origin");
     run.assert_waited(n, 1);
 
-    // Authorized waiters on an anonymous leader, whose response is stored
-    // and shared with the anonymous waiters: not with the users.
+    // Users waiting on an anonymous leader, whose response is stored and
+    // shared with the anonymous waiters: not with the users.
     let mixed = format!("{}?mixed", run.uri);
     let replies = run
         .collapsed(n, |i| {
             if i.is_multiple_of(2) {
                 get_with(&mixed, &[])
             } else {
-                with_auth(&mixed, &format!("user-{i}"))
+                credential.request(&mixed, &format!("user-{i}"))
             }
         })
         .await;
@@ -502,12 +566,12 @@ async fn authorization_collapsed(run: &Run, n: usize) {
         let expected = if i.is_multiple_of(2) {
             "none".to_owned()
         } else {
-            format!("Bearer user-{i}")
+            credential.value(&format!("user-{i}"))
         };
-        assert_echo(run, reply, "auth", &expected);
+        assert_echo(run, reply, field, &expected);
     }
-    let authorized: Vec<_> = replies.iter().skip(1).step_by(2).cloned().collect();
-    assert_all_distinct(run, &authorized);
+    let users: Vec<_> = replies.iter().skip(1).step_by(2).cloned().collect();
+    assert_all_distinct(run, &users);
     let anonymous: HashSet<_> = replies.iter().step_by(2).map(|r| r.body.clone()).collect();
     assert_eq!(
         anonymous.len(),

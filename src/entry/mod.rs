@@ -46,6 +46,9 @@ pub struct Entry {
     /// Derived from `headers`, not encoded: may it answer a request that
     /// carries `Authorization`?
     pub(crate) allows_authorized: bool,
+    /// Derived from `headers`, not encoded: may it answer a request that
+    /// carries a `Cookie` the route does not account for?
+    pub(crate) allows_cookie: bool,
     /// Tags to purge it by, from the layer's tag header; set by the layer,
     /// kept by stores in their tag index, not encoded.
     pub(crate) tags: Vec<String>,
@@ -121,7 +124,8 @@ impl Entry {
         lifetime: Lifetime,
         recompute: Duration,
     ) -> Self {
-        let allows_authorized = CacheControl::parse(&headers).allows_authorized();
+        let cc = CacheControl::parse(&headers);
+        let (allows_authorized, allows_cookie) = (cc.allows_authorized(), cc.allows_cookie());
         Self {
             status,
             headers,
@@ -133,6 +137,7 @@ impl Entry {
             lifetime,
             recompute,
             allows_authorized,
+            allows_cookie,
             tags: Vec::new(),
         }
     }

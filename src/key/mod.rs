@@ -35,6 +35,15 @@ pub(crate) use variant::{Varies, variant_tag};
 pub trait MakeKey: Send + Sync + 'static {
     /// The key of `request`, or `None` to leave it uncached.
     fn make_key(&self, request: &Parts) -> Option<String>;
+
+    /// Whether the key holds every cookie a response may depend on, so that
+    /// a request's other cookies are no reason to keep its response from
+    /// others ([`DefaultKey::with_cookie`]). Default: `false`: a request's
+    /// `Cookie` is a credential, and the response to it is shared only if it
+    /// says `public` or `s-maxage`.
+    fn covers_cookies(&self) -> bool {
+        false
+    }
 }
 
 impl<F> MakeKey for F
@@ -69,6 +78,7 @@ where
 #[derive(Debug, Clone, Default)]
 pub struct DefaultKey {
     headers: Vec<header::HeaderName>,
+    cookies: Vec<String>,
     without_query: bool,
     without_authority: bool,
 }
@@ -98,6 +108,36 @@ impl DefaultKey {
         self
     }
 
+    /// Adds the value of the request's cookie `name` (a language, a theme,
+    /// a currency): requests with `lang=en` and `lang=de` get two entries,
+    /// requests without it a third. Every other cookie is then taken not to
+    /// matter: a request's `Cookie` no longer keeps the response to it from
+    /// other requests with the same named values. Name every cookie the
+    /// responses depend on; a session cookie named here gives each session
+    /// an entry of its own.
+    ///
+    /// ```
+    /// use tower_stampede::{DefaultKey, MemoryStore, StampedeLayer};
+    ///
+    /// let layer = StampedeLayer::new(MemoryStore::new())
+    ///     .route_key("/docs/*", DefaultKey::new().with_cookie("lang"));
+    /// # let _ = layer;
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `name` is empty or has a character a cookie name cannot have
+    /// (white space, `=`, `;`, `,`, control characters).
+    pub fn with_cookie(mut self, name: &str) -> Self {
+        let valid = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+        assert!(valid, "invalid cookie name {name:?} for a cache key");
+        self.cookies.push(name.to_owned());
+        self
+    }
+
     /// Leaves the query string out: requests that differ only in it share
     /// a key.
     pub fn without_query(mut self) -> Self {
@@ -115,6 +155,10 @@ impl DefaultKey {
 }
 
 impl MakeKey for DefaultKey {
+    fn covers_cookies(&self) -> bool {
+        !self.cookies.is_empty()
+    }
+
     fn make_key(&self, request: &Parts) -> Option<String> {
         let host = match request.headers.get(header::HOST) {
             Some(host) => Some(host.to_str().ok()?),
@@ -148,8 +192,32 @@ impl MakeKey for DefaultKey {
                 key.push_str(value.to_str().ok()?);
             }
         }
+        for name in &self.cookies {
+            for value in cookie_values(request, name)? {
+                key.push_str(" cookie:");
+                key.push_str(name);
+                key.push('=');
+                key.push_str(value);
+            }
+        }
         Some(key)
     }
+}
+
+/// The values of the request's cookie `name`, in order; `None` when a
+/// `Cookie` field is not visible ASCII (the request is then not cached).
+fn cookie_values<'a>(request: &'a Parts, name: &str) -> Option<Vec<&'a str>> {
+    let mut values = Vec::new();
+    for field in request.headers.get_all(header::COOKIE) {
+        for pair in field.to_str().ok()?.split(';') {
+            if let Some((key, value)) = pair.trim().split_once('=')
+                && key == name
+            {
+                values.push(value);
+            }
+        }
+    }
+    Some(values)
 }
 
 /// A layer's key functions: the default, and those of route patterns.
@@ -178,13 +246,20 @@ impl Keys {
         self.routes.insert(pattern, Arc::new(key));
     }
 
+    /// The key function of requests to `path`.
+    fn of(&self, path: &str) -> &dyn MakeKey {
+        self.routes.get(path).unwrap_or(&self.default).as_ref()
+    }
+
     /// The key of `parts` as they are, by the route's key function or the
     /// default.
     pub(crate) fn make(&self, parts: &Parts) -> Option<String> {
-        match self.routes.get(parts.uri.path()) {
-            Some(key) => key.make_key(parts),
-            None => self.default.make_key(parts),
-        }
+        self.of(parts.uri.path()).make_key(parts)
+    }
+
+    /// Whether the keys of requests to `path` hold the cookies that matter.
+    pub(crate) fn cover_cookies(&self, path: &str) -> bool {
+        self.of(path).covers_cookies()
     }
 
     /// The key of a `GET` for `parts`' target: what a `HEAD` shares, and
@@ -268,6 +343,38 @@ mod tests {
             Some("GET api.example/x forwarded=host=evil.example")
         );
         assert_eq!(key(plain).as_deref(), Some("GET api.example/x"));
+    }
+
+    #[test]
+    fn named_cookies_are_part_of_the_key_and_no_other() {
+        let key = |cookies: &[&str]| {
+            let mut request = Request::get("http://api.example/docs");
+            for cookie in cookies {
+                request = request.header("cookie", *cookie);
+            }
+            DefaultKey::new()
+                .with_cookie("lang")
+                .make_key(&request.body(()).expect("valid").into_parts().0)
+        };
+        let english = key(&["lang=en; session=alice"]);
+        assert_eq!(english.as_deref(), Some("GET api.example/docs cookie:lang=en"));
+        assert_eq!(
+            key(&["session=bob", "lang=en"]),
+            english,
+            "other cookies do not count"
+        );
+        assert_ne!(key(&["lang=de; session=alice"]), english);
+        assert_eq!(key(&["session=alice"]).as_deref(), Some("GET api.example/docs"));
+        assert_ne!(key(&["lang="]), key(&[]), "empty is a value");
+        assert_ne!(key(&["xlang=en"]), english, "names match whole");
+        assert!(DefaultKey::new().with_cookie("lang").covers_cookies());
+        assert!(!DefaultKey::new().covers_cookies());
+    }
+
+    #[test]
+    #[should_panic(expected = "invalid cookie name")]
+    fn a_cookie_name_must_be_a_token() {
+        let _ = DefaultKey::new().with_cookie("lang=en");
     }
 
     #[test]

@@ -157,6 +157,35 @@ impl<St: Store, R> StampedeLayer<St, R> {
         self
     }
 
+    /// Declares that the responses of requests whose path matches
+    /// `pattern` never depend on the request's cookies (analytics or consent
+    /// cookies on public pages): a request's `Cookie` no longer keeps the
+    /// response to it from others, nor others' responses from it. Patterns
+    /// and precedence as for [`route`](Self::route).
+    ///
+    /// Elsewhere a `Cookie` is a credential, as `Authorization` is in RFC
+    /// 9111 section 3.5: the response to a request that carries one is
+    /// shared (and a stored response served to it) only if the response
+    /// says `public` or `s-maxage`. Where responses depend on some cookies
+    /// only, key by those instead
+    /// ([`DefaultKey::with_cookie`](crate::DefaultKey::with_cookie)). A
+    /// response that sets a cookie is never shared, here either.
+    ///
+    /// ```
+    /// use tower_stampede::{MemoryStore, StampedeLayer};
+    ///
+    /// let layer = StampedeLayer::new(MemoryStore::new()).ignore_cookies("/blog/*");
+    /// # let _ = layer;
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// As [`route`](Self::route), for an invalid pattern.
+    pub fn ignore_cookies(mut self, pattern: &str) -> Self {
+        self.config().ignore_cookies.insert(pattern, ());
+        self
+    }
+
     /// The largest body that is buffered to be stored and shared. A larger
     /// response streams to its own client untouched and is not stored.
     /// Default: 8 MiB.

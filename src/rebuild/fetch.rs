@@ -13,7 +13,7 @@ use crate::{
     entry::Entry,
     rules::{
         cache_control::CacheControl,
-        storable::{self, Private},
+        storable::{self, Credentials, Private},
     },
 };
 
@@ -52,13 +52,14 @@ impl<B: Body> Fetched<B> {
     }
 }
 
-/// Calls `inner`, which is ready, with `request`, asking whether `last_good`
-/// is still current when it can be validated: a `304` then renews it
-/// without the body travelling again.
+/// Calls `inner`, which is ready, with `request`, which carries `asked`,
+/// asking whether `last_good` is still current when it can be validated: a
+/// `304` then renews it without the body travelling again.
 pub(super) async fn fetch<S, ReqBody, B>(
     mut inner: S,
     mut request: Request<ReqBody>,
     last_good: Option<&Entry>,
+    asked: Credentials,
     limit: usize,
     patience: Duration,
 ) -> Result<Fetched<B>, S::Error>
@@ -78,14 +79,13 @@ where
             }
         }
     }
-    let authorized = request.headers().contains_key(header::AUTHORIZATION);
     let (parts, body) = inner.call(request).await?.into_parts();
     if validated && parts.status == StatusCode::NOT_MODIFIED {
         // The answer to this layer's own question: never a client's.
         return Ok(Fetched::NotModified { parts });
     }
     let cc = CacheControl::parse(&parts.headers);
-    if let Err(reason) = storable::shareable(&parts.headers, &cc, authorized) {
+    if let Err(reason) = storable::shareable(&parts.headers, &cc, asked) {
         return Ok(Fetched::Private { parts, body, reason });
     }
     Ok(match collect(body, limit, patience).await {

@@ -125,7 +125,7 @@ async fn written_meanwhile<St: Store>(
     let decision = job
         .policy
         .decide(entry.lifetime, entry.recompute, now, || shared.random());
-    let ttl = reuse(Some(decision), fit(&entry, request)).fresh_for()?;
+    let ttl = reuse(Some(decision), fit(&entry, request, job.credentials)).fresh_for()?;
     Some(Written { entry, ttl, now })
 }
 

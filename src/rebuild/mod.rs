@@ -96,6 +96,7 @@ where
         inner,
         request,
         last_good.as_deref(),
+        job.credentials,
         config.max_body_bytes,
         config.max_body_wait,
     );
@@ -111,6 +112,7 @@ where
             policy: &job.policy,
             last_good: last_good.as_ref(),
             request: &headers,
+            asked: job.credentials,
             tag_header: config.tag_header.as_ref(),
             variant_of: job.variant_of.as_deref(),
             random: || shared.random(),

@@ -50,7 +50,7 @@ where
             job.policy
                 .decide(entry.lifetime, entry.recompute, now, || shared.random())
         });
-        match reuse(decision, fit(&entry, request.headers())) {
+        match reuse(decision, fit(&entry, request.headers(), job.credentials)) {
             Reuse::Serve { ttl } => {
                 counters.hits.incr();
                 debug!(key = job.key, "hit");
@@ -115,7 +115,7 @@ where
                 },
             }
         }
-        Join::Waiter(waiter) => wait(&shared, inner, request, waiter, job.primary(), &ask).await,
+        Join::Waiter(waiter) => wait(&shared, inner, request, waiter, &job, &ask).await,
         Join::Full => {
             counters.shed.incr();
             debug!(key = job.key, "max_waiters reached; turned away");
@@ -140,7 +140,7 @@ async fn find<St: Store>(shared: &Shared<St>, job: &Job, request: &HeaderMap) ->
         (None, Some(primary)) => shared
             .get(primary)
             .await
-            .filter(|entry| fit(entry, request) == Fit::Yes),
+            .filter(|entry| fit(entry, request, job.credentials) == Fit::Yes),
         (found, _) => found,
     }
 }

@@ -15,7 +15,10 @@ use crate::{
     plan::Job,
     policy::Policy,
     rebuild::{Origin, SendBody},
-    rules::status::{CacheStatus, Fwd},
+    rules::{
+        status::{CacheStatus, Fwd},
+        storable::Credentials,
+    },
     shared::Shared,
     store::Store,
 };
@@ -117,8 +120,9 @@ where
     }
 }
 
-/// The flow of a `POST` cached as a read: its body is read, for its digest
-/// to complete the key `target`, and handed back unchanged; a body that
+/// The flow of a `POST` cached as a read, which carries `credentials`: its
+/// body is read, for its digest to complete the key `target`, and handed
+/// back unchanged; a body that
 /// cannot be read whole within the limits goes to the inner service as it
 /// comes.
 pub(crate) async fn post_read<S, St, R, ReqBody, B>(
@@ -128,6 +132,7 @@ pub(crate) async fn post_read<S, St, R, ReqBody, B>(
     request: Request<ReqBody>,
     target: String,
     policy: Policy,
+    credentials: Credentials,
 ) -> Result<Response<StampedeBody<B>>, S::Error>
 where
     S: Origin<ReqBody, B> + Clone,
@@ -142,7 +147,7 @@ where
     let request = Request::from_parts(parts, body);
     match whole.and_then(|whole| read_key(target, request.headers(), &whole)) {
         Some(key) => {
-            let job = Job::new(&shared.state.varies, key, request.headers(), policy);
+            let job = Job::new(&shared.state.varies, key, request.headers(), policy, credentials);
             lookup(shared, inner, request, job).await
         }
         None => {

@@ -8,6 +8,7 @@ use super::forward::forward;
 use crate::{
     body::StampedeBody,
     flight::{Outcome, Waiter},
+    plan::Job,
     rebuild::{Origin, SendBody},
     response::{bad_gateway, from_entry, ttl_left},
     reuse::{Fit, fit},
@@ -20,13 +21,14 @@ use crate::{
 };
 
 /// Waits for the flight `waiter` joined and answers from its outcome.
-/// `primary` is the plain key, which learns the response's `Vary` names.
+/// `job` is the request's own, whose plain key learns the response's
+/// `Vary` names.
 pub(super) async fn wait<S, St, ReqBody, B>(
     shared: &Shared<St>,
     inner: S,
     request: Request<ReqBody>,
     waiter: Waiter<Outcome>,
-    primary: &str,
+    job: &Job,
     ask: &Ask,
 ) -> Result<Response<StampedeBody<B>>, S::Error>
 where
@@ -41,8 +43,10 @@ where
     let fallback = inner.clone();
     drop(inner);
     match waiter.wait().await {
-        Some(Outcome::Shared { entry, stored }) if fit(&entry, request.headers()) == Fit::Yes => {
-            shared.state.varies.learn(primary, &entry.vary);
+        Some(Outcome::Shared { entry, stored })
+            if fit(&entry, request.headers(), job.credentials) == Fit::Yes =>
+        {
+            shared.state.varies.learn(job.primary(), &entry.vary);
             let ttl = stored.then(|| ttl_left(entry.lifetime, shared.now()));
             let status = CacheStatus::forward(Fwd::Miss)
                 .fwd_status(entry.status)
@@ -50,20 +54,20 @@ where
                 .ttl(ttl);
             Ok(ask.shape(from_entry(&entry, status, None)))
         }
-        Some(Outcome::LastGood(entry)) if fit(&entry, request.headers()) == Fit::Yes => {
+        Some(Outcome::LastGood(entry)) if fit(&entry, request.headers(), job.credentials) == Fit::Yes => {
             let status = CacheStatus::forward(Fwd::Miss).collapsed().detail(STALE_IF_ERROR);
             Ok(ask.shape(from_entry(&entry, status, Some(shared.now()))))
         }
         Some(Outcome::Failed) | None => Ok(bad_gateway("origin-error")),
         Some(Outcome::Shared { .. } | Outcome::LastGood(_)) => {
             debug!(
-                primary,
+                key = job.key,
                 "leader's response does not fit this request; going forward"
             );
             forward(shared, fallback, request, CacheStatus::forward(Fwd::Miss)).await
         }
         Some(Outcome::Private(why)) => {
-            debug!(primary, why, "leader's response is its own; going forward");
+            debug!(key = job.key, why, "leader's response is its own; going forward");
             let status = CacheStatus::forward(Fwd::Miss).detail(why);
             forward(shared, fallback, request, status).await
         }

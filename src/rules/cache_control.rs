@@ -67,6 +67,13 @@ impl CacheControl {
     pub(crate) fn allows_authorized(&self) -> bool {
         self.public || self.s_maxage || self.must_revalidate
     }
+
+    /// The layer's own rule, stricter than RFC 9111's: a response to a
+    /// request with a `Cookie` may be reused only when the origin says it
+    /// is for everyone, with `public` or `s-maxage`.
+    pub(crate) fn allows_cookie(&self) -> bool {
+        self.public || self.s_maxage
+    }
 }
 
 /// What a response's own headers say about how long it may be reused

@@ -13,6 +13,9 @@ pub(crate) enum Private {
     CacheControl,
     Authorization,
     VaryStar,
+    /// The request carried a `Cookie` and the response did not say
+    /// `public` or `s-maxage`.
+    Cookie,
 }
 
 impl Private {
@@ -22,6 +25,7 @@ impl Private {
             Self::CacheControl => "cache-control",
             Self::Authorization => "authorization",
             Self::VaryStar => "vary",
+            Self::Cookie => "cookie",
         }
     }
 }
@@ -43,24 +47,46 @@ pub(crate) fn request_skips_cache(headers: &HeaderMap) -> bool {
     headers.contains_key(header::RANGE) || CacheControl::parse(headers).no_store
 }
 
+/// What a request carries that makes the answer to it its own, unless the
+/// answer says it is for everyone.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Credentials {
+    /// `Authorization` (RFC 9111 section 3.5).
+    pub(crate) authorization: bool,
+    /// A `Cookie` that the route does not account for: its key names no
+    /// cookie, and the route does not ignore cookies.
+    pub(crate) cookie: bool,
+}
+
+impl Credentials {
+    /// The credentials of a request with `headers`; `cookies_accounted`
+    /// when its route keys by the cookies that matter or ignores them.
+    pub(crate) fn of(headers: &HeaderMap, cookies_accounted: bool) -> Self {
+        Self {
+            authorization: headers.contains_key(header::AUTHORIZATION),
+            cookie: !cookies_accounted && headers.contains_key(header::COOKIE),
+        }
+    }
+}
+
 /// Whether a response may be handed to requests other than the one that
-/// caused it (waiters of its flight, later hits).
-pub(crate) fn shareable(
-    headers: &HeaderMap,
-    cc: &CacheControl,
-    request_had_authorization: bool,
-) -> Result<(), Private> {
+/// caused it (waiters of its flight, later hits), given what the request
+/// that caused it carried.
+pub(crate) fn shareable(headers: &HeaderMap, cc: &CacheControl, asked: Credentials) -> Result<(), Private> {
     if headers.contains_key(header::SET_COOKIE) {
         return Err(Private::SetCookie);
     }
     if cc.private || cc.no_store || cc.no_cache {
         return Err(Private::CacheControl);
     }
-    if request_had_authorization && !cc.allows_authorized() {
+    if asked.authorization && !cc.allows_authorized() {
         return Err(Private::Authorization);
     }
     if vary_names(headers).is_none() {
         return Err(Private::VaryStar);
+    }
+    if asked.cookie && !cc.allows_cookie() {
+        return Err(Private::Cookie);
     }
     Ok(())
 }
@@ -91,10 +117,15 @@ mod tests {
 
     #[test]
     fn personal_responses_are_not_shareable() {
-        let check = |pairs: &[(&'static str, &'static str)], auth: bool| {
-            let h = headers(pairs);
-            shareable(&h, &CacheControl::parse(&h), auth)
+        let asked = |authorization, cookie| Credentials {
+            authorization,
+            cookie,
         };
+        let with = |pairs: &[(&'static str, &'static str)], asked: Credentials| {
+            let h = headers(pairs);
+            shareable(&h, &CacheControl::parse(&h), asked)
+        };
+        let check = |pairs: &[(&'static str, &'static str)], auth: bool| with(pairs, asked(auth, false));
         assert_eq!(check(&[], false), Ok(()));
         assert_eq!(check(&[("set-cookie", "id=1")], false), Err(Private::SetCookie));
         assert_eq!(
@@ -122,6 +153,53 @@ mod tests {
         assert_eq!(check(&[("cache-control", "s-maxage=5")], true), Ok(()));
         assert_eq!(check(&[("cache-control", "must-revalidate")], true), Ok(()));
         assert_eq!(check(&[("vary", "accept, *")], false), Err(Private::VaryStar));
+
+        // A request's Cookie: only the origin's word that the response is
+        // for everyone shares it.
+        let cookie = asked(false, true);
+        assert_eq!(with(&[], cookie), Err(Private::Cookie));
+        assert_eq!(
+            with(&[("cache-control", "max-age=60")], cookie),
+            Err(Private::Cookie)
+        );
+        assert_eq!(
+            with(&[("cache-control", "must-revalidate")], cookie),
+            Err(Private::Cookie),
+            "must-revalidate says nothing of cookies"
+        );
+        assert_eq!(with(&[("cache-control", "public, max-age=60")], cookie), Ok(()));
+        assert_eq!(with(&[("cache-control", "s-maxage=60")], cookie), Ok(()));
+        assert_eq!(
+            with(&[("cache-control", "private")], cookie),
+            Err(Private::CacheControl),
+            "the response's own reason first"
+        );
+        assert_eq!(
+            with(&[("cache-control", "max-age=60")], asked(true, true)),
+            Err(Private::Authorization)
+        );
+    }
+
+    #[test]
+    fn a_cookie_counts_unless_the_route_accounts_for_it() {
+        let cookie = headers(&[("cookie", "session=alice")]);
+        assert_eq!(
+            Credentials::of(&cookie, false),
+            Credentials {
+                authorization: false,
+                cookie: true
+            }
+        );
+        assert_eq!(Credentials::of(&cookie, true), Credentials::default());
+        let both = headers(&[("cookie", "a=1"), ("authorization", "Bearer x")]);
+        assert_eq!(
+            Credentials::of(&both, true),
+            Credentials {
+                authorization: true,
+                cookie: false
+            },
+            "Authorization is never the route's to waive"
+        );
     }
 
     #[test]

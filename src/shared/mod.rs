@@ -45,6 +45,8 @@ pub(crate) struct Config {
     pub(crate) keys: Keys,
     /// Paths whose `POST` requests are reads.
     pub(crate) reads: Routes<()>,
+    /// Paths whose responses never depend on the request's cookies.
+    pub(crate) ignore_cookies: Routes<()>,
     pub(crate) max_body_bytes: usize,
     pub(crate) max_request_bytes: usize,
     pub(crate) max_body_wait: Duration,
@@ -72,6 +74,7 @@ impl Default for Config {
             routes: Routes::default(),
             keys: Keys::new(),
             reads: Routes::default(),
+            ignore_cookies: Routes::default(),
             max_body_bytes: 8 * 1024 * 1024,
             max_request_bytes: 64 * 1024,
             max_body_wait: Duration::from_secs(30),

@@ -19,7 +19,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, Response, StatusCode, header};
+use http::{HeaderMap, HeaderName, Response, StatusCode};
 use http_body::Body;
 
 use super::fetch::Fetched;
@@ -34,7 +34,7 @@ use crate::{
         cache_control::{CacheControl, OriginFreshness},
         grpc,
         status::{BODY_NOT_STORED, CacheStatus, Fwd, STALE_IF_ERROR},
-        storable::{self, Private},
+        storable::{self, Credentials, Private},
         vary,
     },
 };
@@ -47,8 +47,9 @@ pub(super) struct Context<'a, R> {
     pub(super) policy: &'a Policy,
     /// The entry the rebuild replaces, if it fits the request.
     pub(super) last_good: Option<&'a Arc<Entry>>,
-    /// The headers of the request the origin answered.
+    /// The headers of the request the origin answered, and what it carried.
     pub(super) request: &'a HeaderMap,
+    pub(super) asked: Credentials,
     pub(super) tag_header: Option<&'a HeaderName>,
     /// The plain key, when the rebuilt key is one of its `Vary` variants.
     pub(super) variant_of: Option<&'a str>,
@@ -189,8 +190,7 @@ fn renew<B: Body, E, R: FnMut() -> f64>(
     cx: &mut Context<'_, R>,
 ) -> Settled<B, E> {
     let now = cx.now;
-    let authorized = cx.request.contains_key(header::AUTHORIZATION);
-    let renewable = storable::shareable(answer, &CacheControl::parse(answer), authorized).is_ok();
+    let renewable = storable::shareable(answer, &CacheControl::parse(answer), cx.asked).is_ok();
     let lifetime = renewable
         .then(|| {
             cx.policy

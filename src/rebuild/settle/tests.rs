@@ -2,6 +2,8 @@
 
 use http_body_util::Full;
 
+use http::header;
+
 use super::*;
 use crate::rules::headers;
 
@@ -70,6 +72,16 @@ fn settle_at(
     last_good: Option<&Arc<Entry>>,
     policy: &Policy,
 ) -> String {
+    settle_asked(now, fetched, last_good, policy, Credentials::default())
+}
+
+fn settle_asked(
+    now: SystemTime,
+    fetched: Result<Fetched<Body>, &'static str>,
+    last_good: Option<&Arc<Entry>>,
+    policy: &Policy,
+    asked: Credentials,
+) -> String {
     let request = HeaderMap::new();
     let surrogate = HeaderName::from_static("surrogate-key");
     seen(settle(
@@ -80,6 +92,7 @@ fn settle_at(
             policy,
             last_good,
             request: &request,
+            asked,
             tag_header: Some(&surrogate),
             variant_of: None,
             random: || 0.5,
@@ -173,6 +186,10 @@ fn personal_and_unread_responses_are_their_clients_own() {
             r#"own waiters=cache-control pass=true "tower-stampede; fwd=miss; fwd-status=200; detail=cache-control""#,
         ),
         (
+            private(Private::Cookie),
+            r#"own waiters=cookie pass=true "tower-stampede; fwd=miss; fwd-status=200; detail=cookie""#,
+        ),
+        (
             private(Private::Authorization),
             r#"own waiters=authorization pass=false "tower-stampede; fwd=miss; fwd-status=200; detail=authorization""#,
         ),
@@ -204,6 +221,25 @@ fn a_304_renews_the_entry_it_validated_when_it_may() {
         as_it_was,
         "a 304 for the leader's client alone renews nothing"
     );
+    let cookie = Credentials {
+        authorization: false,
+        cookie: true,
+    };
+    assert_eq!(
+        settle_asked(now, not_modified(&[]), Some(&old), &ttl, cookie),
+        as_it_was,
+        "a 304 to a request with a cookie says nothing for others"
+    );
+    assert_eq!(
+        settle_asked(
+            now,
+            not_modified(&[("cache-control", "public")]),
+            Some(&old),
+            &ttl,
+            cookie
+        ),
+        renewed
+    );
     assert_eq!(
         settle_at(now, not_modified(&[]), Some(&old), &Policy::bypass()),
         as_it_was,
@@ -217,6 +253,7 @@ fn a_304_renews_the_entry_it_validated_when_it_may() {
             policy: &ttl,
             last_good: Some(&old),
             request: &HeaderMap::new(),
+            asked: Credentials::default(),
             tag_header: Some(&HeaderName::from_static("surrogate-key")),
             variant_of: Some("GET a/"),
             random: || 0.5,
@@ -300,6 +337,7 @@ fn a_stored_entry_keeps_what_later_requests_are_matched_and_purged_by() {
             policy: &policy,
             last_good: None,
             request: &request,
+            asked: Credentials::default(),
             tag_header: Some(&HeaderName::from_static("surrogate-key")),
             variant_of: Some("GET a/"),
             random: || 0.5,
