@@ -11,6 +11,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 
 use crate::{policy::Lifetime, rules::cache_control::CacheControl};
 
+mod memory;
+
 /// The first bytes of every encoded entry: a magic and the format version.
 const MAGIC: &[u8; 4] = b"TSE\x02";
 
@@ -189,22 +191,10 @@ impl Entry {
         &self.tags
     }
 
-    /// An estimate of the memory the entry holds, in bytes.
-    pub fn weight(&self) -> usize {
-        fn map(m: &HeaderMap) -> usize {
-            m.iter().map(|(n, v)| n.as_str().len() + v.len() + 32).sum()
-        }
-        128 + self.body.len()
-            + map(&self.headers)
-            + self.trailers.as_ref().map_or(0, map)
-            + map(&self.vary_values)
-            + self.vary.iter().map(|n| n.as_str().len() + 24).sum::<usize>()
-    }
-
     /// Encodes the entry in the versioned binary format that
     /// [`Entry::decode`] reads. The body is copied as it is, not re-encoded.
     pub fn encode(&self) -> Bytes {
-        let mut out = BytesMut::with_capacity(self.weight());
+        let mut out = BytesMut::with_capacity(self.encoded_len());
         out.put_slice(MAGIC);
         out.put_u16(self.status.as_u16());
         out.put_slice(&self.encode_times());

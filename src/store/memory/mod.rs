@@ -4,8 +4,8 @@ use std::{
     collections::HashMap,
     fmt,
     sync::{
-        Arc, Mutex, MutexGuard, PoisonError,
-        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard, PoisonError, Weak,
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -16,11 +16,26 @@ use tokio::{sync::Notify, time::Instant};
 use super::{LockToken, Store, StoreError};
 use crate::entry::Entry;
 
+/// How often expired entries are dropped when no request comes.
+const MAINTAIN_EVERY: Duration = Duration::from_secs(1);
+
 /// The default bound: 128 MiB of entries.
 const DEFAULT_MAX_BYTES: u64 = 128 * 1024 * 1024;
 
 /// An in-process [`Store`] built on [moka], bounded by the bytes its entries
 /// hold. Clones share one cache.
+///
+/// # Memory
+///
+/// What the store keeps is what it counts: each entry is copied into
+/// allocations of its own size when stored (a response read off a
+/// connection is otherwise a slice of the connection's read buffer, which
+/// it would keep alive whole), and weighed with its key and moka's own
+/// records of it, so that the memory the entries hold stays within the
+/// bound ([`used_bytes`](Self::used_bytes) reports it). Entries past their
+/// lifetime are dropped within a second or so even when no request comes,
+/// by a task the store starts on the Tokio runtime it is first written
+/// from.
 ///
 /// Layers that share a `MemoryStore` share its rebuild lock too, so two
 /// layers in one process (say, two `route_layer`s) make one origin call
@@ -47,6 +62,8 @@ struct Inner {
     tags: Arc<Mutex<TagIndex>>,
     next_token: AtomicU64,
     max_bytes: u64,
+    /// Whether the task that drops expired entries without traffic runs.
+    maintained: AtomicBool,
 }
 
 #[derive(Clone)]
@@ -88,17 +105,16 @@ impl MemoryStore {
         Self::with_max_bytes(DEFAULT_MAX_BYTES)
     }
 
-    /// A store that holds up to `max_bytes` of entries, as estimated by
-    /// [`Entry::weight`]. When full, the least useful entries are evicted;
-    /// an entry larger than the whole bound is not kept at all.
+    /// A store that holds up to `max_bytes` of entries, as weighed by
+    /// [`Entry::weight`] plus their keys and about 320 bytes each of the
+    /// store's own records. When full, the least useful entries are
+    /// evicted; an entry larger than the whole bound is not kept at all.
     pub fn with_max_bytes(max_bytes: u64) -> Self {
         let tags: Arc<Mutex<TagIndex>> = Arc::default();
         let index = Arc::clone(&tags);
         let cache = Cache::builder()
             .max_capacity(max_bytes)
-            .weigher(|key: &String, slot: &Slot| {
-                u32::try_from(key.len() + slot.entry.weight()).unwrap_or(u32::MAX)
-            })
+            .weigher(|key: &String, slot: &Slot| weigh(key, &slot.entry))
             .expire_after(KeepFor)
             .eviction_listener(move |key: Arc<String>, slot: Slot, _| {
                 untag(&index, &key, &slot.entry);
@@ -111,6 +127,7 @@ impl MemoryStore {
                 tags,
                 next_token: AtomicU64::new(1),
                 max_bytes,
+                maintained: AtomicBool::new(false),
             }),
         }
     }
@@ -120,7 +137,8 @@ impl MemoryStore {
         self.inner.max_bytes
     }
 
-    /// The bytes the entries hold now, after evictions that were pending.
+    /// The bytes the entries hold now (as weighed against
+    /// [`max_bytes`](Self::max_bytes)), after evictions that were pending.
     pub fn used_bytes(&self) -> u64 {
         self.inner.cache.run_pending_tasks();
         self.inner.cache.weighted_size()
@@ -130,6 +148,33 @@ impl MemoryStore {
     pub fn entry_count(&self) -> u64 {
         self.inner.cache.run_pending_tasks();
         self.inner.cache.entry_count()
+    }
+
+    /// Starts, once, where a Tokio runtime runs, the task that lets moka
+    /// drop expired entries every [`MAINTAIN_EVERY`]: moka only does its
+    /// housekeeping when the cache is used, so without it entries past
+    /// their lifetime would hold their memory until traffic came back. The
+    /// task ends with the store.
+    fn maintain(&self) {
+        if self.inner.maintained.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.inner.maintained.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let inner: Weak<Inner> = Arc::downgrade(&self.inner);
+        runtime.spawn(async move {
+            let mut every = tokio::time::interval(MAINTAIN_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let Some(inner) = inner.upgrade() else { break };
+                inner.cache.run_pending_tasks();
+            }
+        });
     }
 
     fn locks(&self) -> MutexGuard<'_, HashMap<String, Lock>> {
@@ -154,6 +199,17 @@ impl MemoryStore {
         }
         true
     }
+}
+
+/// What moka and this store keep per entry besides the entry itself: the
+/// cache's own records of it (its node, hash table slot, deques and timer
+/// wheel), the key's allocation and the slot, as measured by
+/// `tests/memory_bound.rs`.
+const PER_ENTRY: usize = 320;
+
+/// The bytes an entry at `key` costs the store.
+fn weigh(key: &str, entry: &Entry) -> u32 {
+    u32::try_from(PER_ENTRY + key.len() + entry.weight()).unwrap_or(u32::MAX)
 }
 
 /// Tag, then key, then the entry the key was indexed for.
@@ -241,7 +297,10 @@ impl Store for MemoryStore {
         token: &LockToken,
         keep_for: Duration,
     ) -> Result<bool, StoreError> {
-        let fits = (entry.weight() + key.len()) as u64 <= self.inner.max_bytes;
+        self.maintain();
+        // What is kept owns what it is counted by.
+        let entry = Arc::new(entry.owned());
+        let fits = u64::from(weigh(key, &entry)) <= self.inner.max_bytes;
         Ok(self.release(key, token, || {
             if fits && !keep_for.is_zero() {
                 let mut index = self.inner.tags.lock().unwrap_or_else(PoisonError::into_inner);

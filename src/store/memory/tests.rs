@@ -228,3 +228,37 @@ async fn waiting_ends_at_the_timeout_or_the_lock_expiry() {
     memory.wait_unlocked("free", MINUTE).await.expect("memory");
     assert_eq!(start.elapsed(), Duration::ZERO);
 }
+
+/// moka expires entries by its own (real) clock and drops them only when
+/// its housekeeping runs: this waits, in real time and bounded, for the
+/// store's own task to do it with no request coming.
+#[tokio::test]
+async fn expired_entries_leave_memory_without_traffic() {
+    let memory = MemoryStore::new();
+    for i in 0..50 {
+        let key = format!("k{i}");
+        let token = memory
+            .try_lock(&key, MINUTE)
+            .await
+            .expect("memory")
+            .expect("free");
+        let kept = memory
+            .set(&key, entry(1024), &token, Duration::from_millis(100))
+            .await
+            .expect("memory");
+        assert!(kept);
+    }
+    memory.inner.cache.run_pending_tasks();
+    assert_eq!(memory.inner.cache.entry_count(), 50);
+    // From here on nothing touches the cache but the store's own task.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while memory.inner.cache.entry_count() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} expired entries still held",
+            memory.inner.cache.entry_count()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(memory.inner.cache.weighted_size(), 0);
+}
