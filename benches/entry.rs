@@ -1,4 +1,4 @@
-//! Run with: `cargo bench --bench entry`
+//! Run with: `cargo bench -p benches --bench entry`
 //!
 //! The stored form of a response: encoding and decoding an entry with a
 //! typical set of headers and a body of 1, 16 and 256 KiB, per KiB of body.

@@ -1,4 +1,4 @@
-//! Run with: `cargo bench --bench flight`
+//! Run with: `cargo bench -p benches --bench flight`
 //!
 //! One flight on a cold key with 1, 100 and 10 000 concurrent requests: the
 //! origin answers at once, so what is measured is the cost of leading,

@@ -1,4 +1,4 @@
-//! Run with: `cargo bench --bench hit_path`
+//! Run with: `cargo bench -p benches --bench hit_path`
 //!
 //! The cost of a cache hit: the bare inner service against the same service
 //! behind the layer with a warm memory store, both answering a 1 KiB body

@@ -1,4 +1,4 @@
-//! Run with: `cargo bench --bench redis`
+//! Run with: `cargo bench -p benches --bench redis`
 //!
 //! Needs `redis-server` (and `redis-cli`) installed: the bench starts its own
 //! server on a free loopback port and stops it at the end.

@@ -46,6 +46,10 @@ use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 use tower_http::{compression::CompressionLayer, timeout::TimeoutLayer, trace::TraceLayer};
 use tower_stampede::{MemoryStore, Policy, StampedeLayer};
+use tracing_subscriber::{
+    filter::{LevelFilter, Targets},
+    prelude::*,
+};
 
 type BoxError = Box<dyn Error + Send + Sync>;
 type HttpClient = Client<HttpConnector, Empty<bytes::Bytes>>;
@@ -199,11 +203,22 @@ impl Smoke {
     }
 }
 
+/// What `RUST_LOG` asks for, as `target=level` directives (tracing-subscriber's
+/// `Targets`, which needs no regex engine, unlike `EnvFilter`); `default`
+/// when it is unset or unreadable.
+fn log_filter(default: LevelFilter) -> Targets {
+    std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|directives| directives.parse().ok())
+        .unwrap_or_else(|| Targets::new().with_default(default))
+}
+
 #[tokio::main]
 async fn main() -> Result<ExitCode, BoxError> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer())
+        .with(log_filter(LevelFilter::WARN))
+        .init();
 
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);

@@ -39,6 +39,10 @@ use hyper_util::{
 };
 use tower::Layer;
 use tower_stampede::{MemoryStore, Policy, RedisStore, StampedeLayer, Store};
+use tracing_subscriber::{
+    filter::{LevelFilter, Targets},
+    prelude::*,
+};
 
 const USAGE: &str =
     "usage: proxy --upstream URL [--listen ADDR] [--policy ttl:60s|xfetch:60s|swr:50s,120s] [--redis URL]";
@@ -251,12 +255,25 @@ async fn report<St: Store>(layer: StampedeLayer<St>, every: Duration) {
     }
 }
 
+/// What `RUST_LOG` asks for, as `target=level` directives (tracing-subscriber's
+/// `Targets`, which needs no regex engine, unlike `EnvFilter`); `default`
+/// when it is unset or unreadable.
+fn log_filter(default: LevelFilter) -> Targets {
+    std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|directives| directives.parse().ok())
+        .unwrap_or_else(|| Targets::new().with_default(default))
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
+        .with(log_filter(LevelFilter::ERROR))
         .init();
     let result = match parse_args() {
         Ok(args) => match &args.redis {

@@ -50,6 +50,10 @@ use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
 use tokio::{net::TcpListener, sync::Barrier};
 use tower_stampede::{MemoryStore, Policy, RedisStore, StampedeLayer, Stats};
+use tracing_subscriber::{
+    filter::{LevelFilter, Targets},
+    prelude::*,
+};
 
 /// How long the "database query" takes.
 const QUERY_TIME: Duration = Duration::from_millis(200);
@@ -290,13 +294,26 @@ fn store_name(args: &Args) -> String {
     format!("{store}, {} replica(s)", args.replicas)
 }
 
+/// What `RUST_LOG` asks for, as `target=level` directives (tracing-subscriber's
+/// `Targets`, which needs no regex engine, unlike `EnvFilter`); `default`
+/// when it is unset or unreadable.
+fn log_filter(default: LevelFilter) -> Targets {
+    std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|directives| directives.parse().ok())
+        .unwrap_or_else(|| Targets::new().with_default(default))
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     // `RUST_LOG=tower_stampede=debug` shows the layer's decisions.
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
+        .with(log_filter(LevelFilter::ERROR))
         .init();
     let args = match parse_args() {
         Ok(args) => args,

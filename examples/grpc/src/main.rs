@@ -1,4 +1,4 @@
-//! Run with `cargo run --release --example grpc`.
+//! Run with: `cargo run --release -p example-grpc`
 //!
 //! A tonic server whose unary method `posts.Posts/Popular` takes 200 ms and
 //! counts its calls, behind the layer; 500 concurrent identical calls from a
@@ -7,7 +7,7 @@
 //!
 //! Options: `--calls N` (default 500), `--delay-ms N` (default 200).
 //! protoc comes from the `protoc-bin-vendored` crate (see
-//! `grpc-demo/build.rs`); nothing else to install.
+//! `build.rs`); nothing else to install.
 
 use std::{
     collections::BTreeMap,
@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use stampede_grpc_demo::{
+use example_grpc::{
     Demo, POPULAR, expected_reply,
     pb::{PopularRequest, posts_client::PostsClient},
 };

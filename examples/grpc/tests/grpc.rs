@@ -3,15 +3,21 @@
 //! route names, stored with their trailers only when they succeed; streams
 //! and oversized requests pass through.
 
-mod common;
+#[path = "../../../tests/common/redis_server.rs"]
+#[allow(
+    dead_code,
+    unreachable_pub,
+    reason = "shared with the library's tests, which use more of it"
+)]
+mod redis_server;
 
 use std::{net::SocketAddr, time::Duration};
 
-use futures_util::future::join_all;
-use stampede_grpc_demo::{
+use example_grpc::{
     Demo, OriginTrailerLayer, POPULAR, WATCH, expected_reply,
     pb::{PopularReply, PopularRequest, posts_client::PostsClient},
 };
+use futures_util::future::join_all;
 use tonic::{Code, transport::Channel};
 use tower_stampede::{DefaultKey, MemoryStore, Policy, Replay, StampedeBody, StampedeLayer, Store};
 
@@ -333,7 +339,7 @@ async fn a_request_body_over_the_limit_passes_through() {
 #[cfg(feature = "redis")]
 #[tokio::test]
 async fn replicas_share_one_call_through_redis() {
-    use common::redis_server::RedisServer;
+    use redis_server::RedisServer;
     use tower_stampede::RedisStore;
 
     let redis = RedisServer::start();

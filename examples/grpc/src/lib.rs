@@ -1,5 +1,5 @@
-//! The gRPC service that tower-stampede's gRPC example and tests put behind
-//! the layer: `posts.Posts/Popular`, a slow unary read that counts its
+//! The gRPC service that this package's example (`src/main.rs`) and tests
+//! put behind tower-stampede's layer: `posts.Posts/Popular`, a slow unary read that counts its
 //! calls, and `posts.Posts/Watch`, a server stream that waits for a gate
 //! between its messages.
 //!

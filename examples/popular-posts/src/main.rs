@@ -1,4 +1,4 @@
-//! Run with: `cargo run --release --example popular_posts -- --stampede 1000`
+//! Run with: `cargo run --release -p example-popular-posts -- --stampede 1000`
 //!
 //! The service this crate's story starts with: an axum app on PostgreSQL
 //! whose `/api/popular-posts` runs `ORDER BY views DESC LIMIT 10` over a
