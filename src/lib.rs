@@ -83,9 +83,10 @@
 //! use std::time::Duration;
 //! use tower_stampede::{MemoryStore, Policy, StampedeLayer};
 //!
-//! // tonic: `Server::builder().layer(layer).add_service(...)`.
+//! // tonic: `.replay_requests(tonic::body::Body::new)`, then
+//! // `Server::builder().layer(layer).add_service(...)` (examples/grpc).
 //! let layer = StampedeLayer::new(MemoryStore::new())
-//!     .replay_requests(tonic::body::Body::new)
+//!     .replay_requests(axum::body::Body::new)
 //!     .route("/posts.Posts/Popular", Policy::ttl(Duration::from_secs(60)))
 //!     .cache_posts("/posts.Posts/Popular");
 //! # let _ = layer;
