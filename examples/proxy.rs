@@ -7,6 +7,7 @@
 //!
 //! ```text
 //! proxy --upstream URL [--listen ADDR] [--policy ttl:60s|xfetch:60s|swr:50s,120s] [--redis URL]
+//!       [--max-bytes 128MiB] [--report-every 10s]
 //! ```
 //!
 //! - `--listen ADDR`: where to serve (default `127.0.0.1:8080`; port 0
@@ -18,6 +19,8 @@
 //!   Durations take `ms`, `s` or `m`.
 //! - `--redis URL`: share the cache and the rebuild lock with every other
 //!   proxy on that Redis; without it, the memory store.
+//! - `--max-bytes SIZE`: the memory store's bound (default `128MiB`; `KiB`,
+//!   `MiB`, `GiB` or bytes).
 //! - `--report-every 10s`: a line on stderr that often with resident
 //!   memory, live tasks, flights in progress and the counters (soak runs).
 //!
@@ -44,14 +47,15 @@ use tracing_subscriber::{
     prelude::*,
 };
 
-const USAGE: &str =
-    "usage: proxy --upstream URL [--listen ADDR] [--policy ttl:60s|xfetch:60s|swr:50s,120s] [--redis URL]";
+const USAGE: &str = "usage: proxy --upstream URL [--listen ADDR] [--policy ttl:60s|xfetch:60s|swr:50s,120s] \
+     [--redis URL] [--max-bytes 128MiB] [--report-every 10s]";
 
 struct Args {
     listen: SocketAddr,
     upstream: Uri,
     policy: Policy,
     redis: Option<String>,
+    max_bytes: u64,
     report_every: Option<Duration>,
 }
 
@@ -65,6 +69,21 @@ fn duration(text: &str) -> Result<Duration, String> {
         "m" => Ok(Duration::from_secs(number * 60)),
         _ => Err(bad()),
     }
+}
+
+/// `64MiB`, `512KiB`, `1GiB` or a number of bytes.
+fn size(text: &str) -> Result<u64, String> {
+    let bad = || format!("{text:?} is not a size like 64MiB, 512KiB or 1048576");
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    let unit: u64 = match unit {
+        "" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return Err(bad()),
+    };
+    number.checked_mul(unit).ok_or_else(bad)
 }
 
 /// `ttl:60s`, `xfetch:60s` or `swr:50s,120s`.
@@ -87,7 +106,7 @@ fn policy(text: &str) -> Result<Policy, String> {
 fn parse_args() -> Result<Args, String> {
     let mut listen = SocketAddr::from(([127, 0, 0, 1], 8080));
     let (mut upstream, mut chosen, mut redis) = (None, Policy::ttl(Duration::from_secs(60)), None);
-    let mut report_every = None;
+    let (mut report_every, mut max_bytes) = (None, 128 << 20);
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value\n{USAGE}"));
@@ -103,6 +122,7 @@ fn parse_args() -> Result<Args, String> {
             "--policy" => chosen = policy(&value()?)?,
             "--redis" => redis = Some(value()?),
             "--report-every" => report_every = Some(duration(&value()?)?),
+            "--max-bytes" => max_bytes = size(&value()?)?,
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -112,6 +132,7 @@ fn parse_args() -> Result<Args, String> {
         upstream: upstream.ok_or(format!("--upstream is required\n{USAGE}"))?,
         policy: chosen,
         redis,
+        max_bytes,
         report_every,
     })
 }
@@ -285,11 +306,8 @@ async fn main() -> std::process::ExitCode {
                 Err(e) => Err(format!("--redis {url}: {e}")),
             },
             None => {
-                run(
-                    StampedeLayer::new(MemoryStore::new()).policy(args.policy.clone()),
-                    args,
-                )
-                .await
+                let store = MemoryStore::with_max_bytes(args.max_bytes);
+                run(StampedeLayer::new(store).policy(args.policy.clone()), args).await
             }
         },
         Err(message) => Err(message),
@@ -309,6 +327,10 @@ mod tests {
 
     #[test]
     fn durations_and_policies_parse() {
+        assert_eq!(size("64MiB"), Ok(64 << 20));
+        assert_eq!(size("1048576"), Ok(1 << 20));
+        assert!(size("64MB").is_err());
+        assert!(size("MiB").is_err());
         assert_eq!(duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(duration("2m"), Ok(Duration::from_secs(120)));
         assert!(duration("60").is_err());
