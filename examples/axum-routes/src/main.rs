@@ -1,4 +1,4 @@
-//! Run with: cargo run --example axum_routes
+//! Run with: cargo run -p example-axum-routes
 //!
 //! Per-route policies on axum, both ways, composed with tower-http's
 //! `TraceLayer`, `CompressionLayer` and `TimeoutLayer`. A self-checking smoke
