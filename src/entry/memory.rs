@@ -36,8 +36,8 @@ impl Entry {
     }
 
     /// An estimate of the memory the entry holds, in bytes: its body,
-    /// headers, trailers and tags, as a store keeps them (after
-    /// [`owned`](Self::owned)).
+    /// headers, trailers and tags, as a store keeps them (each in an
+    /// allocation of its own size).
     pub fn weight(&self) -> usize {
         size_of::<Self>()
             + bytes(self.body.len())
