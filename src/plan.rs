@@ -131,8 +131,9 @@ pub(crate) fn plan(config: &Config, varies: &Varies, parts: &mut Parts, reads: b
 /// them or keys by the ones that matter.
 fn credentials(config: &Config, parts: &Parts) -> Credentials {
     let path = parts.uri.path();
-    let accounted = config.ignore_cookies.get(path).is_some() || config.keys.cover_cookies(path);
-    Credentials::of(&parts.headers, accounted)
+    Credentials::of(&parts.headers, || {
+        config.ignore_cookies.get(path).is_some() || config.keys.cover_cookies(path)
+    })
 }
 
 #[cfg(test)]

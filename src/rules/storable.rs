@@ -60,11 +60,12 @@ pub(crate) struct Credentials {
 
 impl Credentials {
     /// The credentials of a request with `headers`; `cookies_accounted`
-    /// when its route keys by the cookies that matter or ignores them.
-    pub(crate) fn of(headers: &HeaderMap, cookies_accounted: bool) -> Self {
+    /// says whether its route keys by the cookies that matter or ignores
+    /// them, and is asked only of a request that has a `Cookie`.
+    pub(crate) fn of(headers: &HeaderMap, cookies_accounted: impl FnOnce() -> bool) -> Self {
         Self {
             authorization: headers.contains_key(header::AUTHORIZATION),
-            cookie: !cookies_accounted && headers.contains_key(header::COOKIE),
+            cookie: headers.contains_key(header::COOKIE) && !cookies_accounted(),
         }
     }
 }
@@ -184,16 +185,16 @@ mod tests {
     fn a_cookie_counts_unless_the_route_accounts_for_it() {
         let cookie = headers(&[("cookie", "session=alice")]);
         assert_eq!(
-            Credentials::of(&cookie, false),
+            Credentials::of(&cookie, || false),
             Credentials {
                 authorization: false,
                 cookie: true
             }
         );
-        assert_eq!(Credentials::of(&cookie, true), Credentials::default());
+        assert_eq!(Credentials::of(&cookie, || true), Credentials::default());
         let both = headers(&[("cookie", "a=1"), ("authorization", "Bearer x")]);
         assert_eq!(
-            Credentials::of(&both, true),
+            Credentials::of(&both, || true),
             Credentials {
                 authorization: true,
                 cookie: false
