@@ -20,7 +20,8 @@
 //! - `--redis URL`: share the cache and the rebuild lock with every other
 //!   proxy on that Redis; without it, the memory store.
 //! - `--max-bytes SIZE`: the memory store's bound (default `128MiB`; `KiB`,
-//!   `MiB`, `GiB` or bytes).
+//!   `MiB`, `GiB` or bytes); with `--redis`, the bound of what the proxy
+//!   keeps on its own while Redis fails (default `32MiB`).
 //! - `--report-every 10s`: a line on stderr that often with resident
 //!   memory, live tasks, flights in progress and the counters (soak runs).
 //!
@@ -55,7 +56,7 @@ struct Args {
     upstream: Uri,
     policy: Policy,
     redis: Option<String>,
-    max_bytes: u64,
+    max_bytes: Option<u64>,
     report_every: Option<Duration>,
 }
 
@@ -106,7 +107,7 @@ fn policy(text: &str) -> Result<Policy, String> {
 fn parse_args() -> Result<Args, String> {
     let mut listen = SocketAddr::from(([127, 0, 0, 1], 8080));
     let (mut upstream, mut chosen, mut redis) = (None, Policy::ttl(Duration::from_secs(60)), None);
-    let (mut report_every, mut max_bytes) = (None, 128 << 20);
+    let (mut report_every, mut max_bytes) = (None, None);
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value\n{USAGE}"));
@@ -122,7 +123,7 @@ fn parse_args() -> Result<Args, String> {
             "--policy" => chosen = policy(&value()?)?,
             "--redis" => redis = Some(value()?),
             "--report-every" => report_every = Some(duration(&value()?)?),
-            "--max-bytes" => max_bytes = size(&value()?)?,
+            "--max-bytes" => max_bytes = Some(size(&value()?)?),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -300,13 +301,19 @@ async fn main() -> std::process::ExitCode {
         Ok(args) => match &args.redis {
             Some(url) => match RedisStore::from_url(url) {
                 Ok(store) => match store.connect().await {
-                    Ok(()) => run(StampedeLayer::new(store).policy(args.policy.clone()), args).await,
+                    Ok(()) => {
+                        let mut layer = StampedeLayer::new(store).policy(args.policy.clone());
+                        if let Some(bytes) = args.max_bytes {
+                            layer = layer.fallback_max_bytes(bytes);
+                        }
+                        run(layer, args).await
+                    }
                     Err(e) => Err(format!("cannot reach Redis at {url}: {e}")),
                 },
                 Err(e) => Err(format!("--redis {url}: {e}")),
             },
             None => {
-                let store = MemoryStore::with_max_bytes(args.max_bytes);
+                let store = MemoryStore::with_max_bytes(args.max_bytes.unwrap_or(128 << 20));
                 run(StampedeLayer::new(store).policy(args.policy.clone()), args).await
             }
         },

@@ -242,7 +242,7 @@ async fn bypass_routes_and_no_store_requests_go_straight_to_the_origin() {
 }
 
 /// A store that never answers, or always fails.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 struct BrokenStore {
     hangs: bool,
 }
@@ -499,6 +499,27 @@ async fn while_the_store_fails_the_process_keeps_what_it_built() {
     );
     common::send(app, get_request("/api/popular-posts")).await;
     assert_eq!(calls.get(), 3, "rebuilt after the invalidation");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_fallback_keeps_nothing_heavier_than_its_own_bound() {
+    let calls = Calls::default();
+    // No entry weighs less than the store's own records for it (320 bytes).
+    let layer = StampedeLayer::new(BrokenStore { hangs: false })
+        .fallback_max_bytes(64)
+        .store_timeout(Duration::from_millis(50));
+    assert!(format!("{layer:?}").contains("max_bytes: 64"), "{layer:?}");
+    let app = common::slow_app(&calls).layer(layer);
+    for _ in 0..2 {
+        let reply = common::send(app.clone(), get_request("/api/popular-posts")).await;
+        assert_eq!(reply.status, 200);
+        assert!(
+            reply.cache_status().contains("fwd=miss"),
+            "{}",
+            reply.cache_status()
+        );
+    }
+    assert_eq!(calls.get(), 2, "nothing was kept in process");
 }
 
 #[tokio::test(start_paused = true)]

@@ -14,7 +14,7 @@ use crate::{
     service::Stampede,
     shared::{Config, Shared, State},
     stats::Stats,
-    store::{Store, StoreError},
+    store::{MemoryStore, Store, StoreError},
 };
 
 mod reads;
@@ -282,6 +282,17 @@ impl<St: Store, R> StampedeLayer<St, R> {
         self
     }
 
+    /// The bound, in bytes, of what this process keeps on its own while the
+    /// store fails: responses it built during an outage are served from
+    /// here until they expire, so that each process calls the origin once
+    /// per entry's life rather than once per flight. Counted the way
+    /// [`MemoryStore::with_max_bytes`](crate::MemoryStore::with_max_bytes)
+    /// counts. Default: 32 MiB.
+    pub fn fallback_max_bytes(mut self, bytes: u64) -> Self {
+        self.config().fallback = MemoryStore::with_max_bytes(bytes);
+        self
+    }
+
     /// How requests map to cache keys. Default: [`DefaultKey`](crate::DefaultKey).
     pub fn key(mut self, key: impl MakeKey) -> Self {
         self.config().keys.set_default(key);
@@ -388,6 +399,7 @@ impl<St: fmt::Debug, R> fmt::Debug for StampedeLayer<St, R> {
             .field("lock_ttl", &config.lock_ttl)
             .field("lock_wait", &config.lock_wait)
             .field("store_retry_after", &config.store_retry_after)
+            .field("fallback", &config.fallback)
             .finish_non_exhaustive()
     }
 }

@@ -56,6 +56,11 @@ pub(crate) struct Config {
     pub(crate) store_retry_after: Duration,
     pub(crate) pass_for: Duration,
     pub(crate) tag_header: Option<HeaderName>,
+    /// What this process built while the store failed, served until it
+    /// expires: without it, an outage would leave each process calling the
+    /// origin once per flight instead of once per entry's life. Shared by
+    /// every copy of these settings.
+    pub(crate) fallback: MemoryStore,
     pub(crate) honor_no_cache: bool,
     pub(crate) max_waiters: usize,
     pub(crate) clock: Arc<dyn Clock>,
@@ -84,6 +89,7 @@ impl Default for Config {
             store_retry_after: Duration::from_secs(1),
             pass_for: Duration::from_secs(30),
             tag_header: Some(HeaderName::from_static("surrogate-key")),
+            fallback: MemoryStore::with_max_bytes(DEFAULT_FALLBACK_BYTES),
             honor_no_cache: false,
             max_waiters: usize::MAX,
             clock: Arc::new(SystemClock),
@@ -101,15 +107,11 @@ pub(crate) struct State {
     pub(crate) passes: Passes,
     pub(crate) varies: Varies,
     breaker: Breaker,
-    /// What this process built while the store failed, served until it
-    /// expires: without it, an outage would leave each process calling the
-    /// origin once per flight instead of once per entry's life.
-    fallback: MemoryStore,
 }
 
-/// The bound of the in-process fallback: a stand-in for an outage, not a
-/// second cache.
-const FALLBACK_BYTES: u64 = 32 * 1024 * 1024;
+/// The bound of the in-process fallback unless the builder says: a
+/// stand-in for an outage, not a second cache.
+pub(crate) const DEFAULT_FALLBACK_BYTES: u64 = 32 * 1024 * 1024;
 
 impl State {
     pub(crate) fn new() -> Self {
@@ -119,7 +121,6 @@ impl State {
             passes: Passes::default(),
             varies: Varies::new(),
             breaker: Breaker::new(),
-            fallback: MemoryStore::with_max_bytes(FALLBACK_BYTES),
         }
     }
 }
@@ -189,14 +190,14 @@ impl<St: Store> Shared<St> {
         let timeout = self.config.store_timeout;
         match self.store_call("get", key, timeout, self.store.get(key)).await {
             Some(found) => found,
-            None => self.state.fallback.get(key).await.ok().flatten(),
+            None => self.config.fallback.get(key).await.ok().flatten(),
         }
     }
 
     /// Keeps `entry` in this process, for as long as it would have been
     /// stored, when the store could not take it.
     pub(crate) async fn keep_in_process(&self, key: &str, entry: Arc<Entry>, keep_for: Duration) {
-        let fallback = &self.state.fallback;
+        let fallback = &self.config.fallback;
         if let Ok(Some(token)) = fallback.try_lock(key, self.config.lock_ttl).await {
             let _ = fallback.set(key, entry, &token, keep_for).await;
             debug!(key, "store unavailable: kept in process");
@@ -214,8 +215,8 @@ impl<St: Store> Shared<St> {
         state.passes.remove(key);
         state.flights.detach(key);
         let variants = variant_tag(key);
-        let _ = state.fallback.invalidate(key).await;
-        let _ = state.fallback.invalidate_tag(&variants).await;
+        let _ = self.config.fallback.invalidate(key).await;
+        let _ = self.config.fallback.invalidate_tag(&variants).await;
         // Both, even if the first fails: each removes what the other cannot.
         let answer = bounded(timeout, self.store.invalidate(key)).await;
         let plain = self.checked("invalidate", key, answer);
@@ -227,7 +228,7 @@ impl<St: Store> Shared<St> {
     /// Removes every entry stored with `tag`, here and in the store, and
     /// returns how many keys the store named.
     pub(crate) async fn invalidate_tag(&self, tag: &str) -> Result<u64, StoreError> {
-        let _ = self.state.fallback.invalidate_tag(tag).await;
+        let _ = self.config.fallback.invalidate_tag(tag).await;
         let answer = self.store.invalidate_tag(tag).await;
         self.checked("invalidate tag", tag, answer)
     }
