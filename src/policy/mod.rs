@@ -55,6 +55,17 @@ impl Lifetime {
         }
     }
 
+    /// This lifetime cut to at most `fresh` from `now`, with no stale or
+    /// error window after it; `None` if that leaves no time at all.
+    pub(crate) fn within(self, now: SystemTime, fresh: Duration) -> Option<Self> {
+        let until = self.fresh_until.min(now.checked_add(fresh)?);
+        (until > now).then_some(Self {
+            fresh_until: until,
+            stale_until: until,
+            error_until: until,
+        })
+    }
+
     /// How long a store should keep an entry written at `now`.
     pub(crate) fn keep_for(&self, now: SystemTime) -> Duration {
         self.stale_until

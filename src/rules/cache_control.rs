@@ -14,6 +14,9 @@ pub(crate) struct CacheControl {
     pub(crate) public: bool,
     pub(crate) s_maxage: bool,
     pub(crate) must_revalidate: bool,
+    /// `must-revalidate` for shared caches only: no stale serving, and,
+    /// unlike `must-revalidate`, no permission to share (RFC 9111 3.5).
+    pub(crate) proxy_revalidate: bool,
     pub(crate) max_age: Option<u64>,
     pub(crate) s_maxage_secs: Option<u64>,
     pub(crate) stale_while_revalidate: Option<u64>,
@@ -54,7 +57,8 @@ impl CacheControl {
                     "private" => cc.private = true,
                     "public" => cc.public = true,
                     "s-maxage" => cc.s_maxage = true,
-                    "must-revalidate" | "proxy-revalidate" => cc.must_revalidate = true,
+                    "must-revalidate" => cc.must_revalidate = true,
+                    "proxy-revalidate" => cc.proxy_revalidate = true,
                     _ => {}
                 }
             }
@@ -63,7 +67,10 @@ impl CacheControl {
     }
 
     /// RFC 9111 section 3.5: a response to a request with `Authorization` may
-    /// be reused only when it says so explicitly.
+    /// be reused only when it says so explicitly: `public`, `s-maxage` or
+    /// `must-revalidate` (not `proxy-revalidate`). Only `public` lets the
+    /// layer's policy set its lifetime; see
+    /// [`storable::shareable`](crate::rules::storable::shareable).
     pub(crate) fn allows_authorized(&self) -> bool {
         self.public || self.s_maxage || self.must_revalidate
     }
@@ -117,7 +124,7 @@ impl OriginFreshness {
                 .map(|fresh| fresh.saturating_sub(age)),
             stale_while_revalidate: cc.stale_while_revalidate.map(Duration::from_secs),
             stale_if_error: cc.stale_if_error.map(Duration::from_secs),
-            no_stale: cc.must_revalidate || cc.s_maxage,
+            no_stale: cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage,
         }
     }
 }

@@ -2,9 +2,14 @@
 //! one that caused it (RFC 9111 sections 3 and 3.5; the layer's own
 //! stricter rules).
 
+use std::time::Duration;
+
 use http::{HeaderMap, Method, StatusCode, header};
 
-use crate::rules::{cache_control::CacheControl, vary::vary_names};
+use crate::rules::{
+    cache_control::{CacheControl, OriginFreshness},
+    vary::vary_names,
+};
 
 /// Why a response is given only to the request that caused it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,26 +75,49 @@ impl Credentials {
     }
 }
 
+/// How long a shareable response may be handed to others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sharing {
+    /// For as long as the policy keeps it.
+    Policy,
+    /// For no longer than this, and never stale: a response to a request
+    /// with credentials that the origin let shared caches reuse only by
+    /// `s-maxage`, or (for `Authorization`) `must-revalidate`, lives no
+    /// longer than its own freshness says.
+    Within(Duration),
+}
+
 /// Whether a response may be handed to requests other than the one that
 /// caused it (waiters of its flight, later hits), given what the request
-/// that caused it carried.
-pub(crate) fn shareable(headers: &HeaderMap, cc: &CacheControl, asked: Credentials) -> Result<(), Private> {
+/// that caused it carried, and for how long.
+pub(crate) fn shareable(
+    headers: &HeaderMap,
+    cc: &CacheControl,
+    asked: Credentials,
+) -> Result<Sharing, Private> {
     if headers.contains_key(header::SET_COOKIE) {
         return Err(Private::SetCookie);
     }
     if cc.private || cc.no_store || cc.no_cache {
         return Err(Private::CacheControl);
     }
-    if asked.authorization && !cc.allows_authorized() {
-        return Err(Private::Authorization);
-    }
     if vary_names(headers).is_none() {
         return Err(Private::VaryStar);
     }
-    if asked.cookie && !cc.allows_cookie() {
-        return Err(Private::Cookie);
+    if cc.public || !(asked.authorization || asked.cookie) {
+        return Ok(Sharing::Policy);
     }
-    Ok(())
+    let (permitted, reason) = if asked.authorization {
+        (cc.allows_authorized(), Private::Authorization)
+    } else {
+        (cc.allows_cookie(), Private::Cookie)
+    };
+    // A permission that comes with no freshness of its own (`max-age=0,
+    // must-revalidate`, `s-maxage=0`) shares nothing.
+    match OriginFreshness::of(headers).fresh {
+        Some(fresh) if permitted && !fresh.is_zero() => Ok(Sharing::Within(fresh)),
+        _ => Err(reason),
+    }
 }
 
 /// Whether the client asks not to be served from the cache without
@@ -126,8 +154,9 @@ mod tests {
             let h = headers(pairs);
             shareable(&h, &CacheControl::parse(&h), asked)
         };
+        let minute = Ok(Sharing::Within(std::time::Duration::from_secs(60)));
         let check = |pairs: &[(&'static str, &'static str)], auth: bool| with(pairs, asked(auth, false));
-        assert_eq!(check(&[], false), Ok(()));
+        assert_eq!(check(&[], false), Ok(Sharing::Policy));
         assert_eq!(check(&[("set-cookie", "id=1")], false), Err(Private::SetCookie));
         assert_eq!(
             check(&[("set-cookie", "id=1"), ("cache-control", "public")], false),
@@ -150,9 +179,33 @@ mod tests {
             check(&[("cache-control", "max-age=60")], true),
             Err(Private::Authorization)
         );
-        assert_eq!(check(&[("cache-control", "public")], true), Ok(()));
-        assert_eq!(check(&[("cache-control", "s-maxage=5")], true), Ok(()));
-        assert_eq!(check(&[("cache-control", "must-revalidate")], true), Ok(()));
+        assert_eq!(check(&[("cache-control", "public")], true), Ok(Sharing::Policy));
+        assert_eq!(
+            check(&[("cache-control", "s-maxage=5")], true),
+            Ok(Sharing::Within(std::time::Duration::from_secs(5)))
+        );
+        assert_eq!(
+            check(&[("cache-control", "max-age=60, must-revalidate")], true),
+            minute
+        );
+        // The permission is only as long as the response's own freshness.
+        for personal in [
+            "must-revalidate",
+            "max-age=0, must-revalidate",
+            "s-maxage=0, max-age=60",
+            "max-age=60, proxy-revalidate",
+        ] {
+            assert_eq!(
+                check(&[("cache-control", personal)], true),
+                Err(Private::Authorization),
+                "{personal}"
+            );
+        }
+        assert_eq!(
+            check(&[("cache-control", "s-maxage=60"), ("age", "60")], true),
+            Err(Private::Authorization),
+            "no freshness left"
+        );
         assert_eq!(check(&[("vary", "accept, *")], false), Err(Private::VaryStar));
 
         // A request's Cookie: only the origin's word that the response is
@@ -168,8 +221,15 @@ mod tests {
             Err(Private::Cookie),
             "must-revalidate says nothing of cookies"
         );
-        assert_eq!(with(&[("cache-control", "public, max-age=60")], cookie), Ok(()));
-        assert_eq!(with(&[("cache-control", "s-maxage=60")], cookie), Ok(()));
+        assert_eq!(
+            with(&[("cache-control", "public, max-age=60")], cookie),
+            Ok(Sharing::Policy)
+        );
+        assert_eq!(with(&[("cache-control", "s-maxage=60")], cookie), minute);
+        assert_eq!(
+            with(&[("cache-control", "s-maxage=0")], cookie),
+            Err(Private::Cookie)
+        );
         assert_eq!(
             with(&[("cache-control", "private")], cookie),
             Err(Private::CacheControl),

@@ -34,7 +34,7 @@ use crate::{
         cache_control::{CacheControl, OriginFreshness},
         grpc,
         status::{BODY_NOT_STORED, CacheStatus, Fwd, STALE_IF_ERROR},
-        storable::{self, Credentials, Private},
+        storable::{self, Credentials, Private, Sharing},
         vary,
     },
 };
@@ -153,12 +153,14 @@ where
 
     // Read before Age goes: it counts against the origin's freshness.
     let origin = OriginFreshness::of(&parts.headers);
+    let sharing = storable::shareable(&parts.headers, &CacheControl::parse(&parts.headers), cx.asked);
     strip_unstorable_headers(&mut parts.headers);
     let names = vary::vary_names(&parts.headers).unwrap_or_default();
     let values = vary::vary_values(&names, cx.request);
     let lifetime = cx
         .policy
         .lifetime(now, (cx.random)(), &origin)
+        .and_then(|lifetime| limited(lifetime, now, sharing))
         .filter(|_| storable::status_is_storable(parts.status))
         .filter(|_| grpc::storable(&parts.headers, trailers.as_ref()));
     let tags = entry_tags(&cx, &parts.headers);
@@ -190,13 +192,11 @@ fn renew<B: Body, E, R: FnMut() -> f64>(
     cx: &mut Context<'_, R>,
 ) -> Settled<B, E> {
     let now = cx.now;
-    let renewable = storable::shareable(answer, &CacheControl::parse(answer), cx.asked).is_ok();
-    let lifetime = renewable
-        .then(|| {
-            cx.policy
-                .lifetime(now, (cx.random)(), &OriginFreshness::of(&old.headers))
-        })
-        .flatten();
+    let sharing = storable::shareable(answer, &CacheControl::parse(answer), cx.asked);
+    let lifetime = cx
+        .policy
+        .lifetime(now, (cx.random)(), &OriginFreshness::of(&old.headers))
+        .and_then(|lifetime| limited(lifetime, now, sharing));
     let status = CacheStatus::forward(Fwd::Miss)
         .fwd_status(StatusCode::NOT_MODIFIED)
         .detail("revalidated");
@@ -213,6 +213,17 @@ fn renew<B: Body, E, R: FnMut() -> f64>(
         entry: Arc::new(renewed),
         write: Some((Write::Times, lifetime.keep_for(now))),
         status,
+    }
+}
+
+/// What the policy gives a response, as far as the request it answers lets
+/// it be shared: a response to credentials lives no longer than its own
+/// freshness unless it said `public`; a personal one, not at all.
+fn limited(lifetime: Lifetime, now: SystemTime, sharing: Result<Sharing, Private>) -> Option<Lifetime> {
+    match sharing {
+        Ok(Sharing::Policy) => Some(lifetime),
+        Ok(Sharing::Within(fresh)) => lifetime.within(now, fresh),
+        Err(_) => None,
     }
 }
 

@@ -317,6 +317,57 @@ fn a_whole_response_is_stored_when_status_grpc_and_policy_allow() {
 }
 
 #[test]
+fn a_response_to_credentials_lives_no_longer_than_its_own_word_unless_public() {
+    let swr = Policy::stale_while_revalidate(60 * SECOND, 120 * SECOND);
+    let authorized = Credentials {
+        authorization: true,
+        cookie: false,
+    };
+    let cookie = Credentials {
+        authorization: false,
+        cookie: true,
+    };
+    // Shared by `s-maxage` or `must-revalidate` only: its own freshness,
+    // with no stale window (the policy's would be 120 s).
+    let seen = settle_asked(
+        T0,
+        whole(200, &[("cache-control", "s-maxage=5")]),
+        None,
+        &swr,
+        authorized,
+    );
+    assert!(seen.contains(r#"write=Some("Whole for 5s")"#), "{seen}");
+    let seen = settle_asked(
+        T0,
+        whole(200, &[("cache-control", "max-age=30, must-revalidate")]),
+        None,
+        &swr,
+        authorized,
+    );
+    assert!(seen.contains(r#"write=Some("Whole for 30s")"#), "{seen}");
+    let seen = settle_asked(
+        T0,
+        whole(200, &[("cache-control", "s-maxage=5")]),
+        None,
+        &swr,
+        cookie,
+    );
+    assert!(seen.contains(r#"write=Some("Whole for 5s")"#), "{seen}");
+    // `public`: the policy's whole lifetime, stale window included.
+    let seen = settle_asked(
+        T0,
+        whole(200, &[("cache-control", "public, max-age=5")]),
+        None,
+        &swr,
+        authorized,
+    );
+    assert!(seen.contains(r#"write=Some("Whole for 120s")"#), "{seen}");
+    // Without credentials, the response's word is the policy's to weigh.
+    let seen = settle_at(T0, whole(200, &[("cache-control", "s-maxage=5")]), None, &swr);
+    assert!(seen.contains(r#"write=Some("Whole for 120s")"#), "{seen}");
+}
+
+#[test]
 fn a_stored_entry_keeps_what_later_requests_are_matched_and_purged_by() {
     let mut request = HeaderMap::new();
     request.insert("accept-language", http::HeaderValue::from_static("de"));
