@@ -144,7 +144,7 @@ pub use body::StampedeBody;
 pub use entry::{DecodeError, Entry};
 pub use future::ResponseFuture;
 pub use key::RouteError;
-pub use key::{DefaultKey, MakeKey};
+pub use key::{DefaultKey, MAX_KEY_BYTES, MakeKey};
 pub use layer::StampedeLayer;
 pub use policy::Policy;
 pub use request::{NoReplay, Replay};

@@ -3,6 +3,7 @@
 //! cache key with its `Vary` variant.
 
 use http::{HeaderMap, HeaderValue, Method, header, request::Parts};
+use tracing::debug;
 
 use crate::{
     key::Varies,
@@ -11,6 +12,7 @@ use crate::{
         grpc,
         status::Fwd,
         storable::{self, Credentials},
+        target,
     },
     shared::Config,
 };
@@ -86,6 +88,14 @@ pub(crate) fn plan(config: &Config, varies: &Varies, parts: &mut Parts, reads: b
     let policy = config.routes.get(path).unwrap_or(&config.policy);
     if policy.is_bypass() {
         return Plan::Forward(Fwd::Bypass);
+    }
+    if !storable::is_unsafe(&parts.method)
+        && let Some(reason) = target::unclear(path, &parts.headers)
+    {
+        // Not for this route's policy, nor for its key: the origin may
+        // answer for another target.
+        debug!(reason, "not cached");
+        return Plan::Forward(Fwd::Request);
     }
     if parts.method == Method::POST {
         if reads && config.reads.get(path).is_some() {
@@ -192,6 +202,36 @@ mod tests {
             Plan::Read { target, .. } => assert_eq!(target, "POST a.example/graphql"),
             _ => panic!("a POST read is cached by its body"),
         }
+    }
+
+    #[test]
+    fn unclear_targets_and_huge_keys_are_not_cached() {
+        let config = config();
+        let get = |path| Request::get(path).header("host", "a.example");
+        let forwarded = |plan| matches!(plan, Plan::Forward(Fwd::Request));
+        for path in [
+            "//admin/users",
+            "/%61dmin/users",
+            "/./admin/users",
+            "/admin;x/users",
+        ] {
+            assert!(forwarded(plan_of(&config, get(path))), "{path}");
+        }
+        assert!(forwarded(plan_of(&config, get("/x").header("host", "b.example"))));
+        assert!(forwarded(plan_of(
+            &config,
+            get("/x").header("x-original-url", "/admin")
+        )));
+        let huge = "h".repeat(crate::key::MAX_KEY_BYTES);
+        assert!(matches!(
+            plan_of(&config, get("/x").header("x-forwarded-host", huge)),
+            Plan::Forward(Fwd::Bypass)
+        ));
+        // A write still invalidates what its own spelling names.
+        assert!(matches!(
+            plan_of(&config, Request::delete("//x").header("host", "a.example")),
+            Plan::Write(_)
+        ));
     }
 
     #[test]

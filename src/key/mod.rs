@@ -5,6 +5,7 @@
 use std::{mem, sync::Arc};
 
 use http::{Method, header, request::Parts};
+use tracing::debug;
 
 mod route;
 mod variant;
@@ -58,11 +59,21 @@ where
 /// The default key: method, authority (lowercased, from the URI or the
 /// `Host` header) and path with query, as in `GET example.com/a?b=1`.
 ///
-/// Hosts an application might build links from are part of it, so that no
-/// one can poison a page for others by sending a different one:
-/// `X-Forwarded-Host` and `Forwarded`, when present, are appended; a request
-/// whose URI names one authority and whose `Host` another, or whose `Host`
-/// is not visible ASCII, gets no key and is not cached.
+/// What an application might build links from is part of it, so that no
+/// one can poison a page for others by sending another value:
+/// `X-Forwarded-Host`, `Forwarded`, `X-Forwarded-Proto`, `X-Forwarded-Port`
+/// and `X-Forwarded-Prefix`, when present, are appended (their values with
+/// `%` and space percent-encoded, so that no value can spell other parts).
+/// A request whose URI names one authority and whose `Host` another, or
+/// whose `Host` is not a bare authority (`host` or `host:port`, with no
+/// path, query or user information), gets no key and is not cached.
+///
+/// Requests the layer never keys, whatever the key function: those with
+/// two `Host` fields, a path not in normal form (`//a`, `/./a`, `/%61`), or
+/// a header that makes some frameworks answer for another path or method
+/// (`X-Original-URL`, `X-Rewrite-URL`, `X-HTTP-Method-Override`,
+/// `X-HTTP-Method`, `X-Method-Override`): they go to the inner service
+/// uncached.
 ///
 /// Parts can be added or dropped, for the whole layer with
 /// [`StampedeLayer::key`](crate::StampedeLayer::key) or for some routes with
@@ -83,10 +94,13 @@ pub struct DefaultKey {
     without_authority: bool,
 }
 
-/// Request headers naming a host that applications behind proxies trust.
-const FORWARDED_HOSTS: [header::HeaderName; 2] = [
+/// Request headers that applications behind proxies build links from.
+const FORWARDED: [header::HeaderName; 5] = [
     header::HeaderName::from_static("x-forwarded-host"),
     header::FORWARDED,
+    header::HeaderName::from_static("x-forwarded-proto"),
+    header::HeaderName::from_static("x-forwarded-port"),
+    header::HeaderName::from_static("x-forwarded-prefix"),
 ];
 
 impl DefaultKey {
@@ -161,7 +175,7 @@ impl MakeKey for DefaultKey {
 
     fn make_key(&self, request: &Parts) -> Option<String> {
         let host = match request.headers.get(header::HOST) {
-            Some(host) => Some(host.to_str().ok()?),
+            Some(host) => Some(bare_authority(host.to_str().ok()?)?),
             None => None,
         };
         let authority = match (request.uri.authority(), host) {
@@ -184,12 +198,12 @@ impl MakeKey for DefaultKey {
             key[start..].make_ascii_lowercase();
         }
         key.push_str(path);
-        for name in FORWARDED_HOSTS.iter().chain(&self.headers) {
+        for name in FORWARDED.iter().chain(&self.headers) {
             for value in request.headers.get_all(name) {
                 key.push(' ');
                 key.push_str(name.as_str());
                 key.push('=');
-                key.push_str(value.to_str().ok()?);
+                push_escaped(&mut key, value.to_str().ok()?);
             }
         }
         for name in &self.cookies {
@@ -197,10 +211,30 @@ impl MakeKey for DefaultKey {
                 key.push_str(" cookie:");
                 key.push_str(name);
                 key.push('=');
-                key.push_str(value);
+                push_escaped(&mut key, value);
             }
         }
         Some(key)
+    }
+}
+
+/// `host` if it is an authority with no user information, as a `Host`
+/// must be (RFC 9110 section 7.2): a `/` or `?` in it would spell the key
+/// of another path.
+fn bare_authority(host: &str) -> Option<&str> {
+    let authority: http::uri::Authority = host.parse().ok()?;
+    (authority.as_str() == host && !host.contains('@')).then_some(host)
+}
+
+/// Appends `value`, with `%` and space percent-encoded: key parts are
+/// separated by spaces, so no value can pass for more than one part.
+fn push_escaped(key: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '%' => key.push_str("%25"),
+            ' ' => key.push_str("%20"),
+            c => key.push(c),
+        }
     }
 }
 
@@ -219,6 +253,14 @@ fn cookie_values<'a>(request: &'a Parts, name: &str) -> Option<Vec<&'a str>> {
     }
     Some(values)
 }
+
+/// The longest key a request is cached under; a request with a longer one
+/// goes to the inner service uncached. Keys are kept in every table the
+/// layer has (flights, hit-for-pass, `Vary` names, the store's index): a
+/// bound on each keeps a client that sends huge headers from making
+/// each of its requests cost that much memory. 8 KiB holds any URL that
+/// browsers and common servers accept in a request line.
+pub const MAX_KEY_BYTES: usize = 8 * 1024;
 
 /// A layer's key functions: the default, and those of route patterns.
 #[derive(Clone)]
@@ -252,9 +294,14 @@ impl Keys {
     }
 
     /// The key of `parts` as they are, by the route's key function or the
-    /// default.
+    /// default; `None` for a key over [`MAX_KEY_BYTES`].
     pub(crate) fn make(&self, parts: &Parts) -> Option<String> {
-        self.of(parts.uri.path()).make_key(parts)
+        let key = self.of(parts.uri.path()).make_key(parts)?;
+        if key.len() > MAX_KEY_BYTES {
+            debug!(bytes = key.len(), "key too long: not cached");
+            return None;
+        }
+        Some(key)
     }
 
     /// Whether the keys of requests to `path` hold the cookies that matter.
@@ -273,142 +320,4 @@ impl Keys {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use http::Request;
-
-    fn key(req: Request<()>) -> Option<String> {
-        DefaultKey::new().make_key(&req.into_parts().0)
-    }
-
-    #[test]
-    fn method_authority_path_and_query() {
-        let req = Request::get("/api/posts?page=2").header("host", "Example.COM:8080");
-        assert_eq!(
-            key(req.body(()).expect("valid")).as_deref(),
-            Some("GET example.com:8080/api/posts?page=2")
-        );
-        let absolute = Request::head("http://api.example.com/x").body(()).expect("valid");
-        assert_eq!(key(absolute).as_deref(), Some("HEAD api.example.com/x"));
-        let bare = Request::get("/").body(()).expect("valid");
-        assert_eq!(key(bare).as_deref(), Some("GET /"));
-    }
-
-    #[test]
-    fn different_authorities_are_different_keys() {
-        let a = Request::get("/x")
-            .header("host", "a.example")
-            .body(())
-            .expect("valid");
-        let b = Request::get("/x")
-            .header("host", "b.example")
-            .body(())
-            .expect("valid");
-        assert_ne!(key(a), key(b));
-    }
-
-    #[test]
-    fn a_host_that_differs_from_the_target_is_not_cached() {
-        let poisoned = Request::get("http://api.example/x").header("host", "evil.example");
-        assert_eq!(key(poisoned.body(()).expect("valid")), None);
-        let same = Request::get("http://api.example/x").header("host", "API.example");
-        assert_eq!(
-            key(same.body(()).expect("valid")).as_deref(),
-            Some("GET api.example/x")
-        );
-    }
-
-    #[test]
-    fn forwarded_hosts_are_part_of_the_key() {
-        let plain = Request::get("/x")
-            .header("host", "api.example")
-            .body(())
-            .expect("valid");
-        let forwarded = Request::get("/x")
-            .header("host", "api.example")
-            .header("x-forwarded-host", "evil.example")
-            .body(())
-            .expect("valid");
-        let standard = Request::get("/x")
-            .header("host", "api.example")
-            .header("forwarded", "host=evil.example")
-            .body(())
-            .expect("valid");
-        assert_eq!(
-            key(forwarded).as_deref(),
-            Some("GET api.example/x x-forwarded-host=evil.example")
-        );
-        assert_eq!(
-            key(standard).as_deref(),
-            Some("GET api.example/x forwarded=host=evil.example")
-        );
-        assert_eq!(key(plain).as_deref(), Some("GET api.example/x"));
-    }
-
-    #[test]
-    fn named_cookies_are_part_of_the_key_and_no_other() {
-        let key = |cookies: &[&str]| {
-            let mut request = Request::get("http://api.example/docs");
-            for cookie in cookies {
-                request = request.header("cookie", *cookie);
-            }
-            DefaultKey::new()
-                .with_cookie("lang")
-                .make_key(&request.body(()).expect("valid").into_parts().0)
-        };
-        let english = key(&["lang=en; session=alice"]);
-        assert_eq!(english.as_deref(), Some("GET api.example/docs cookie:lang=en"));
-        assert_eq!(
-            key(&["session=bob", "lang=en"]),
-            english,
-            "other cookies do not count"
-        );
-        assert_ne!(key(&["lang=de; session=alice"]), english);
-        assert_eq!(key(&["session=alice"]).as_deref(), Some("GET api.example/docs"));
-        assert_ne!(key(&["lang="]), key(&[]), "empty is a value");
-        assert_ne!(key(&["xlang=en"]), english, "names match whole");
-        assert!(DefaultKey::new().with_cookie("lang").covers_cookies());
-        assert!(!DefaultKey::new().covers_cookies());
-    }
-
-    #[test]
-    #[should_panic(expected = "invalid cookie name")]
-    fn a_cookie_name_must_be_a_token() {
-        let _ = DefaultKey::new().with_cookie("lang=en");
-    }
-
-    #[test]
-    fn parts_can_be_added_and_dropped() {
-        let parts = |key: DefaultKey| {
-            let req = Request::get("http://api.example/posts?utm=1")
-                .header("x-tenant", "acme")
-                .body(())
-                .expect("valid");
-            key.make_key(&req.into_parts().0)
-        };
-        assert_eq!(
-            parts(DefaultKey::new()).as_deref(),
-            Some("GET api.example/posts?utm=1")
-        );
-        assert_eq!(
-            parts(DefaultKey::new().with_header("x-tenant").without_query()).as_deref(),
-            Some("GET api.example/posts x-tenant=acme")
-        );
-        assert_eq!(
-            parts(DefaultKey::new().without_authority()).as_deref(),
-            Some("GET /posts?utm=1")
-        );
-    }
-
-    #[test]
-    fn an_opaque_host_is_not_cached() {
-        let req = Request::get("/x")
-            .header(
-                "host",
-                http::HeaderValue::from_bytes(b"caf\xe9").expect("opaque is valid"),
-            )
-            .body(())
-            .expect("valid");
-        assert_eq!(key(req), None);
-    }
-}
+mod tests;

@@ -5,6 +5,7 @@
 //! | file | question |
 //! | --- | --- |
 //! | `storable` | may this request use the cache; may this response be stored and shared? |
+//! | `target` | can the cache tell from the head what a request asks for? |
 //! | `cache_control` | what do `Cache-Control` and the response's own freshness say? |
 //! | `vary` | does a request match what a response varies on? |
 //! | `conditional` | `HEAD` and `If-None-Match` / `If-Modified-Since`, answered from a `GET` |
@@ -16,6 +17,7 @@ pub(crate) mod conditional;
 pub(crate) mod grpc;
 pub(crate) mod status;
 pub(crate) mod storable;
+pub(crate) mod target;
 pub(crate) mod vary;
 
 /// A header map from name-value pairs, for the rules' table tests.

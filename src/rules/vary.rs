@@ -42,10 +42,24 @@ pub(crate) fn vary_matches(names: &[header::HeaderName], stored: &HeaderMap, req
     })
 }
 
-/// A request's values for `name`, lowercased, with the whitespace around
-/// list members dropped: `gzip, br` and `GZIP,br` are one variant. `None`
-/// for a value that is not visible ASCII (not cached).
+/// Request headers whose values are case-insensitive by their grammar
+/// (RFC 9110 section 12.5: media types, charsets, content codings and
+/// language tags). Any other header's values compare as sent: `Vary:
+/// X-Api-Key` must not make `abc` and `ABC` one variant.
+const CASELESS: [HeaderName; 4] = [
+    header::ACCEPT,
+    header::ACCEPT_CHARSET,
+    header::ACCEPT_ENCODING,
+    header::ACCEPT_LANGUAGE,
+];
+
+/// A request's values for `name`, with the whitespace around list members
+/// dropped and, for the content-negotiation headers, lowercased: `gzip, br`
+/// and `GZIP,br` are one variant. `%`, `;` and `]` are percent-encoded, so
+/// that in a variant key no value can spell the next name. `None` for a
+/// value that is not visible ASCII (not cached).
 pub(crate) fn normalise(request: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let caseless = CASELESS.contains(name);
     let mut out = String::new();
     for value in request.get_all(name) {
         for member in value
@@ -58,7 +72,15 @@ pub(crate) fn normalise(request: &HeaderMap, name: &HeaderName) -> Option<String
             if !out.is_empty() {
                 out.push(',');
             }
-            out.extend(member.chars().map(|c| c.to_ascii_lowercase()));
+            for c in member.chars() {
+                match c {
+                    '%' => out.push_str("%25"),
+                    ';' => out.push_str("%3B"),
+                    ']' => out.push_str("%5D"),
+                    c if caseless => out.push(c.to_ascii_lowercase()),
+                    c => out.push(c),
+                }
+            }
         }
     }
     Some(out)
@@ -87,5 +109,27 @@ mod tests {
         let shouting = headers(&[("accept-encoding", "GZIP"), ("accept-language", " EN")]);
         assert!(vary_matches(&names, &stored, &shouting), "normalised as keys are");
         assert!(vary_matches(&[], &HeaderMap::new(), &other_language));
+    }
+
+    #[test]
+    fn only_negotiation_headers_compare_without_case() {
+        let key = HeaderName::from_static("x-api-key");
+        let names = [key.clone()];
+        let stored = vary_values(&names, &headers(&[("x-api-key", "abc")]));
+        assert!(vary_matches(&names, &stored, &headers(&[("x-api-key", "abc")])));
+        assert!(!vary_matches(&names, &stored, &headers(&[("x-api-key", "ABC")])));
+        assert_eq!(
+            normalise(
+                &headers(&[("accept-language", "EN;q=1")]),
+                &header::ACCEPT_LANGUAGE
+            )
+            .as_deref(),
+            Some("en%3Bq=1"),
+            "a value cannot spell the next name of a variant key"
+        );
+        assert_eq!(
+            normalise(&headers(&[("x-api-key", "K]%")]), &key).as_deref(),
+            Some("K%5D%25")
+        );
     }
 }
