@@ -3,8 +3,11 @@
 //!
 //! Each case is a rule that makes a response personal (a cookie, `private`,
 //! `no-store`, `no-cache`, `Vary: *`, a request's `Authorization` or
-//! `Cookie`), a
-//! response that `Vary`s on a request header, or a poisoned `Host`; on both
+//! `Cookie`, an authorized request's response that allows sharing only
+//! until it must be revalidated), a response that `Vary`s on a request
+//! header, a poisoned `Host` (another host, or one with a path in it),
+//! headers that rewrite the target the origin builds links from or routes
+//! on, or a path an origin normalises onto a bypassed route; on both
 //! stores (in memory, and a real `redis-server`); and on both paths a
 //! response could leak by: stored and served to a later request (direct),
 //! or handed to the waiters of a shared flight (collapsed). The origin makes
@@ -25,14 +28,14 @@ use std::{
 use axum::{
     Router,
     body::Body,
-    extract::{Path as UriPath, State},
-    http::{HeaderMap, HeaderName, Request, header},
+    extract::State,
+    http::{HeaderMap, HeaderName, Request, Uri, header},
     response::IntoResponse,
     routing::get,
 };
 use common::{Calls, ORIGIN_DELAY, Reply, send, wave};
 use tokio::sync::watch;
-use tower_stampede::{MemoryStore, StampedeLayer, Stats, Store};
+use tower_stampede::{MemoryStore, Policy, StampedeLayer, Stats, Store};
 
 /// What makes the origin's response for one client only, or tempts the
 /// cache into handing it to others.
@@ -48,6 +51,18 @@ enum Rule {
     Cookie,
     VaryLanguage,
     HostPoisoning,
+    /// An authorized request's response with `max-age=0, must-revalidate`.
+    MustRevalidate,
+    /// ... with `max-age=60, proxy-revalidate`: no permission to share.
+    ProxyRevalidate,
+    /// ... with `s-maxage=0`.
+    SMaxAgeZero,
+    /// A `Host` with a path in it, making the key of another path.
+    HostWithPath,
+    /// Headers that frameworks build links from or route on.
+    Forwarding,
+    /// A path that the origin normalises onto a bypassed route.
+    NotNormal,
 }
 
 impl Rule {
@@ -63,6 +78,12 @@ impl Rule {
             Self::Cookie => "cookie",
             Self::VaryLanguage => "vary-language",
             Self::HostPoisoning => "host",
+            Self::MustRevalidate => "must-revalidate",
+            Self::ProxyRevalidate => "proxy-revalidate",
+            Self::SMaxAgeZero => "s-maxage-zero",
+            Self::HostWithPath => "host-path",
+            Self::Forwarding => "forwarding",
+            Self::NotNormal => "admin",
         }
     }
 
@@ -72,9 +93,17 @@ impl Rule {
             Self::SetCookie => "set-cookie",
             Self::Private | Self::NoStore | Self::NoCache => "cache-control",
             Self::VaryStar => "vary",
-            Self::Authorization => "authorization",
+            Self::Authorization | Self::MustRevalidate | Self::ProxyRevalidate | Self::SMaxAgeZero => {
+                "authorization"
+            }
             Self::Cookie => "cookie",
-            Self::VaryLanguage | Self::HostPoisoning => unreachable!("{self:?} responses are shareable"),
+            Self::VaryLanguage
+            | Self::HostPoisoning
+            | Self::HostWithPath
+            | Self::Forwarding
+            | Self::NotNormal => {
+                unreachable!("{self:?} responses are shareable")
+            }
         }
     }
 }
@@ -119,6 +148,18 @@ const CASES: &[Case] = &[
     Case { name: "vary-language.collapsed", rule: Rule::VaryLanguage, path: Path::Collapsed(CLIENTS) },
     Case { name: "host-poisoning.direct", rule: Rule::HostPoisoning, path: Path::Direct },
     Case { name: "host-poisoning.collapsed", rule: Rule::HostPoisoning, path: Path::Collapsed(CLIENTS) },
+    Case { name: "must-revalidate.direct", rule: Rule::MustRevalidate, path: Path::Direct },
+    Case { name: "must-revalidate.collapsed", rule: Rule::MustRevalidate, path: Path::Collapsed(CLIENTS) },
+    Case { name: "proxy-revalidate.direct", rule: Rule::ProxyRevalidate, path: Path::Direct },
+    Case { name: "proxy-revalidate.collapsed", rule: Rule::ProxyRevalidate, path: Path::Collapsed(CLIENTS) },
+    Case { name: "s-maxage-zero.direct", rule: Rule::SMaxAgeZero, path: Path::Direct },
+    Case { name: "s-maxage-zero.collapsed", rule: Rule::SMaxAgeZero, path: Path::Collapsed(CLIENTS) },
+    Case { name: "host-path.direct", rule: Rule::HostWithPath, path: Path::Direct },
+    Case { name: "host-path.collapsed", rule: Rule::HostWithPath, path: Path::Collapsed(CLIENTS) },
+    Case { name: "forwarding.direct", rule: Rule::Forwarding, path: Path::Direct },
+    Case { name: "forwarding.collapsed", rule: Rule::Forwarding, path: Path::Collapsed(CLIENTS) },
+    Case { name: "not-normal.direct", rule: Rule::NotNormal, path: Path::Direct },
+    Case { name: "not-normal.collapsed", rule: Rule::NotNormal, path: Path::Collapsed(CLIENTS) },
     // A private response arriving while 100 waiters queue on its flight.
     Case { name: "set-cookie.101-clients", rule: Rule::SetCookie, path: Path::Collapsed(101) },
 ];
@@ -134,35 +175,98 @@ struct Origin {
     started: Arc<watch::Sender<usize>>,
 }
 
+/// The kinds of response the origin knows, each the name of a path segment.
+const KINDS: &[&str] = &[
+    "set-cookie",
+    "private",
+    "no-store",
+    "no-cache",
+    "vary-star",
+    "authorization",
+    "cookie",
+    "vary-language",
+    "host",
+    "must-revalidate",
+    "proxy-revalidate",
+    "s-maxage-zero",
+    "host-path",
+    "forwarding",
+    "admin",
+];
+
+/// The path as an origin that normalises paths routes it: unreserved
+/// characters percent-decoded, dot and empty segments dropped.
+fn normalised(path: &str) -> String {
+    let mut decoded = String::new();
+    let mut rest = path;
+    while let Some(at) = rest.find('%') {
+        decoded.push_str(&rest[..at]);
+        let byte = rest
+            .get(at + 1..at + 3)
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            .filter(|b| b.is_ascii_alphanumeric() || b"-._~".contains(b));
+        match byte {
+            Some(byte) => {
+                decoded.push(char::from(byte));
+                rest = &rest[at + 3..];
+            }
+            None => {
+                decoded.push('%');
+                rest = &rest[at + 1..];
+            }
+        }
+    }
+    decoded.push_str(rest);
+    let segments: Vec<_> = decoded
+        .split('/')
+        .filter(|s| !s.is_empty() && *s != ".")
+        .collect();
+    format!("/{}", segments.join("/"))
+}
+
 /// Answers with a body unique to the call that echoes who asked (their
-/// `Authorization`, `Cookie`, `Accept-Language`, and `Host` in an absolute
-/// link, as a page would), with the headers that the path's rule names.
-async fn origin(
-    State(origin): State<Origin>,
-    UriPath((kind, _case)): UriPath<(String, String)>,
-    request: HeaderMap,
-) -> impl IntoResponse {
+/// `Authorization`, `Cookie`, `Accept-Language`), what it served (the path
+/// and method it routed on, which `X-Original-URL`, `X-Rewrite-URL` and
+/// `X-HTTP-Method-Override` change, as some frameworks let them) and an
+/// absolute link built as frameworks behind proxies build it (from
+/// `X-Forwarded-Proto`, the last `Host`, `X-Forwarded-Port` and
+/// `X-Forwarded-Prefix`), with the headers that the path's kind names: the
+/// first segment of its normalised path that is a kind, else a public page.
+async fn origin(State(origin): State<Origin>, uri: Uri, request: HeaderMap) -> impl IntoResponse {
     let n = origin.calls.record();
     origin.started.send_modify(|started| *started += 1);
     tokio::time::sleep(ORIGIN_DELAY).await;
-    let echo = |name: HeaderName| {
-        request
-            .get(name)
-            .map_or("none", |v| v.to_str().expect("ascii"))
-            .to_owned()
-    };
+    let value = |name: &str| request.get(name).map(|v| v.to_str().expect("ascii").to_owned());
+    let echo = |name: HeaderName| value(name.as_str()).unwrap_or_else(|| "none".to_owned());
+    let routed = value("x-original-url")
+        .or_else(|| value("x-rewrite-url"))
+        .unwrap_or_else(|| normalised(uri.path()));
+    let method = value("x-http-method-override").unwrap_or_else(|| "GET".to_owned());
+    let host = request
+        .get_all(header::HOST)
+        .iter()
+        .next_back()
+        .map_or("none", |v| v.to_str().expect("ascii"));
+    let port = value("x-forwarded-port")
+        .map(|port| format!(":{port}"))
+        .unwrap_or_default();
     let body = format!(
-        "call {n}; auth={}; cookie={}; lang={}; link=https://{}/next",
+        "call {n}; auth={}; cookie={}; lang={}; path={routed}; method={method}; link={}://{host}{port}{}/next",
         echo(header::AUTHORIZATION),
         echo(header::COOKIE),
         echo(header::ACCEPT_LANGUAGE),
-        echo(header::HOST),
+        value("x-forwarded-proto").unwrap_or_else(|| "https".to_owned()),
+        value("x-forwarded-prefix").unwrap_or_default(),
     );
+    let kind = routed
+        .split('/')
+        .find(|segment| KINDS.contains(segment))
+        .unwrap_or("host");
     let mut headers = HeaderMap::new();
     let mut set = |name: HeaderName, value: String| {
         headers.insert(name, value.parse().expect("valid value"));
     };
-    match kind.as_str() {
+    match kind {
         "set-cookie" => {
             set(header::SET_COOKIE, format!("session={n}"));
             // The worst case: the page says it is public, yet the cookie
@@ -175,13 +279,20 @@ async fn origin(
         "vary-star" => set(header::VARY, "*".into()),
         // Fresh for a minute, but not `public`: not for other users when
         // the request was authorized, or carried a cookie (as the pages of
-        // most handlers that read a session cookie are).
-        "authorization" | "cookie" => set(header::CACHE_CONTROL, "max-age=60".into()),
+        // most handlers that read a session cookie are). The admin pages
+        // count on their route's bypass, as intranet pages do.
+        "authorization" | "cookie" | "admin" => set(header::CACHE_CONTROL, "max-age=60".into()),
+        // Shareable with authorized requests only while fresh by their own
+        // word: never, here.
+        "must-revalidate" => set(header::CACHE_CONTROL, "max-age=0, must-revalidate".into()),
+        // `proxy-revalidate` is no permission to share (RFC 9111 3.5).
+        "proxy-revalidate" => set(header::CACHE_CONTROL, "max-age=60, proxy-revalidate".into()),
+        "s-maxage-zero" => set(header::CACHE_CONTROL, "s-maxage=0, max-age=60".into()),
         "vary-language" => {
             set(header::VARY, "accept-language".into());
             set(header::CACHE_CONTROL, "public, max-age=60".into());
         }
-        "host" => set(header::CACHE_CONTROL, "public, max-age=60".into()),
+        "host" | "host-path" | "forwarding" => set(header::CACHE_CONTROL, "public, max-age=60".into()),
         other => panic!("no rule {other}"),
     }
     (headers, body)
@@ -292,8 +403,11 @@ impl Run {
             calls: Calls::default(),
             started: Arc::new(watch::Sender::new(0)),
         };
+        // Every case's layer has a bypassed admin route, which only the
+        // not-normal case asks for.
+        let layer = layer.route("/admin/*", Policy::bypass());
         let app = Router::new()
-            .route("/{kind}/{case}", get(self::origin))
+            .fallback(get(self::origin))
             .with_state(origin.clone())
             .layer(layer.clone());
         Self {
@@ -379,6 +493,18 @@ async fn check(run: Run, case: &Case) {
         (Rule::VaryLanguage, Path::Collapsed(n)) => language_collapsed(&run, n).await,
         (Rule::HostPoisoning, Path::Direct) => host_direct(&run).await,
         (Rule::HostPoisoning, Path::Collapsed(n)) => host_collapsed(&run, n).await,
+        (Rule::MustRevalidate | Rule::ProxyRevalidate | Rule::SMaxAgeZero, Path::Direct) => {
+            authorized_direct(&run).await
+        }
+        (Rule::MustRevalidate | Rule::ProxyRevalidate | Rule::SMaxAgeZero, Path::Collapsed(n)) => {
+            authorized_collapsed(&run, case.rule, n).await
+        }
+        (Rule::HostWithPath, Path::Direct) => host_path_direct(&run).await,
+        (Rule::HostWithPath, Path::Collapsed(n)) => host_path_collapsed(&run, n).await,
+        (Rule::Forwarding, Path::Direct) => forwarding_direct(&run).await,
+        (Rule::Forwarding, Path::Collapsed(n)) => forwarding_collapsed(&run, n).await,
+        (Rule::NotNormal, Path::Direct) => not_normal_direct(&run).await,
+        (Rule::NotNormal, Path::Collapsed(n)) => not_normal_collapsed(&run, n).await,
         (rule, Path::Direct) => personal_direct(&run, rule).await,
         (rule, Path::Collapsed(n)) => personal_collapsed(&run, rule, n).await,
     }
@@ -692,6 +818,204 @@ async fn host_collapsed(run: &Run, n: usize) {
 
     let later = run.send(with_host(&run.uri, API_HOST)).await;
     assert_not_poisoned(run, &later);
+}
+
+/// An authorized request's response that allows sharing only while fresh
+/// by its own word, which it never is: each user, and an anonymous client
+/// after them, gets its own.
+async fn authorized_direct(run: &Run) {
+    let label = &run.label;
+    let credential = Credential::Authorization;
+    let mut replies = Vec::new();
+    for user in ["alice", "bob", "alice"] {
+        let reply = run.send(credential.request(&run.uri, user)).await;
+        assert_echo(run, &reply, "auth", &credential.value(user));
+        replies.push(reply);
+    }
+    let anonymous = run.send(get_with(&run.uri, &[])).await;
+    assert_echo(run, &anonymous, "auth", "none");
+    replies.push(anonymous);
+    assert_all_distinct(run, &replies);
+    assert_eq!(run.calls.get(), 4, "{label}: an authorized response was stored");
+    assert_eq!((run.stats)().hits, 0, "{label}: served from the store");
+}
+
+/// Users and anonymous clients waiting on an authorized leader whose
+/// response may not be shared: each goes to the origin itself.
+async fn authorized_collapsed(run: &Run, rule: Rule, n: usize) {
+    let label = &run.label;
+    let credential = Credential::Authorization;
+    let asks = |i: usize| {
+        if i.is_multiple_of(2) {
+            credential.value(&format!("user-{i}"))
+        } else {
+            "none".to_owned()
+        }
+    };
+    let replies = run
+        .collapsed(n, |i| {
+            if i.is_multiple_of(2) {
+                credential.request(&run.uri, &format!("user-{i}"))
+            } else {
+                get_with(&run.uri, &[])
+            }
+        })
+        .await;
+    for (i, reply) in replies.iter().enumerate() {
+        assert_echo(run, reply, "auth", &asks(i));
+        run.assert_went_forward(i, reply, rule);
+    }
+    assert_all_distinct(run, &replies);
+    assert_eq!(run.calls.get(), n, "{label}: every client went to the origin");
+    run.assert_waited(n, 1);
+}
+
+/// The reply is the page at `uri`'s path, for a plain `GET` of `API_HOST`.
+fn assert_plain(run: &Run, reply: &Reply, uri: &str) {
+    let path = uri.split('?').next().expect("a path");
+    assert_not_poisoned(run, reply);
+    assert_eq!(
+        echoed(run, reply, "path"),
+        path,
+        "{}: a client of {path} was served {:?}",
+        run.label,
+        reply.text()
+    );
+    assert_eq!(echoed(run, reply, "method"), "GET", "{}", run.label);
+}
+
+/// The attack on the page at `uri` with a `Host` that carries its first
+/// segment: `Host: api.example/host-path` and `/host-path.direct`.
+fn host_with_path(uri: &str) -> Request<Body> {
+    let (first, rest) = uri[1..].split_once('/').expect("two segments");
+    with_host(&format!("/{rest}"), &format!("{API_HOST}/{first}"))
+}
+
+/// A page stored for a `Host` with a path in it is never served as the page
+/// of that path.
+async fn host_path_direct(run: &Run) {
+    let label = &run.label;
+    let attacked = run.send(host_with_path(&run.uri)).await;
+    assert_ne!(
+        echoed(run, &attacked, "path"),
+        run.uri,
+        "{label}: the attack asks another page"
+    );
+    for _ in 0..2 {
+        let reply = run.send(with_host(&run.uri, API_HOST)).await;
+        assert_plain(run, &reply, &run.uri);
+    }
+    assert_eq!(run.calls.get(), 2, "{label}: the plain page is stored once");
+}
+
+async fn host_path_collapsed(run: &Run, n: usize) {
+    let replies = run
+        .collapsed(n, |i| {
+            if i.is_multiple_of(2) {
+                host_with_path(&run.uri)
+            } else {
+                with_host(&run.uri, API_HOST)
+            }
+        })
+        .await;
+    for reply in replies.iter().skip(1).step_by(2) {
+        assert_plain(run, reply, &run.uri);
+    }
+    let later = run.send(with_host(&run.uri, API_HOST)).await;
+    assert_plain(run, &later, &run.uri);
+}
+
+/// Headers a framework behind a proxy builds links from, routes on or
+/// takes its method from, and a second `Host`.
+const FORWARDING: &[(&str, &str)] = &[
+    ("x-forwarded-proto", "http"),
+    ("x-forwarded-port", "8443"),
+    ("x-forwarded-prefix", "//evil.example"),
+    ("x-original-url", "/evil"),
+    ("x-rewrite-url", "/evil"),
+    ("x-http-method-override", "DELETE"),
+    ("host", EVIL_HOST),
+];
+
+/// Attack `i` (of [`FORWARDING`]) on `uri`.
+fn forwarding(uri: &str, i: usize) -> Request<Body> {
+    let (name, value) = FORWARDING[i % FORWARDING.len()];
+    get_with(
+        uri,
+        &[
+            (header::HOST, API_HOST.to_owned()),
+            (HeaderName::from_static(name), value.to_owned()),
+        ],
+    )
+}
+
+/// What an attacker's forwarding header made is never served to plain
+/// requests.
+async fn forwarding_direct(run: &Run) {
+    for (i, (name, _)) in FORWARDING.iter().enumerate() {
+        let uri = format!("{}?attack={name}", run.uri);
+        run.send(forwarding(&uri, i)).await;
+        let plain = run.send(with_host(&uri, API_HOST)).await;
+        assert_plain(run, &plain, &uri);
+    }
+}
+
+async fn forwarding_collapsed(run: &Run, n: usize) {
+    let replies = run
+        .collapsed(n, |i| {
+            if i.is_multiple_of(2) {
+                forwarding(&run.uri, i / 2)
+            } else {
+                with_host(&run.uri, API_HOST)
+            }
+        })
+        .await;
+    for reply in replies.iter().skip(1).step_by(2) {
+        assert_plain(run, reply, &run.uri);
+    }
+    let later = run.send(with_host(&run.uri, API_HOST)).await;
+    assert_plain(run, &later, &run.uri);
+}
+
+/// Spellings of `uri` (an `/admin/` page) that an origin which normalises
+/// paths serves as it.
+fn not_normal(uri: &str) -> [String; 4] {
+    let rest = uri.strip_prefix("/admin").expect("an admin page");
+    [
+        format!("//admin{rest}"),
+        format!("/%61dmin{rest}"),
+        format!("/./admin{rest}"),
+        format!("/x/../admin{rest}"),
+    ]
+}
+
+/// A bypassed route's pages are never stored, however their path is
+/// spelled.
+async fn not_normal_direct(run: &Run) {
+    let label = &run.label;
+    for uri in not_normal(&run.uri) {
+        let first = run.send(get_with(&uri, &[])).await;
+        let second = run.send(get_with(&uri, &[])).await;
+        assert_ne!(first.body, second.body, "{label}: {uri} was stored");
+        for reply in [&first, &second] {
+            assert!(
+                !reply.cache_status().contains("stored") && !reply.cache_status().contains("hit"),
+                "{label}: {uri}: {}",
+                reply.cache_status()
+            );
+        }
+    }
+    assert_eq!((run.stats)().hits, 0, "{label}");
+}
+
+async fn not_normal_collapsed(run: &Run, n: usize) {
+    let label = &run.label;
+    let spellings = not_normal(&run.uri);
+    let replies = run
+        .collapsed(n, |i| get_with(&spellings[i % spellings.len()], &[]))
+        .await;
+    assert_all_distinct(run, &replies);
+    assert_eq!(run.calls.get(), n, "{label}: every request went to the origin");
 }
 
 /// Runs `case` in its own task; what it panicked with, if it did.
