@@ -147,11 +147,7 @@ impl Fault {
             Self::KillPubSub => {
                 redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
             }
-            Self::Fill => {
-                redis.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
-                redis.cli(&["DEBUG", "POPULATE", "20000", "junk", "512"]);
-                redis.cli(&["CONFIG", "SET", "maxmemory", "1mb"]);
-            }
+            Self::Fill => fill(redis),
             Self::Latency => proxy.delay_ms.store(300, Ordering::Relaxed),
             Self::DropConnections => {
                 proxy.drop_all.send_modify(|n| *n += 1);
@@ -174,6 +170,33 @@ impl Fault {
     /// Whether the fault lasts `OUTAGE` before it is undone.
     fn lasts(self) -> bool {
         !matches!(self, Self::KillPubSub | Self::DropConnections)
+    }
+}
+
+/// Fills Redis until it refuses writes: `noeviction`, a bound 1 MiB over
+/// what it uses now, then junk until a write answers `OOM`; then the bound
+/// back to what it used before the junk, so that entries expiring cannot
+/// make room: every write is refused until `recover`. Fails the test if
+/// Redis never refuses.
+fn fill(redis: &RedisServer) {
+    redis.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+    let info = redis.cli(&["INFO", "memory"]);
+    let used: u64 = info
+        .lines()
+        .find_map(|line| line.strip_prefix("used_memory:"))
+        .and_then(|bytes| bytes.trim().parse().ok())
+        .expect("INFO memory has used_memory");
+    redis.cli(&["CONFIG", "SET", "maxmemory", &(used + (1 << 20)).to_string()]);
+    let junk = "x".repeat(4096);
+    for i in 0.. {
+        match redis.try_cli(&["SET", &format!("junk:{i}"), &junk]) {
+            Ok(_) => assert!(i < 10_000, "Redis took 40 MiB past a 1 MiB bound"),
+            Err(error) => {
+                assert!(error.starts_with("OOM"), "filling Redis: {error}");
+                redis.cli(&["CONFIG", "SET", "maxmemory", &used.to_string()]);
+                return;
+            }
+        }
     }
 }
 
@@ -242,15 +265,23 @@ async fn chaos(fault: Fault) {
     });
 
     // The schedule of the fault is the point of the test: it sleeps.
+    let errors_at =
+        |layers: &[StampedeLayer<RedisStore>]| layers.iter().map(|l| l.stats().store_errors).sum::<u64>();
     tokio::time::sleep(FAULT_AT).await;
+    let errors_before = errors_at(&layers);
     tokio::task::block_in_place(|| fault.strike(&mut redis, &proxy));
     if fault.lasts() {
         tokio::time::sleep(OUTAGE).await;
     }
+    let errors_in_fault = errors_at(&layers) - errors_before;
     tokio::task::block_in_place(|| fault.recover(&mut redis, &proxy));
     let recovered = Instant::now();
-    let errors_at =
-        |layers: &[StampedeLayer<RedisStore>]| layers.iter().map(|l| l.stats().store_errors).sum::<u64>();
+    // A fault that lasts is felt: with 1 s entries, the layers write (or
+    // lock) during it and fail.
+    assert!(
+        !fault.lasts() || errors_in_fault > 0,
+        "{fault:?}: no store call failed during the fault"
+    );
     tokio::time::sleep((recovered + Duration::from_secs(2)).saturating_duration_since(Instant::now())).await;
     let errors_after_recovery = errors_at(&layers);
     let sent = load.await.expect("the load runs to its end");

@@ -595,3 +595,18 @@ async fn connect_loads_the_scripts_before_the_first_stampede() {
     // critical path of a rebuild.
     assert_eq!(cached(), "6");
 }
+
+/// The tests' command helper: an error reply fails the test, where
+/// `redis-cli` would print it and exit 0.
+#[test]
+#[should_panic(expected = "answered an error: ERR unknown command")]
+fn the_command_helper_fails_a_test_on_an_error_reply() {
+    let server = RedisServer::start();
+    assert_eq!(server.cli(&["SET", "k", "v"]), "OK");
+    assert_eq!(server.cli(&["GET", "k"]), "v");
+    assert_eq!(
+        server.try_cli(&["INCR", "k"]).map_err(|e| e.starts_with("ERR")),
+        Err(true)
+    );
+    server.cli(&["NO-SUCH-COMMAND"]);
+}

@@ -2,7 +2,7 @@
 //! nothing kept on disk, and killed, frozen or restarted at will.
 
 use std::{
-    io::{BufRead, BufReader},
+    io::{BufRead, BufReader, Read, Write},
     net::TcpListener,
     path::PathBuf,
     process::{Child, Command, Stdio},
@@ -137,15 +137,57 @@ impl RedisServer {
         self.signal("-CONT");
     }
 
-    /// Runs `redis-cli` against the server and returns what it printed.
+    /// Sends one command and returns its reply as `redis-cli` would print
+    /// it raw (arrays one element a line, nil as nothing). Fails the test
+    /// on an error reply, which `redis-cli` would print and exit 0 on.
     pub fn cli(&self, args: &[&str]) -> String {
-        let output = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .expect("redis-cli runs (it comes with redis-server)");
-        assert!(output.status.success(), "redis-cli {args:?} failed");
-        String::from_utf8(output.stdout).expect("utf-8").trim().to_owned()
+        match self.try_cli(args) {
+            Ok(reply) => reply,
+            Err(error) => panic!("redis {args:?} answered an error: {error}"),
+        }
+    }
+
+    /// Sends one command; its reply, or the error reply it got.
+    pub fn try_cli(&self, args: &[&str]) -> Result<String, String> {
+        let stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("redis-server is up");
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .expect("a timeout can be set");
+        let mut command = format!("*{}\r\n", args.len());
+        for arg in args {
+            command.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        (&stream).write_all(command.as_bytes()).expect("command sent");
+        read_reply(&mut BufReader::new(stream))
+    }
+}
+
+/// One RESP2 reply: `Err` for an error reply.
+fn read_reply(reader: &mut impl BufRead) -> Result<String, String> {
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("a reply");
+    let line = line.trim_end_matches("\r\n");
+    let (kind, rest) = line.split_at(1);
+    match kind {
+        "+" | ":" => Ok(rest.to_owned()),
+        "-" => Err(rest.to_owned()),
+        "$" => {
+            let Ok(length) = rest.parse::<usize>() else {
+                return Ok(String::new());
+            };
+            let mut data = vec![0; length + 2];
+            reader.read_exact(&mut data).expect("a bulk reply");
+            data.truncate(length);
+            Ok(String::from_utf8_lossy(&data).into_owned())
+        }
+        "*" => {
+            let count = rest.parse::<usize>().unwrap_or(0);
+            let items = (0..count)
+                .map(|_| read_reply(reader))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(items.join("\n"))
+        }
+        other => panic!("not a RESP2 reply: {other}{rest}"),
     }
 }
 
