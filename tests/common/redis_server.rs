@@ -2,7 +2,7 @@
 //! nothing kept on disk, and killed, frozen or restarted at will.
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
+    io::{BufRead, BufReader, Write},
     net::TcpListener,
     path::PathBuf,
     process::{Child, Command, Stdio},
