@@ -166,7 +166,7 @@ async fn invalidation_during_a_rebuild_voids_its_write<St: Store>(layer: Stamped
     let app = app(&calls, &entered, layer.clone());
 
     let rebuild = tokio::spawn(send(app.clone(), request("GET", "/posts/1")));
-    entered.notified().await;
+    common::within("the origin is called", entered.notified()).await;
     layer.invalidate("GET api.example/posts/1").await.expect("store");
     // A request after the invalidation does not join the outdated rebuild.
     let after = send(app.clone(), request("GET", "/posts/1")).await;

@@ -110,6 +110,20 @@ impl Reply {
     }
 }
 
+/// How long a test waits on anything before it fails instead of hanging
+/// CI: far above any wait a test expects (tokio's clock, so a paused
+/// test reaches it at once once nothing else can happen).
+pub const HANG: Duration = Duration::from_secs(120);
+
+/// Awaits `future`, failing the test with `what` if it has not ended
+/// within [`HANG`].
+pub async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(HANG, future).await {
+        Ok(output) => output,
+        Err(_) => panic!("{what}: nothing within {HANG:?}; it hangs"),
+    }
+}
+
 /// Sends one request through `service` and reads the whole response.
 pub async fn send<S, B>(service: S, request: Request<Body>) -> Reply
 where
@@ -117,14 +131,18 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: std::fmt::Debug,
 {
-    let response = service.oneshot(request).await.expect("infallible");
-    let (parts, body) = response.into_parts();
-    let body = body.collect().await.expect("body reads whole").to_bytes();
-    Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-    }
+    let what = format!("{} {}", request.method(), request.uri());
+    within(&what, async move {
+        let response = service.oneshot(request).await.expect("infallible");
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("body reads whole").to_bytes();
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    })
+    .await
 }
 
 /// Sends `n` requests at once, each in its own task, and returns the replies
@@ -161,29 +179,33 @@ where
     S: Service<Request<Body>, Response = http::Response<B>>,
     B: http_body::Body<Data = Bytes>,
 {
-    let (parts, body) = service.oneshot(request).await?.into_parts();
-    let mut body = std::pin::pin!(body);
-    let mut bytes = Vec::new();
-    let mut error = None;
-    while let Some(frame) = body.frame().await {
-        match frame {
-            Ok(frame) => {
-                if let Ok(data) = frame.into_data() {
-                    bytes.extend_from_slice(&data);
+    let what = format!("{} {}", request.method(), request.uri());
+    within(&what, async move {
+        let (parts, body) = service.oneshot(request).await?.into_parts();
+        let mut body = std::pin::pin!(body);
+        let mut bytes = Vec::new();
+        let mut error = None;
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(frame) => {
+                    if let Ok(data) = frame.into_data() {
+                        bytes.extend_from_slice(&data);
+                    }
+                }
+                Err(e) => {
+                    error = Some(e);
+                    break;
                 }
             }
-            Err(e) => {
-                error = Some(e);
-                break;
-            }
         }
-    }
-    let reply = Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body: Bytes::from(bytes),
-    };
-    Ok((reply, error))
+        let reply = Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body: Bytes::from(bytes),
+        };
+        Ok((reply, error))
+    })
+    .await
 }
 
 /// A wall clock that follows tokio's (paused) clock from [`t0`], so that

@@ -143,14 +143,16 @@ async fn collapsed_unary_calls_make_one_origin_call() {
         .iter()
         .filter(|c| c.cache_status().contains("stored"))
         .count();
-    let collapsed = calls
+    // On a busy machine a call may start only after the leader's answer
+    // landed: then it is a hit. Either way it made no origin call.
+    let collapsed_or_hit = calls
         .iter()
-        .filter(|c| c.cache_status().contains("collapsed"))
+        .filter(|c| c.cache_status().contains("collapsed") || c.cache_status().contains("hit"))
         .count();
     assert_eq!(
-        (stored, collapsed),
+        (stored, collapsed_or_hit),
         (1, 99),
-        "one leader stored, the rest waited on it"
+        "one leader stored, the rest waited on it or came after"
     );
 }
 
@@ -193,7 +195,9 @@ async fn trailers_are_stored_exactly() {
 
 #[tokio::test]
 async fn error_statuses_are_not_stored() {
-    let demo = Demo::new(DELAY);
+    // The collapsed count needs every call of a wave to start while the
+    // first is at the origin: a second, five times the usual delay.
+    let demo = Demo::new(5 * DELAY);
     let client = client(serve(layer(MemoryStore::new()), &demo).await).await;
     for (region, code, message) in [
         ("missing", Code::NotFound, "no posts for region missing"),
