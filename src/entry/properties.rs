@@ -46,6 +46,8 @@ prop_compose! {
 }
 
 proptest! {
+    #![proptest_config(crate::rules::proptest_config())]
+
     #[test]
     fn every_entry_survives_the_round_trip(entry in entries()) {
         let back = Entry::decode(entry.encode()).expect("own encoding decodes");

@@ -21,6 +21,8 @@ fn policies() -> impl Strategy<Value = Policy> {
 }
 
 proptest! {
+    #![proptest_config(crate::rules::proptest_config())]
+
     #[test]
     fn a_decision_follows_the_windows_of_the_lifetime(
         policy in policies(),

@@ -29,3 +29,16 @@ pub(crate) fn headers(pairs: &[(&'static str, &'static str)]) -> http::HeaderMap
     }
     map
 }
+
+/// The property tests' settings: a failing case is written to
+/// `proptest-regressions/` beside the crate (kept in git), and replayed
+/// first on every later run, so that a failure found once is never lost.
+#[cfg(test)]
+pub(crate) fn proptest_config() -> proptest::test_runner::Config {
+    proptest::test_runner::Config {
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::SourceParallel("proptest-regressions"),
+        )),
+        ..proptest::test_runner::Config::default()
+    }
+}
