@@ -290,7 +290,9 @@ async fn chaos(fault: Fault) {
     let failed = sent.iter().filter(|s| s.status != 200).count();
     assert_eq!(failed, 0, "{fault:?}: failed requests");
 
-    // Origin calls per key per 1 s window, at most one per replica.
+    // Origin calls per key per 1 s window (fixed, from the start), at most
+    // one per replica: an entry lives 1 s from its write, which comes after
+    // its call began, so one replica's calls for a key are over 1 s apart.
     let mut windows: HashMap<(String, u64), usize> = HashMap::new();
     for (key, at) in origin.calls() {
         let window = at.saturating_duration_since(start).as_secs();
@@ -323,6 +325,10 @@ async fn chaos(fault: Fault) {
         .filter(|s| s.at >= recovered && s.cache_status.contains("stored"))
         .map(|s| s.at - recovered)
         .min();
+    assert!(
+        first_stored.is_some(),
+        "{fault:?}: nothing was written to Redis after recovery"
+    );
     assert!(
         tokio::task::block_in_place(|| redis.cli(&["DBSIZE"])) != "0",
         "{fault:?}: Redis holds entries again"

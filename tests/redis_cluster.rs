@@ -101,7 +101,6 @@ async fn two_replicas_on_a_redis_cluster_make_one_origin_call_and_a_third_hits()
 
     assert_eq!(calls.get(), 1, "one origin call across both replicas");
     let replies: Vec<_> = replies_a.iter().chain(&replies_b).collect();
-    assert_eq!(replies.len(), 200);
     for reply in &replies {
         assert_eq!(reply.status, 200, "{}", reply.cache_status());
         assert_eq!(reply.body, replies[0].body, "{}", reply.cache_status());

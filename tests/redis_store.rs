@@ -101,7 +101,6 @@ async fn four_replicas_of_250_requests_make_one_origin_call_woken_by_push() {
 
     let replies = stampede(&apps, 250, "/api/popular-posts").await;
 
-    assert_eq!(replies.len(), 1000);
     assert_eq!(calls.get(), 1);
     assert_eq!(origin_calls(&replicas), 1);
     assert!(all_ok_and_equal(&replies));
