@@ -192,6 +192,43 @@ async fn a_body_that_breaks_midway_gives_its_client_the_error_and_stores_nothing
 }
 
 #[tokio::test(start_paused = true)]
+async fn waiters_on_a_body_that_breaks_midway_go_to_the_origin_themselves() {
+    let calls = Calls::default();
+    let origin = origin(&calls, |n| {
+        let frames: Vec<Result<Frame<Bytes>, BoxError>> = vec![
+            Ok(Frame::data(Bytes::from(format!("first half of call {n}")))),
+            Err("connection reset".into()),
+        ];
+        Ok::<_, Infallible>(Response::new(StreamBody::new(futures_util::stream::iter(frames))))
+    });
+    let layer = StampedeLayer::new(MemoryStore::new());
+    let service = layer.layer(origin);
+
+    let (leader, waiters) = leader_and_waiters(&service, 9);
+
+    let (reply, error) = leader.await.expect("no panic").expect("infallible");
+    assert_eq!(reply.text(), "first half of call 1");
+    assert!(error.is_some(), "the leader's client sees the break");
+    let mut own_calls = Vec::new();
+    for waiter in waiters {
+        let (reply, error) = waiter.await.expect("no panic").expect("infallible");
+        assert!(
+            !reply.cache_status().contains("collapsed"),
+            "a waiter was handed the broken body: {}",
+            reply.cache_status()
+        );
+        assert!(error.is_some(), "each waiter's own call broke too");
+        own_calls.push(reply.text().to_owned());
+    }
+    own_calls.sort();
+    own_calls.dedup();
+    assert_eq!(own_calls.len(), 9, "each waiter had a call of its own");
+    assert_eq!(calls.get(), 10);
+    assert_eq!(layer.stats().coalesced, 9, "the nine waited on the flight first");
+    assert_eq!(layer.in_flight(), 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn post_is_never_collapsed() {
     let calls = Calls::default();
     let handler = {
