@@ -616,3 +616,45 @@ fn the_command_helper_fails_a_test_on_an_error_reply() {
     );
     server.cli(&["NO-SUCH-COMMAND"]);
 }
+
+/// The subscriber task runs on the runtime of the store's first call; when
+/// that runtime ends (a start-up runtime, another test's), the next call
+/// starts a new one instead of leaving every wait to polling.
+#[test]
+fn push_wake_ups_outlive_the_runtime_that_started_them() {
+    let server = RedisServer::start();
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+    };
+    let channels = || server.cli(&["PUBSUB", "CHANNELS"]);
+    let until = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + common::HANG;
+        while !done() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: not within {:?}",
+                common::HANG
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let store = RedisStore::from_url(server.url()).expect("valid url");
+    let first = runtime();
+    first.block_on(store.connect()).expect("redis is up");
+    assert!(store.is_subscribed());
+    assert_ne!(channels(), "", "subscribed on the first runtime");
+
+    drop(first);
+    assert!(!store.is_subscribed(), "the subscriber ended with its runtime");
+    until("the subscriber connection closes", &|| channels().is_empty());
+
+    let second = runtime();
+    second
+        .block_on(store.connect())
+        .expect("a new subscriber, on the runtime of the next call");
+    assert!(store.is_subscribed());
+    assert_ne!(channels(), "", "subscribed again");
+}

@@ -143,9 +143,26 @@ impl Drop for Registration {
     }
 }
 
+/// Held by the subscriber task: when the task ends for any reason other
+/// than the store's drop (the runtime it was spawned on shut down, taking
+/// its tasks with it), the store learns that it is not subscribed, its
+/// waiters re-check, and the next call starts a new subscriber.
+struct Running(Weak<Wakeups>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(this) = self.0.upgrade() {
+            this.subscribed.send_replace(false);
+            this.started.store(false, Ordering::Release);
+            this.recheck_all();
+        }
+    }
+}
+
 /// The subscriber task: connects, subscribes, and turns each published key
 /// into a wake-up, reconnecting with back-off until the store is dropped.
 async fn subscribe(wakeups: Weak<Wakeups>, mut alive: watch::Receiver<()>) {
+    let _running = Running(wakeups.clone());
     let mut backoff = FIRST_RECONNECT;
     let mut attempt = 0usize;
     loop {
