@@ -119,6 +119,29 @@ async fn four_replicas_of_250_requests_make_one_origin_call_woken_by_push() {
     );
     assert!(replicas.iter().all(|r| r.in_flight() == 0));
     assert_eq!(server.cli(&["KEYS", "*:lock"]), "", "no lock is left behind");
+    // Woken by push, not by polling: one look at the lock for each of the
+    // three replicas that lost it, plus one for each resubscription.
+    let exists = command_calls(&server, "exists");
+    let resubscribed = command_calls(&server, "subscribe") - 4;
+    assert!(
+        exists <= 3 + resubscribed,
+        "{exists} EXISTS for 3 waiting replicas and {resubscribed} resubscriptions"
+    );
+}
+
+/// How many times Redis ran `command`, from its statistics.
+fn command_calls(server: &RedisServer, command: &str) -> u64 {
+    let stats = server.cli(&["INFO", "commandstats"]);
+    let prefix = format!("cmdstat_{command}:calls=");
+    stats
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .map_or(0, |rest| {
+            rest.split(',')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .expect("a count")
+        })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -154,10 +154,16 @@ impl Store for RedisStore {
             if !locked || now >= deadline {
                 return Ok(());
             }
+            // Pushed to while subscribed: a check is only a safety net then.
+            let pause = if inner.wakeups.is_subscribed() {
+                MAX_RECHECK
+            } else {
+                recheck
+            };
             tokio::select! {
                 () = released => return Ok(()),
                 () = look_again => {}
-                () = tokio::time::sleep_until(deadline.min(now + recheck)) => {}
+                () = tokio::time::sleep_until(deadline.min(now + pause)) => {}
             }
             recheck = (recheck * 2).min(MAX_RECHECK);
         }

@@ -21,8 +21,10 @@ use super::StoreError;
 
 /// The default bound on one Redis command.
 const DEFAULT_TIMEOUT: Duration = Duration::from_millis(200);
-/// A waiter whose push went missing re-checks the lock after this, doubling
-/// up to [`MAX_RECHECK`].
+/// A waiter with no subscription to be pushed by re-checks the lock after
+/// this, doubling up to [`MAX_RECHECK`]; a subscribed one waits
+/// `MAX_RECHECK` between checks from the first, since the release's push
+/// wakes it (and a resubscription makes it check at once).
 const FIRST_RECHECK: Duration = Duration::from_millis(50);
 const MAX_RECHECK: Duration = Duration::from_secs(1);
 
