@@ -620,9 +620,9 @@ async fn connect_loads_the_scripts_before_the_first_stampede() {
     };
     assert_eq!(cached(), "0");
     replicas(&server, 1).await;
-    // Lock, set, renew, unlock, invalidate, extend: none is loaded on the
-    // critical path of a rebuild.
-    assert_eq!(cached(), "6");
+    // Lock, set, renew, unlock, invalidate, extend, take a tag: none is
+    // loaded on the critical path of a rebuild or a purge.
+    assert_eq!(cached(), "7");
 }
 
 /// The tests' command helper: an error reply fails the test, where
@@ -680,4 +680,39 @@ fn push_wake_ups_outlive_the_runtime_that_started_them() {
         .expect("a new subscriber, on the runtime of the next call");
     assert!(store.is_subscribed());
     assert_ne!(channels(), "", "subscribed again");
+}
+
+/// A purge of a tag takes the tag's members and removes its index at once:
+/// what a rebuild indexes while the purge goes through its keys stays
+/// indexed for the next purge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_rebuild_indexes_during_a_tag_purge_stays_indexed() {
+    let server = RedisServer::start();
+    let store = RedisStore::from_url(server.url()).expect("valid url");
+    store.connect().await.expect("redis is up");
+    let tag_key = store.tag_key("posts");
+    let keys: Vec<String> = (0..500).map(|i| format!("GET /posts/{i}")).collect();
+    let mut index = vec!["SADD", tag_key.as_str()];
+    index.extend(keys.iter().map(String::as_str));
+    server.cli(&index);
+
+    // At the purge's first invalidation, every key is indexed again, as
+    // rebuilds of them write their entries and tags meanwhile.
+    let mut published = server.published();
+    let rebuilds = std::thread::spawn({
+        let index: Vec<String> = index.iter().map(|s| (*s).to_owned()).collect();
+        let client = server.client();
+        move || {
+            published.next();
+            let index: Vec<&str> = index.iter().map(String::as_str).collect();
+            client.cli(&index)
+        }
+    });
+    assert_eq!(store.invalidate_tag("posts").await.expect("redis"), 500);
+    rebuilds.join().expect("the rebuilds indexed");
+    assert_eq!(
+        server.cli(&["SCARD", &tag_key]),
+        "500",
+        "the keys indexed during the purge are in the tag for the next one"
+    );
 }

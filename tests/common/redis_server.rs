@@ -141,6 +141,34 @@ impl RedisServer {
     /// it raw (arrays one element a line, nil as nothing). Fails the test
     /// on an error reply, which `redis-cli` would print and exit 0 on.
     pub fn cli(&self, args: &[&str]) -> String {
+        self.client().cli(args)
+    }
+
+    /// Sends one command; its reply, or the error reply it got.
+    pub fn try_cli(&self, args: &[&str]) -> Result<String, String> {
+        self.client().try_cli(args)
+    }
+
+    /// A connection subscribed to every channel.
+    pub fn published(&self) -> Published {
+        self.client().published()
+    }
+
+    /// A handle that sends commands to this server, for another thread.
+    pub fn client(&self) -> Client {
+        Client { port: self.port }
+    }
+}
+
+/// Sends commands to a test's server, one connection each.
+#[derive(Clone, Copy)]
+pub struct Client {
+    port: u16,
+}
+
+impl Client {
+    /// As [`RedisServer::cli`].
+    pub fn cli(&self, args: &[&str]) -> String {
         match self.try_cli(args) {
             Ok(reply) => reply,
             Err(error) => panic!("redis {args:?} answered an error: {error}"),
@@ -149,16 +177,40 @@ impl RedisServer {
 
     /// Sends one command; its reply, or the error reply it got.
     pub fn try_cli(&self, args: &[&str]) -> Result<String, String> {
+        let mut connection = self.send(args, std::time::Duration::from_secs(10));
+        read_reply(&mut connection)
+    }
+
+    /// A connection subscribed to every channel: [`Published::next`]
+    /// returns each message as it is published.
+    pub fn published(&self) -> Published {
+        let mut connection = self.send(&["PSUBSCRIBE", "*"], std::time::Duration::from_secs(120));
+        read_reply(&mut connection).expect("subscribed");
+        Published(connection)
+    }
+
+    fn send(&self, args: &[&str], patience: std::time::Duration) -> BufReader<std::net::TcpStream> {
         let stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("redis-server is up");
         stream
-            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .set_read_timeout(Some(patience))
             .expect("a timeout can be set");
         let mut command = format!("*{}\r\n", args.len());
         for arg in args {
             command.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
         }
         (&stream).write_all(command.as_bytes()).expect("command sent");
-        read_reply(&mut BufReader::new(stream))
+        BufReader::new(stream)
+    }
+}
+
+/// Messages published on a server, as they come.
+pub struct Published(BufReader<std::net::TcpStream>);
+
+impl Published {
+    /// The next message: `pmessage`, the pattern, the channel, the payload,
+    /// a line each.
+    pub fn next(&mut self) -> String {
+        read_reply(&mut self.0).expect("a message")
     }
 }
 

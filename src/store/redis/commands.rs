@@ -12,7 +12,7 @@ use tracing::warn;
 
 use super::{
     FIRST_RECHECK, MAX_RECHECK, RedisStore,
-    scripts::{EXTEND, INVALIDATE, LOCK, RENEW, SET, UNLOCK},
+    scripts::{EXTEND, INVALIDATE, LOCK, RENEW, SET, TAKE_TAG, UNLOCK},
     tag,
 };
 use crate::{
@@ -114,15 +114,23 @@ impl Store for RedisStore {
 
     async fn invalidate_tag(&self, tag: &str) -> Result<u64, StoreError> {
         let tag_key = self.tag_key(tag);
-        let mut members = redis::cmd("SMEMBERS");
-        members.arg(&tag_key);
-        let keys: Vec<String> = self.inner.conns.query(&members).await?;
-        for key in &keys {
-            self.invalidate(key).await?;
+        let (life, keys): (i64, Vec<String>) = {
+            let taken: Vec<redis::Value> = self.inner.conns.invoke(&TAKE_TAG.key(&tag_key)).await?;
+            let mut taken = taken.into_iter();
+            let life = taken
+                .next()
+                .and_then(|v| redis::from_redis_value(v).ok())
+                .unwrap_or(-1);
+            let keys = taken.filter_map(|v| redis::from_redis_value(v).ok()).collect();
+            (life, keys)
+        };
+        for (done, key) in keys.iter().enumerate() {
+            if let Err(error) = self.invalidate(key).await {
+                // The rest stay indexed, so that the next purge reaches them.
+                self.put_back(&tag_key, &keys[done..], life).await;
+                return Err(error);
+            }
         }
-        let mut delete = redis::cmd("DEL");
-        delete.arg(&tag_key);
-        self.inner.conns.query::<i64>(&delete).await?;
         Ok(keys.len() as u64)
     }
 

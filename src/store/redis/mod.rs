@@ -12,9 +12,11 @@ use std::{
     time::Duration,
 };
 
+use tracing::debug;
+
 use self::{
     connection::{Connections, Pool},
-    scripts::{EXTEND, INVALIDATE, LOCK, RENEW, SET, UNLOCK},
+    scripts::{EXTEND, INVALIDATE, LOCK, RENEW, SET, TAKE_TAG, UNLOCK},
     wake::Wakeups,
 };
 use super::StoreError;
@@ -200,7 +202,7 @@ impl RedisStore {
         inner
             .conns
             .run(|mut conn| async move {
-                for script in [&LOCK, &SET, &RENEW, &UNLOCK, &INVALIDATE, &EXTEND] {
+                for script in [&LOCK, &SET, &RENEW, &UNLOCK, &INVALIDATE, &EXTEND, &TAKE_TAG] {
                     script.load_async(&mut conn).await?;
                 }
                 Ok(())
@@ -235,6 +237,29 @@ impl RedisStore {
     /// write that then fails is harmless, an entry missing from its index
     /// would escape purges. (In a cluster a tag's set lives in its own slot,
     /// so this cannot be part of the write's script.)
+    /// Indexes `keys` in `tag_key` again, for `life` ms (if positive), after
+    /// a purge that took them failed before it reached them. Best effort: the
+    /// purge reports its own error.
+    async fn put_back(&self, tag_key: &str, keys: &[String], life: i64) {
+        let mut again = redis::pipe();
+        again.cmd("SADD").arg(tag_key).arg(keys).ignore();
+        if life > 0 {
+            again.cmd("PEXPIRE").arg(tag_key).arg(life).arg("GT").ignore();
+            again.cmd("PEXPIRE").arg(tag_key).arg(life).arg("NX").ignore();
+        }
+        let answer = self
+            .inner
+            .conns
+            .run(|mut conn| {
+                let again = &again;
+                async move { again.query_async::<()>(&mut conn).await }
+            })
+            .await;
+        if let Err(error) = answer {
+            debug!(tag_key, %error, "keys of a failed purge not put back");
+        }
+    }
+
     async fn index_tags(&self, key: &str, tags: &[String], keep_for: u64) -> Result<(), StoreError> {
         if tags.is_empty() || keep_for == 0 {
             return Ok(());

@@ -84,3 +84,19 @@ pub(super) static EXTEND: LazyLock<Script> = LazyLock::new(|| {
         return redis.call('PEXPIRE', KEYS[1], ARGV[2])",
     )
 });
+
+/// Takes the tag set `KEYS[1]`: deletes it and returns its remaining life
+/// in ms (negative for none) followed by its members, in one step, so that
+/// a key indexed again while the purge goes through them is kept for the
+/// next purge. One key: Cluster-safe.
+pub(super) static TAKE_TAG: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local taken = {redis.call('PTTL', KEYS[1])}
+        for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+            taken[#taken + 1] = key
+        end
+        redis.call('DEL', KEYS[1])
+        return taken",
+    )
+});
