@@ -6,6 +6,12 @@
 //! `GET /calls`, which answers how many calls the other paths have had, and
 //! `GET /calls/log`, when each started (ms since the epoch) and its path,
 //! a line each (neither is slow). The first line printed is `listening on http://ADDR`.
+//!
+//! For `bench/attack-vary.sh`, the slow paths' answers can be made to
+//! reach the layer's in-process tables rather than its store:
+//! `--status 404` answers with that status (not stored, yet its `Vary` is
+//! learned), `--vary accept-encoding` adds that `Vary`, and `--set-cookie`
+//! adds a `Set-Cookie` (an answer for one client, whose key then passes).
 
 use std::{
     net::SocketAddr,
@@ -19,7 +25,7 @@ use std::{
 use axum::{
     Router,
     extract::State,
-    http::{Uri, header},
+    http::{HeaderMap, HeaderValue, StatusCode, Uri, header},
     response::IntoResponse,
     routing::get,
 };
@@ -29,6 +35,9 @@ struct Origin {
     log: Mutex<Vec<(u64, String)>>,
     delay: Duration,
     cache_control: String,
+    status: StatusCode,
+    vary: Option<HeaderValue>,
+    set_cookie: bool,
 }
 
 /// About 1 KiB of JSON naming the path and the call that made it.
@@ -56,13 +65,21 @@ async fn slow(State(origin): State<Arc<Origin>>, uri: Uri) -> impl IntoResponse 
         log.push((now, uri.path().to_owned()));
     }
     tokio::time::sleep(origin.delay).await;
-    (
-        [
-            (header::CONTENT_TYPE, "application/json".to_owned()),
-            (header::CACHE_CONTROL, origin.cache_control.clone()),
-        ],
-        body(uri.path(), call),
-    )
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Ok(cache_control) = HeaderValue::from_str(&origin.cache_control) {
+        headers.insert(header::CACHE_CONTROL, cache_control);
+    }
+    if let Some(vary) = &origin.vary {
+        headers.insert(header::VARY, vary.clone());
+    }
+    if origin.set_cookie {
+        // A session of its own each call, as a login page would hand out.
+        if let Ok(cookie) = HeaderValue::from_str(&format!("session={call}")) {
+            headers.insert(header::SET_COOKIE, cookie);
+        }
+    }
+    (origin.status, headers, body(uri.path(), call))
 }
 
 async fn calls(State(origin): State<Arc<Origin>>) -> String {
@@ -78,17 +95,26 @@ async fn calls_log(State(origin): State<Arc<Origin>>) -> String {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut listen = SocketAddr::from(([127, 0, 0, 1], 8081));
     let (mut delay_ms, mut max_age) = (200u64, 60u64);
+    let (mut status, mut vary, mut set_cookie) = (StatusCode::OK, None, false);
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
+        if flag == "--set-cookie" {
+            set_cookie = true;
+            continue;
+        }
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--listen" => listen = value.parse()?,
             "--delay-ms" => delay_ms = value.parse()?,
             "--max-age" => max_age = value.parse()?,
+            "--status" => status = StatusCode::from_u16(value.parse()?)?,
+            "--vary" => vary = Some(HeaderValue::from_str(&value)?),
             other => {
-                return Err(
-                    format!("unknown argument {other}: --listen ADDR --delay-ms N --max-age S").into(),
-                );
+                return Err(format!(
+                    "unknown argument {other}: --listen ADDR --delay-ms N --max-age S \
+                     --status CODE --vary NAMES --set-cookie"
+                )
+                .into());
             }
         }
     }
@@ -97,6 +123,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         log: Mutex::new(Vec::new()),
         delay: Duration::from_millis(delay_ms),
         cache_control: format!("public, max-age={max_age}"),
+        status,
+        vary,
+        set_cookie,
     });
     let app = Router::new()
         .route("/calls", get(calls))

@@ -262,3 +262,50 @@ async fn expired_entries_leave_memory_without_traffic() {
     }
     assert_eq!(memory.inner.cache.weighted_size(), 0);
 }
+
+/// What the store holds: each entry as weighed before the tag index was
+/// counted (the entry, its key, moka's records), plus the tags and keys the
+/// index holds, counted from the index itself.
+fn held(memory: &MemoryStore) -> u64 {
+    memory.inner.cache.run_pending_tasks();
+    let entries: usize = memory
+        .inner
+        .cache
+        .iter()
+        .map(|(key, slot)| PER_ENTRY + key.len() + slot.entry.weight())
+        .sum();
+    let index = memory.inner.tags.lock().unwrap_or_else(PoisonError::into_inner);
+    let indexed: usize = index
+        .iter()
+        .map(|(tag, keys)| tag.len() + keys.keys().map(String::len).sum::<usize>())
+        .sum();
+    (entries + indexed) as u64
+}
+
+/// Entries with long keys and many tags: the index holds a copy of the key
+/// under each tag, several times the entry itself.
+#[tokio::test]
+async fn entries_and_their_tag_index_stay_within_the_bound() {
+    let bound = 256 * 1024;
+    let memory = MemoryStore::with_max_bytes(bound);
+    for i in 0..500 {
+        let key = format!("{i:0>1024}");
+        let tags: Vec<String> = (0..8).map(|t| format!("{i}-{t:0>256}")).collect();
+        let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+        let token = memory
+            .try_lock(&key, MINUTE)
+            .await
+            .expect("memory")
+            .expect("free");
+        assert!(
+            memory
+                .set(&key, tagged(1, &tags), &token, MINUTE)
+                .await
+                .expect("memory")
+        );
+    }
+    let held = held(&memory);
+    assert!(held <= bound, "{held} bytes held, bound {bound}");
+    assert!(held > bound / 2, "the store is used, not emptied: {held}");
+    assert!(held <= memory.used_bytes(), "the weight counts all it holds");
+}
