@@ -600,3 +600,100 @@ async fn max_waiters_turns_the_rest_away_with_the_stale_entry_or_503() {
     );
     assert_eq!(layer.stats().shed, 78);
 }
+
+/// A memory store that fails every call while told to.
+#[derive(Clone, Default)]
+struct Flaky {
+    store: MemoryStore,
+    failing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Flaky {
+    fn fail(&self, failing: bool) {
+        self.failing.store(failing, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            Err(StoreError::new("connection refused"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Store for Flaky {
+    async fn get(&self, key: &str) -> Result<Option<Arc<Entry>>, StoreError> {
+        self.check()?;
+        self.store.get(key).await
+    }
+    async fn try_lock(&self, key: &str, ttl: Duration) -> Result<Option<LockToken>, StoreError> {
+        self.check()?;
+        self.store.try_lock(key, ttl).await
+    }
+    async fn extend_lock(&self, key: &str, token: &LockToken, ttl: Duration) -> Result<bool, StoreError> {
+        self.check()?;
+        self.store.extend_lock(key, token, ttl).await
+    }
+    async fn set(
+        &self,
+        key: &str,
+        entry: Arc<Entry>,
+        token: &LockToken,
+        keep: Duration,
+    ) -> Result<bool, StoreError> {
+        self.check()?;
+        self.store.set(key, entry, token, keep).await
+    }
+    async fn unlock(&self, key: &str, token: &LockToken) -> Result<(), StoreError> {
+        self.check()?;
+        self.store.unlock(key, token).await
+    }
+    async fn wait_unlocked(&self, key: &str, timeout: Duration) -> Result<(), StoreError> {
+        self.check()?;
+        self.store.wait_unlocked(key, timeout).await
+    }
+    async fn invalidate(&self, key: &str) -> Result<(), StoreError> {
+        self.check()?;
+        self.store.invalidate(key).await
+    }
+    async fn invalidate_tag(&self, tag: &str) -> Result<u64, StoreError> {
+        self.check()?;
+        self.store.invalidate_tag(tag).await
+    }
+}
+
+/// What a layer kept through one outage bridges that outage only: once the
+/// store answers again, it is dropped, so that a later failure (a single
+/// timed-out call) does not serve it after other replicas replaced or
+/// invalidated the key in the store meanwhile.
+#[tokio::test(start_paused = true)]
+async fn what_was_kept_through_an_outage_is_dropped_once_the_store_answers() {
+    let calls = Calls::default();
+    let store = Flaky::default();
+    let layer = StampedeLayer::new(store.clone())
+        .policy(Policy::ttl(Duration::from_secs(60)))
+        .clock(common::tokio_clock())
+        .store_retry_after(Duration::from_secs(1));
+    let app = common::slow_app(&calls).layer(layer);
+
+    store.fail(true);
+    common::send(app.clone(), get_request("/hot")).await;
+    assert_eq!(calls.get(), 1, "built during the outage, kept in process");
+
+    // The store is back, and answers a call; another replica then, say,
+    // invalidates /hot there: it holds nothing for it.
+    store.fail(false);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    common::send(app.clone(), get_request("/other")).await;
+
+    // One failed call later, the kept copy would stand in again.
+    store.fail(true);
+    let reply = common::send(app, get_request("/hot")).await;
+    assert!(
+        !reply.cache_status().contains("hit"),
+        "served what was kept through the last outage: {}",
+        reply.cache_status()
+    );
+    assert_eq!(calls.get(), 3, "rebuilt from the origin");
+}

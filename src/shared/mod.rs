@@ -5,7 +5,10 @@
 use std::{
     future::Future,
     pin::pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     task::Poll,
     time::{Duration, SystemTime},
 };
@@ -107,6 +110,9 @@ pub(crate) struct State {
     pub(crate) passes: Passes,
     pub(crate) varies: Varies,
     breaker: Breaker,
+    /// Whether the fallback may hold something: it bridges one outage and
+    /// is emptied by the first store call that succeeds after it.
+    kept: AtomicBool,
 }
 
 /// The bound of the in-process fallback unless the builder says: a
@@ -121,6 +127,7 @@ impl State {
             passes: Passes::default(),
             varies: Varies::new(),
             breaker: Breaker::new(),
+            kept: AtomicBool::new(false),
         }
     }
 }
@@ -172,12 +179,25 @@ impl<St: Store> Shared<St> {
         key: &str,
         answer: Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        if let Err(error) = &answer {
-            self.state.counters.store_errors.incr();
-            if !error.is_corrupt() {
-                self.state.breaker.trip(self.config.store_retry_after);
+        match &answer {
+            Err(error) => {
+                self.state.counters.store_errors.incr();
+                if !error.is_corrupt() {
+                    self.state.breaker.trip(self.config.store_retry_after);
+                }
+                debug!(key, %error, "{what} failed; going on without the store");
             }
-            debug!(key, %error, "{what} failed; going on without the store");
+            // What was kept through the outage must not stand in at the
+            // next failure: by then replicas may have replaced or
+            // invalidated it in the store.
+            Ok(_)
+                if self.state.kept.load(Ordering::Relaxed)
+                    && self.state.kept.swap(false, Ordering::AcqRel) =>
+            {
+                self.config.fallback.clear();
+                debug!("store answers again: what was kept in process is dropped");
+            }
+            Ok(_) => {}
         }
         answer
     }
@@ -199,6 +219,7 @@ impl<St: Store> Shared<St> {
     pub(crate) async fn keep_in_process(&self, key: &str, entry: Arc<Entry>, keep_for: Duration) {
         let fallback = &self.config.fallback;
         if let Ok(Some(token)) = fallback.try_lock(key, self.config.lock_ttl).await {
+            self.state.kept.store(true, Ordering::Release);
             let _ = fallback.set(key, entry, &token, keep_for).await;
             debug!(key, "store unavailable: kept in process");
         }

@@ -147,6 +147,13 @@ impl MemoryStore {
         self.inner.cache.weighted_size()
     }
 
+    /// Removes every entry (rebuild locks stay). Their tags leave the index
+    /// as each entry goes.
+    pub fn clear(&self) {
+        self.inner.cache.invalidate_all();
+        self.inner.cache.run_pending_tasks();
+    }
+
     /// How many entries are held now, after evictions that were pending.
     pub fn entry_count(&self) -> u64 {
         self.inner.cache.run_pending_tasks();
