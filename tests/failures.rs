@@ -697,3 +697,32 @@ async fn what_was_kept_through_an_outage_is_dropped_once_the_store_answers() {
     );
     assert_eq!(calls.get(), 3, "rebuilt from the origin");
 }
+
+/// A rebuild whose origin never answers keeps its lock only up to
+/// `lock_wait`: then it stops extending it, the lock expires, and a leader
+/// of another layer takes over, with the lock, instead of going around it
+/// flight after flight.
+#[tokio::test(start_paused = true)]
+async fn a_hung_origin_holds_its_lock_no_longer_than_lock_wait() {
+    let store = MemoryStore::new();
+    let (lock_ttl, lock_wait) = (Duration::from_secs(10), Duration::from_secs(30));
+    let layer = StampedeLayer::new(store.clone())
+        .lock_ttl(lock_ttl)
+        .lock_wait(lock_wait);
+    let hung = layer.layer(service_fn(|_: Request<Body>| {
+        future::pending::<Result<Response<Full<Bytes>>, Infallible>>()
+    }));
+    let _leader = tokio::spawn(try_send(hung, get_request("/hot")));
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let key = "GET /hot";
+    assert!(
+        store.try_lock(key, lock_ttl).await.expect("memory").is_none(),
+        "the hung rebuild holds the lock"
+    );
+
+    tokio::time::sleep(lock_wait + lock_ttl).await;
+    assert!(
+        store.try_lock(key, lock_ttl).await.expect("memory").is_some(),
+        "the lock was extended past lock_wait"
+    );
+}

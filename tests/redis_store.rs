@@ -716,3 +716,23 @@ async fn what_a_rebuild_indexes_during_a_tag_purge_stays_indexed() {
         "the keys indexed during the purge are in the tag for the next one"
     );
 }
+
+/// A write that fails (here: the tag's index is not a set, so indexing it
+/// is refused before the write runs) gives the rebuild lock back: the
+/// other replicas' leaders do not wait it out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_write_releases_its_rebuild_lock() {
+    async fn tagged() -> ([(&'static str, &'static str); 1], &'static str) {
+        ([("surrogate-key", "posts")], "a post")
+    }
+    let server = RedisServer::start();
+    let replica = replica(&server).store_timeout(Duration::from_secs(5));
+    replica.store().connect().await.expect("redis is up");
+    server.cli(&["SET", &replica.store().tag_key("posts"), "not a set"]);
+    let app = Router::new().route("/post", get(tagged)).layer(replica.clone());
+
+    let reply = send(app, get_request("/post")).await;
+    assert_eq!(reply.status, 200, "the request does not fail");
+    assert!(replica.stats().store_errors > 0, "the write failed");
+    assert_eq!(server.cli(&["KEYS", "*:lock"]), "", "the lock was given back");
+}

@@ -164,18 +164,31 @@ impl<St: Store> LockGuard<St> {
     }
 
     /// Runs `work` while keeping the lock alive: a rebuild that takes
-    /// longer than the lock's ttl must not let a second one start.
+    /// longer than the lock's ttl must not let a second one start. Up to
+    /// `lock_wait` only, as long as other layers wait for it: past that the
+    /// origin is taken to hang, the lock expires within its ttl, and another
+    /// layer's leader takes it over and stores what it builds (this
+    /// rebuild's own write is then refused).
     pub(super) async fn hold<F: Future>(&self, work: F) -> F::Output {
         let Some(token) = &self.token else {
             return work.await;
         };
         let (shared, key) = (&self.shared, self.key.as_str());
         let (ttl, timeout) = (shared.config.lock_ttl, shared.config.store_timeout);
+        let give_up = tokio::time::Instant::now() + shared.config.lock_wait;
         let mut work = pin!(work);
         loop {
+            let next = tokio::time::Instant::now() + (ttl / 3).max(MIN_EXTEND_EVERY);
+            if next > give_up {
+                debug!(
+                    key,
+                    "the origin outlived lock_wait: the rebuild lock is left to expire"
+                );
+                return work.await;
+            }
             tokio::select! {
                 output = &mut work => return output,
-                () = tokio::time::sleep((ttl / 3).max(MIN_EXTEND_EVERY)) => {
+                () = tokio::time::sleep_until(next) => {
                     let extend = shared.store.extend_lock(key, token, ttl);
                     if shared.store_call("extend lock", key, timeout, extend).await != Some(true) {
                         debug!(key, "rebuild lock lost while the origin was still working");
@@ -212,7 +225,14 @@ impl<St: Store> LockGuard<St> {
                 key,
                 "write refused: the rebuild lock had passed to another, or was voided"
             ),
-            None => shared.keep_in_process(key, entry, keep_for).await,
+            None => {
+                // The write may not have run (or not all of it): give the
+                // lock back by its token, a no-op if the write did land,
+                // rather than leave every other layer to wait out its ttl.
+                let unlock = shared.store.unlock(key, &token);
+                shared.store_call_always("unlock", key, timeout, unlock).await;
+                shared.keep_in_process(key, entry, keep_for).await;
+            }
             Some(true) => {}
         }
         stored == Some(true)
