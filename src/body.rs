@@ -4,14 +4,18 @@ use std::{
     collections::VecDeque,
     pin::Pin,
     task::{Context, Poll},
-    time::Duration,
 };
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::BodyExt;
 use pin_project_lite::pin_project;
+
+mod budget;
+mod collect;
+
+pub(crate) use budget::{Budget, Reservation};
+pub(crate) use collect::{Collected, Held, collect, collect_within};
 
 pin_project! {
     /// The body of every response that passes through the layer: the inner
@@ -35,8 +39,30 @@ pin_project! {
     {
         Inner { #[pin] body: B },
         Buffered { data: Option<Bytes>, trailers: Option<HeaderMap> },
-        Replay { prefix: VecDeque<Frame<Bytes>>, rest: Pin<Box<B>> },
-        Failed { prefix: VecDeque<Frame<Bytes>>, error: Option<B::Error> },
+        Replay { prefix: Prefix, rest: Pin<Box<B>> },
+        Failed { prefix: Prefix, error: Option<B::Error> },
+    }
+}
+
+/// The frames read before a body was handed on: what was gathered, in one
+/// buffer, then the frame that did not fit, if any. The buffer's share of
+/// the budget is given back once it goes out, or when the body is dropped
+/// unread (its client gone).
+struct Prefix {
+    frames: VecDeque<Frame<Bytes>>,
+    held: Option<Reservation>,
+}
+
+impl Prefix {
+    fn pop(&mut self) -> Option<Frame<Bytes>> {
+        let frame = self.frames.pop_front()?;
+        // Only the first frame, the gathered buffer, was reserved.
+        self.held = None;
+        Some(frame)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.frames.is_empty()
     }
 }
 
@@ -97,11 +123,11 @@ impl<B: Body> Body for StampedeBody<B> {
                 Some(data) => Some(Ok(Frame::data(data))),
                 None => trailers.take().map(|t| Ok(Frame::trailers(t))),
             }),
-            KindProj::Replay { prefix, rest } => match prefix.pop_front() {
+            KindProj::Replay { prefix, rest } => match prefix.pop() {
                 Some(frame) => Poll::Ready(Some(Ok(frame))),
                 None => rest.as_mut().poll_frame(cx).map(map_frame),
             },
-            KindProj::Failed { prefix, error } => Poll::Ready(match prefix.pop_front() {
+            KindProj::Failed { prefix, error } => Poll::Ready(match prefix.pop() {
                 Some(frame) => Some(Ok(frame)),
                 None => error.take().map(Err),
             }),
@@ -123,6 +149,7 @@ impl<B: Body> Body for StampedeBody<B> {
             Kind::Buffered { data, .. } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             Kind::Replay { prefix, rest } => {
                 let read: u64 = prefix
+                    .frames
                     .iter()
                     .filter_map(Frame::data_ref)
                     .map(|d| d.len() as u64)
@@ -138,86 +165,6 @@ impl<B: Body> Body for StampedeBody<B> {
             Kind::Failed { .. } => SizeHint::default(),
         }
     }
-}
-
-/// The outcome of reading an origin body up to a limit.
-pub(crate) enum Collected<B: Body> {
-    /// The whole body, within the limit.
-    Complete {
-        data: Bytes,
-        trailers: Option<HeaderMap>,
-    },
-    /// Over the limit, or failed midway: what was read, then the rest (or
-    /// the error) as the origin produces it.
-    Partial(StampedeBody<B>),
-}
-
-/// Reads `body` while it stays within `limit` bytes and ends within
-/// `patience`; past either, what was read and the rest are handed on.
-pub(crate) async fn collect<B: Body>(body: B, limit: usize, patience: Duration) -> Collected<B> {
-    let mut rest = Box::pin(body);
-    let mut prefix = VecDeque::new();
-    let over = |read: u64| read > limit as u64;
-    let mut read = rest.size_hint().lower();
-    let deadline = tokio::time::Instant::now() + patience;
-    if !over(read) {
-        read = 0;
-        loop {
-            let Ok(frame) = tokio::time::timeout_at(deadline, rest.frame()).await else {
-                // A slow stream is its client's to read as it comes.
-                break;
-            };
-            match frame {
-                None => return complete(prefix),
-                Some(Err(error)) => {
-                    return Collected::Partial(StampedeBody {
-                        kind: Kind::Failed {
-                            prefix,
-                            error: Some(error),
-                        },
-                    });
-                }
-                Some(Ok(frame)) => {
-                    let frame = frame.map_data(to_bytes);
-                    read += frame.data_ref().map_or(0, |d| d.len() as u64);
-                    prefix.push_back(frame);
-                    if over(read) {
-                        break;
-                    }
-                }
-            }
-        }
-    }
-    Collected::Partial(StampedeBody {
-        kind: Kind::Replay { prefix, rest },
-    })
-}
-
-fn complete<B: Body>(frames: VecDeque<Frame<Bytes>>) -> Collected<B> {
-    let mut chunks = Vec::new();
-    let mut trailers = None;
-    for frame in frames {
-        match frame.into_data() {
-            Ok(data) => chunks.push(data),
-            Err(frame) => {
-                if let Ok(t) = frame.into_trailers() {
-                    trailers = Some(t);
-                }
-            }
-        }
-    }
-    let data = match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.pop().unwrap_or_default(),
-        _ => {
-            let mut all = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
-            for chunk in chunks {
-                all.extend_from_slice(&chunk);
-            }
-            all.freeze()
-        }
-    };
-    Collected::Complete { data, trailers }
 }
 
 #[cfg(test)]

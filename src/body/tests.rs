@@ -1,8 +1,8 @@
 //! Reading origin bodies up to a limit, and replaying what was read.
 
-use std::convert::Infallible;
+use std::{convert::Infallible, time::Duration};
 
-use http_body_util::{Full, StreamBody};
+use http_body_util::{BodyExt, Full, StreamBody};
 
 use super::*;
 
@@ -110,4 +110,118 @@ async fn an_empty_body_is_complete_and_ends_at_once() {
     let body = StampedeBody::<Full<Bytes>>::buffered(data, trailers);
     assert!(body.is_end_stream());
     assert_eq!(body.size_hint().exact(), Some(0));
+}
+
+#[tokio::test]
+async fn a_complete_body_holds_its_buffer_in_the_budget_until_it_is_let_go() {
+    let budget = Budget::new(100);
+    let body = stream(vec![data("hello "), data("world")]);
+    let (collected, held) = collect_within(body, 1024, PATIENCE, Some(&budget)).await;
+    let Collected::Complete { data, .. } = collected else {
+        panic!("11 bytes fit both bounds");
+    };
+    assert_eq!((&data[..], held.over_budget), (&b"hello world"[..], false));
+    assert_eq!(budget.used(), 12, "its buffer, grown to twice its first chunk");
+    drop(held);
+    assert_eq!(budget.used(), 0);
+}
+
+#[tokio::test]
+async fn the_buffer_never_grows_past_the_limit() {
+    let budget = Budget::new(100);
+    let body = stream(vec![data("hello "), data("worl")]);
+    let (collected, _held) = collect_within(body, 10, PATIENCE, Some(&budget)).await;
+    assert!(matches!(collected, Collected::Complete { .. }));
+    assert_eq!(budget.used(), 10, "not 12");
+}
+
+#[tokio::test]
+async fn a_body_the_budget_cannot_take_is_handed_on_whole() {
+    let budget = Budget::new(8);
+    let mut other = Reservation::new(&budget);
+    assert!(other.grow(2));
+    let body = stream(vec![data("hello "), data("world"), data("!")]);
+    let (collected, held) = collect_within(body, 1024, PATIENCE, Some(&budget)).await;
+    let Collected::Partial(partial) = collected else {
+        panic!("a buffer of 12 does not fit the 6 left");
+    };
+    assert!(held.over_budget);
+    drop(held);
+    assert_eq!(budget.used(), 2 + 6, "what was read first is still held");
+    let (bytes, _, error) = read_all(partial).await;
+    assert_eq!((&bytes[..], error), (&b"hello world!"[..], None));
+    assert_eq!(budget.used(), 2, "sent, so given back");
+}
+
+#[tokio::test]
+async fn what_was_read_is_given_back_once_it_is_sent() {
+    let budget = Budget::new(100);
+    let body = stream(vec![data("hello "), data("world"), data("!"), data("?")]);
+    let (collected, held) = collect_within(body, 12, PATIENCE, Some(&budget)).await;
+    let Collected::Partial(partial) = collected else {
+        panic!("13 bytes are over 12");
+    };
+    assert!(!held.over_budget, "over the limit, not the budget");
+    assert_eq!(budget.used(), 12, "the frame past the limit is not gathered");
+    let mut partial = Box::pin(partial);
+    let first = partial
+        .frame()
+        .await
+        .and_then(Result::ok)
+        .and_then(|f| f.into_data().ok());
+    assert_eq!(
+        first.as_deref(),
+        Some(&b"hello world!"[..]),
+        "gathered in one buffer"
+    );
+    assert_eq!(budget.used(), 0);
+    let (rest, _, error) = read_all(partial).await;
+    assert_eq!((&rest[..], error), (&b"?"[..], None));
+}
+
+#[tokio::test]
+async fn a_body_dropped_unsent_gives_back_what_it_held() {
+    let budget = Budget::new(100);
+    let body = stream(vec![data("hello "), data("world"), data("!")]);
+    let (collected, _held) = collect_within(body, 8, PATIENCE, Some(&budget)).await;
+    let Collected::Partial(partial) = collected else {
+        panic!("12 bytes are over 8");
+    };
+    assert_eq!(budget.used(), 6);
+    drop(partial);
+    assert_eq!(budget.used(), 0, "its client gone, nothing is kept");
+}
+
+#[tokio::test]
+async fn a_broken_body_keeps_its_share_only_until_dropped() {
+    let budget = Budget::new(100);
+    let body = stream(vec![data("part"), Err("connection reset")]);
+    let (collected, _held) = collect_within(body, 1024, PATIENCE, Some(&budget)).await;
+    let Collected::Partial(partial) = collected else {
+        panic!("a failed body is not complete");
+    };
+    assert_eq!(budget.used(), 4);
+    drop(partial);
+    assert_eq!(budget.used(), 0);
+}
+
+#[tokio::test]
+async fn a_body_of_announced_length_is_reserved_whole_or_not_read_at_all() {
+    let budget = Budget::new(16);
+    let ten = |text: &'static [u8]| Full::new(Bytes::from_static(text));
+    let (collected, held) = collect_within(ten(b"0123456789"), 1024, PATIENCE, Some(&budget)).await;
+    assert!(matches!(collected, Collected::Complete { .. }) && !held.over_budget);
+    assert_eq!(budget.used(), 10);
+
+    let (collected, second) = collect_within(ten(b"abcdefghij"), 1024, PATIENCE, Some(&budget)).await;
+    let Collected::Partial(partial) = collected else {
+        panic!("10 bytes do not fit the 6 left");
+    };
+    assert!(second.over_budget);
+    assert_eq!(budget.used(), 10, "nothing of the second body was taken");
+    assert_eq!(partial.size_hint().exact(), Some(10), "nor read");
+    let (bytes, _, error): (_, _, Option<Infallible>) = read_all(partial).await;
+    assert_eq!((&bytes[..], error), (&b"abcdefghij"[..], None));
+    drop(held);
+    assert_eq!(budget.used(), 0);
 }

@@ -7,12 +7,16 @@ use std::{sync::Arc, time::Duration};
 use tokio::sync::Semaphore;
 
 use super::StampedeLayer;
-use crate::store::{MemoryStore, Store};
+use crate::{
+    body::Budget,
+    store::{MemoryStore, Store},
+};
 
 impl<St: Store, R> StampedeLayer<St, R> {
     /// The largest body that is buffered to be stored and shared. A larger
-    /// response streams to its own client untouched and is not stored.
-    /// Default: 8 MiB.
+    /// response streams to its own client untouched and is not stored. A
+    /// body is also bounded by [`max_buffered_bytes`](Self::max_buffered_bytes),
+    /// which all flights share. Default: 8 MiB.
     pub fn max_body_bytes(mut self, limit: usize) -> Self {
         self.config().max_body_bytes = limit;
         self
@@ -64,5 +68,41 @@ impl<St: Store, R> StampedeLayer<St, R> {
     pub fn fallback_max_bytes(mut self, bytes: u64) -> Self {
         self.config().fallback = MemoryStore::with_max_bytes(bytes);
         self
+    }
+
+    /// The bytes of response bodies this layer's flights may hold buffered
+    /// at once, every key together: a bound on what a burst of distinct
+    /// large responses can take, their clients gone or not. A body is read
+    /// into a buffer of its own, which takes from the budget what it
+    /// allocates: a body of announced length (`Content-Length`) its length
+    /// at once, any other as it grows (to at most twice what has arrived),
+    /// so that a 1 KiB body takes 1 KiB. It is given back once the flight
+    /// has ended, its entry written.
+    ///
+    /// A body the budget cannot take is given up as one over
+    /// [`max_body_bytes`](Self::max_body_bytes) is: the leader's client
+    /// gets what was read, then the rest as it streams; the waiters go to
+    /// the origin themselves; nothing is stored
+    /// (`Cache-Status: ...; detail=body-not-stored`). It is counted in
+    /// [`Stats::over_budget`](crate::Stats::over_budget), and the key does
+    /// not pass for [`pass_for`](Self::pass_for): the next request may find
+    /// room. What was read of such a body stays counted until it is sent or
+    /// its client is gone; the chunk that did not fit (as the connection
+    /// delivered it) is held beside the budget meanwhile. A body of
+    /// announced length that does not fit is not read at all.
+    ///
+    /// A body larger than the whole budget is treated as one over
+    /// `max_body_bytes`. The budget is per layer: with one layer per route
+    /// (axum's `route_layer`), each has its own. Default: 64 MiB, eight
+    /// bodies of the default `max_body_bytes`.
+    pub fn max_buffered_bytes(mut self, bytes: usize) -> Self {
+        self.config().buffers = Budget::new(bytes);
+        self
+    }
+
+    /// The bytes of response bodies this layer's flights hold buffered
+    /// now, out of [`max_buffered_bytes`](Self::max_buffered_bytes).
+    pub fn buffered_bytes(&self) -> usize {
+        self.shared.config.buffers.used()
     }
 }

@@ -73,7 +73,8 @@ pub struct StampedeLayer<St, R = NoReplay> {
 
 impl<St: Store> StampedeLayer<St> {
     /// A layer over `store` with the defaults: [`Policy::ttl`] of 60 s for
-    /// every route, only `GET` and `HEAD` cached, bodies stored up to 8 MiB, store calls bounded by 250 ms
+    /// every route, only `GET` and `HEAD` cached, bodies stored up to 8 MiB
+    /// and 64 MiB buffered at once, store calls bounded by 250 ms
     /// and skipped for 1 s after one fails, rebuild locks of 10 s (extended
     /// while a rebuild runs) waited on for up to 30 s, up to 64 background
     /// refreshes at once, [`DefaultKey`](crate::DefaultKey) and the system clock.
@@ -338,6 +339,7 @@ impl<St: fmt::Debug, R> fmt::Debug for StampedeLayer<St, R> {
             .field("routes", &config.routes)
             .field("reads", &config.reads)
             .field("max_body_bytes", &config.max_body_bytes)
+            .field("max_buffered_bytes", &config.buffers.limit())
             .field("max_request_bytes", &config.max_request_bytes)
             .field("store_timeout", &config.store_timeout)
             .field("lock_ttl", &config.lock_ttl)
