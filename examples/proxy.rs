@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! proxy --upstream URL [--listen ADDR] [--policy ttl:60s|xfetch:60s|swr:50s,120s] [--redis URL]
-//!       [--max-bytes 128MiB] [--report-every 10s]
+//!       [--max-bytes 128MiB] [--max-buffered-bytes 64MiB] [--report-every 10s]
 //! ```
 //!
 //! - `--listen ADDR`: where to serve (default `127.0.0.1:8080`; port 0
@@ -22,8 +22,11 @@
 //! - `--max-bytes SIZE`: the memory store's bound (default `128MiB`; `KiB`,
 //!   `MiB`, `GiB` or bytes); with `--redis`, the bound of what the proxy
 //!   keeps on its own while Redis fails (default `32MiB`).
+//! - `--max-buffered-bytes SIZE`: the bytes of response bodies the layer's
+//!   flights may buffer at once (the layer's default, `64MiB`, unless set).
 //! - `--report-every 10s`: a line on stderr that often with resident
-//!   memory, live tasks, flights in progress and the counters (soak runs).
+//!   memory, live tasks, flights in progress, bytes they buffer and the
+//!   counters (soak runs).
 //!
 //! Requests keep their method, path, query, headers (hop-by-hop ones
 //! dropped, `Host` kept: it is part of the cache key) and body. An upstream
@@ -49,7 +52,7 @@ use tracing_subscriber::{
 };
 
 const USAGE: &str = "usage: proxy --upstream URL [--listen ADDR] [--policy ttl:60s|xfetch:60s|swr:50s,120s] \
-     [--redis URL] [--max-bytes 128MiB] [--report-every 10s]";
+     [--redis URL] [--max-bytes 128MiB] [--max-buffered-bytes 64MiB] [--report-every 10s]";
 
 struct Args {
     listen: SocketAddr,
@@ -57,6 +60,7 @@ struct Args {
     policy: Policy,
     redis: Option<String>,
     max_bytes: Option<u64>,
+    max_buffered_bytes: Option<u64>,
     report_every: Option<Duration>,
 }
 
@@ -107,7 +111,7 @@ fn policy(text: &str) -> Result<Policy, String> {
 fn parse_args() -> Result<Args, String> {
     let mut listen = SocketAddr::from(([127, 0, 0, 1], 8080));
     let (mut upstream, mut chosen, mut redis) = (None, Policy::ttl(Duration::from_secs(60)), None);
-    let (mut report_every, mut max_bytes) = (None, None);
+    let (mut report_every, mut max_bytes, mut max_buffered_bytes) = (None, None, None);
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value\n{USAGE}"));
@@ -124,6 +128,7 @@ fn parse_args() -> Result<Args, String> {
             "--redis" => redis = Some(value()?),
             "--report-every" => report_every = Some(duration(&value()?)?),
             "--max-bytes" => max_bytes = Some(size(&value()?)?),
+            "--max-buffered-bytes" => max_buffered_bytes = Some(size(&value()?)?),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -134,6 +139,7 @@ fn parse_args() -> Result<Args, String> {
         policy: chosen,
         redis,
         max_bytes,
+        max_buffered_bytes,
         report_every,
     })
 }
@@ -211,7 +217,11 @@ fn status(code: StatusCode) -> Response<Body> {
     response
 }
 
-async fn run<St: Store>(layer: StampedeLayer<St>, args: Args) -> Result<(), String> {
+async fn run<St: Store>(mut layer: StampedeLayer<St>, args: Args) -> Result<(), String> {
+    if let Some(bytes) = args.max_buffered_bytes {
+        let bytes = usize::try_from(bytes).map_err(|_| format!("--max-buffered-bytes {bytes}: too large"))?;
+        layer = layer.max_buffered_bytes(bytes);
+    }
     let upstream = Upstream::new(args.upstream.clone());
     let proxy = layer.layer(tower::service_fn(move |request: Request<Body>| {
         let upstream = upstream.clone();
@@ -234,8 +244,14 @@ async fn run<St: Store>(layer: StampedeLayer<St>, args: Args) -> Result<(), Stri
         .map_err(|e| e.to_string())?;
     let stats = layer.stats();
     println!(
-        "requests {}, hits {}, stale hits {}, coalesced {}, upstream calls {}, store errors {}",
-        stats.requests, stats.hits, stats.stale_hits, stats.coalesced, stats.origin_calls, stats.store_errors
+        "requests {}, hits {}, stale hits {}, coalesced {}, upstream calls {}, over budget {}, store errors {}",
+        stats.requests,
+        stats.hits,
+        stats.stale_hits,
+        stats.coalesced,
+        stats.origin_calls,
+        stats.over_budget,
+        stats.store_errors
     );
     Ok(())
 }
@@ -264,14 +280,16 @@ async fn report<St: Store>(layer: StampedeLayer<St>, every: Duration) {
         tick.tick().await;
         let stats = layer.stats();
         eprintln!(
-            "report rss_kib={} tasks={} fds={} in_flight={} requests={} hits={} upstream_calls={} store_errors={}",
+            "report rss_kib={} tasks={} fds={} in_flight={} buffered_bytes={} requests={} hits={} upstream_calls={} over_budget={} store_errors={}",
             rss_kib(),
             tokio::runtime::Handle::current().metrics().num_alive_tasks(),
             open_fds(),
             layer.in_flight(),
+            layer.buffered_bytes(),
             stats.requests,
             stats.hits,
             stats.origin_calls,
+            stats.over_budget,
             stats.store_errors
         );
     }

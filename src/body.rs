@@ -4,14 +4,18 @@ use std::{
     collections::VecDeque,
     pin::Pin,
     task::{Context, Poll},
-    time::Duration,
 };
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::BodyExt;
 use pin_project_lite::pin_project;
+
+mod budget;
+mod collect;
+
+pub(crate) use budget::{Budget, Reservation};
+pub(crate) use collect::{Collected, Held, collect, collect_within};
 
 pin_project! {
     /// The body of every response that passes through the layer: the inner
@@ -35,8 +39,30 @@ pin_project! {
     {
         Inner { #[pin] body: B },
         Buffered { data: Option<Bytes>, trailers: Option<HeaderMap> },
-        Replay { prefix: VecDeque<Frame<Bytes>>, rest: Pin<Box<B>> },
-        Failed { prefix: VecDeque<Frame<Bytes>>, error: Option<B::Error> },
+        Replay { prefix: Prefix, rest: Pin<Box<B>> },
+        Failed { prefix: Prefix, error: Option<B::Error> },
+    }
+}
+
+/// The frames read before a body was handed on: what was gathered, in one
+/// buffer, then the frame that did not fit, if any. The buffer's share of
+/// the budget is given back once it goes out, or when the body is dropped
+/// unread (its client gone).
+struct Prefix {
+    frames: VecDeque<Frame<Bytes>>,
+    held: Option<Reservation>,
+}
+
+impl Prefix {
+    fn pop(&mut self) -> Option<Frame<Bytes>> {
+        let frame = self.frames.pop_front()?;
+        // Only the first frame, the gathered buffer, was reserved.
+        self.held = None;
+        Some(frame)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.frames.is_empty()
     }
 }
 
@@ -97,11 +123,11 @@ impl<B: Body> Body for StampedeBody<B> {
                 Some(data) => Some(Ok(Frame::data(data))),
                 None => trailers.take().map(|t| Ok(Frame::trailers(t))),
             }),
-            KindProj::Replay { prefix, rest } => match prefix.pop_front() {
+            KindProj::Replay { prefix, rest } => match prefix.pop() {
                 Some(frame) => Poll::Ready(Some(Ok(frame))),
                 None => rest.as_mut().poll_frame(cx).map(map_frame),
             },
-            KindProj::Failed { prefix, error } => Poll::Ready(match prefix.pop_front() {
+            KindProj::Failed { prefix, error } => Poll::Ready(match prefix.pop() {
                 Some(frame) => Some(Ok(frame)),
                 None => error.take().map(Err),
             }),
@@ -123,6 +149,7 @@ impl<B: Body> Body for StampedeBody<B> {
             Kind::Buffered { data, .. } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             Kind::Replay { prefix, rest } => {
                 let read: u64 = prefix
+                    .frames
                     .iter()
                     .filter_map(Frame::data_ref)
                     .map(|d| d.len() as u64)
@@ -140,199 +167,5 @@ impl<B: Body> Body for StampedeBody<B> {
     }
 }
 
-/// The outcome of reading an origin body up to a limit.
-pub(crate) enum Collected<B: Body> {
-    /// The whole body, within the limit.
-    Complete {
-        data: Bytes,
-        trailers: Option<HeaderMap>,
-    },
-    /// Over the limit, or failed midway: what was read, then the rest (or
-    /// the error) as the origin produces it.
-    Partial(StampedeBody<B>),
-}
-
-/// Reads `body` while it stays within `limit` bytes and ends within
-/// `patience`; past either, what was read and the rest are handed on.
-pub(crate) async fn collect<B: Body>(body: B, limit: usize, patience: Duration) -> Collected<B> {
-    let mut rest = Box::pin(body);
-    let mut prefix = VecDeque::new();
-    let over = |read: u64| read > limit as u64;
-    let mut read = rest.size_hint().lower();
-    let deadline = tokio::time::Instant::now() + patience;
-    if !over(read) {
-        read = 0;
-        loop {
-            let Ok(frame) = tokio::time::timeout_at(deadline, rest.frame()).await else {
-                // A slow stream is its client's to read as it comes.
-                break;
-            };
-            match frame {
-                None => return complete(prefix),
-                Some(Err(error)) => {
-                    return Collected::Partial(StampedeBody {
-                        kind: Kind::Failed {
-                            prefix,
-                            error: Some(error),
-                        },
-                    });
-                }
-                Some(Ok(frame)) => {
-                    let frame = frame.map_data(to_bytes);
-                    read += frame.data_ref().map_or(0, |d| d.len() as u64);
-                    prefix.push_back(frame);
-                    if over(read) {
-                        break;
-                    }
-                }
-            }
-        }
-    }
-    Collected::Partial(StampedeBody {
-        kind: Kind::Replay { prefix, rest },
-    })
-}
-
-fn complete<B: Body>(frames: VecDeque<Frame<Bytes>>) -> Collected<B> {
-    let mut chunks = Vec::new();
-    let mut trailers = None;
-    for frame in frames {
-        match frame.into_data() {
-            Ok(data) => chunks.push(data),
-            Err(frame) => {
-                if let Ok(t) = frame.into_trailers() {
-                    trailers = Some(t);
-                }
-            }
-        }
-    }
-    let data = match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.pop().unwrap_or_default(),
-        _ => {
-            let mut all = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
-            for chunk in chunks {
-                all.extend_from_slice(&chunk);
-            }
-            all.freeze()
-        }
-    };
-    Collected::Complete { data, trailers }
-}
-
 #[cfg(test)]
-mod tests {
-    use std::convert::Infallible;
-
-    use http_body_util::{Full, StreamBody};
-
-    use super::*;
-
-    type Frames = Vec<Result<Frame<Bytes>, &'static str>>;
-
-    const PATIENCE: Duration = Duration::from_secs(30);
-
-    fn stream(frames: Frames) -> StreamBody<futures_util::stream::Iter<<Frames as IntoIterator>::IntoIter>> {
-        StreamBody::new(futures_util::stream::iter(frames))
-    }
-
-    fn data(s: &'static str) -> Result<Frame<Bytes>, &'static str> {
-        Ok(Frame::data(Bytes::from_static(s.as_bytes())))
-    }
-
-    async fn read_all<B: Body<Data = Bytes>>(body: B) -> (Vec<u8>, Option<HeaderMap>, Option<B::Error>) {
-        let mut body = Box::pin(body);
-        let (mut out, mut trailers) = (Vec::new(), None);
-        while let Some(frame) = body.frame().await {
-            match frame {
-                Ok(frame) => match frame.into_data() {
-                    Ok(d) => out.extend_from_slice(&d),
-                    Err(frame) => trailers = frame.into_trailers().ok(),
-                },
-                Err(e) => return (out, trailers, Some(e)),
-            }
-        }
-        (out, trailers, None)
-    }
-
-    #[tokio::test]
-    async fn a_body_within_the_limit_is_collected_whole_with_its_trailers() {
-        let mut t = HeaderMap::new();
-        t.insert("grpc-status", http::HeaderValue::from_static("0"));
-        let body = stream(vec![
-            data("hello "),
-            data("world"),
-            Ok(Frame::trailers(t.clone())),
-        ]);
-        let Collected::Complete { data, trailers } = collect(body, 11, PATIENCE).await else {
-            panic!("11 bytes fit an 11-byte limit");
-        };
-        assert_eq!(&data[..], b"hello world");
-        assert_eq!(trailers, Some(t.clone()));
-        let (bytes, replayed, _) = read_all(StampedeBody::<Full<Bytes>>::buffered(data, trailers)).await;
-        assert_eq!((&bytes[..], replayed), (&b"hello world"[..], Some(t)));
-    }
-
-    #[tokio::test]
-    async fn a_body_over_the_limit_is_replayed_untouched() {
-        let body = stream(vec![data("hello "), data("world"), data("!")]);
-        let Collected::Partial(partial) = collect(body, 8, PATIENCE).await else {
-            panic!("12 bytes do not fit 8");
-        };
-        let (bytes, _, error) = read_all(partial).await;
-        assert_eq!(&bytes[..], b"hello world!");
-        assert_eq!(error, None);
-    }
-
-    #[tokio::test]
-    async fn a_body_whose_length_is_known_to_be_too_large_is_not_read() {
-        let body = Full::new(Bytes::from_static(b"0123456789"));
-        let Collected::Partial(partial) = collect(body, 4, PATIENCE).await else {
-            panic!("10 bytes do not fit 4");
-        };
-        let hint = partial.size_hint();
-        assert_eq!((hint.lower(), hint.upper()), (10, Some(10)));
-        let (bytes, _, error): (_, _, Option<Infallible>) = read_all(partial).await;
-        assert_eq!((&bytes[..], error), (&b"0123456789"[..], None));
-    }
-
-    #[tokio::test]
-    async fn a_body_that_fails_midway_gives_what_was_read_then_the_error() {
-        let body = stream(vec![data("part"), Err("connection reset"), data("never")]);
-        let Collected::Partial(partial) = collect(body, 1024, PATIENCE).await else {
-            panic!("a failed body is not complete");
-        };
-        let (bytes, _, error) = read_all(partial).await;
-        assert_eq!((&bytes[..], error), (&b"part"[..], Some("connection reset")));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_body_slower_than_the_patience_is_handed_on_as_it_comes() {
-        use futures_util::StreamExt;
-        let slow = futures_util::stream::iter(vec![(0, "first "), (60, "and last")]).then(
-            |(wait, text)| async move {
-                tokio::time::sleep(Duration::from_secs(wait)).await;
-                Ok::<_, &'static str>(Frame::data(Bytes::from_static(text.as_bytes())))
-            },
-        );
-        let start = tokio::time::Instant::now();
-        let Collected::Partial(partial) = collect(StreamBody::new(slow), 1024, Duration::from_secs(1)).await
-        else {
-            panic!("a minute is past a second's patience");
-        };
-        assert_eq!(start.elapsed(), Duration::from_secs(1));
-        let (bytes, _, error) = read_all(partial).await;
-        assert_eq!((&bytes[..], error), (&b"first and last"[..], None));
-    }
-
-    #[tokio::test]
-    async fn an_empty_body_is_complete_and_ends_at_once() {
-        let Collected::Complete { data, trailers } = collect(Full::new(Bytes::new()), 0, PATIENCE).await
-        else {
-            panic!("nothing fits any limit");
-        };
-        let body = StampedeBody::<Full<Bytes>>::buffered(data, trailers);
-        assert!(body.is_end_stream());
-        assert_eq!(body.size_hint().exact(), Some(0));
-    }
-}
+mod tests;

@@ -36,6 +36,12 @@ pub struct Stats {
     /// [`StampedeLayer::max_waiters`](crate::StampedeLayer::max_waiters)
     /// waiters (answered stale, or `503`).
     pub shed: u64,
+    /// Origin responses not buffered for sharing because the layer's
+    /// flights already held
+    /// [`StampedeLayer::max_buffered_bytes`](crate::StampedeLayer::max_buffered_bytes):
+    /// each streamed to its own client, unstored, its waiters sent to the
+    /// origin.
+    pub over_budget: u64,
 }
 
 /// The layer's counters, by field name and the name each is reported
@@ -87,6 +93,7 @@ counters! {
     refreshes_dropped => "tower_stampede_refreshes_dropped_total": "background refreshes not started: too many running",
     store_errors => "tower_stampede_store_errors_total": "store calls that failed or timed out",
     shed => "tower_stampede_shed_total": "requests turned away by max_waiters",
+    over_budget => "tower_stampede_over_budget_total": "origin responses streamed unshared: max_buffered_bytes were in use",
 }
 
 #[cfg(feature = "metrics")]
@@ -140,6 +147,7 @@ impl Counters {
             refreshes_dropped: self.refreshes_dropped.get(),
             store_errors: self.store_errors.get(),
             shed: self.shed.get(),
+            over_budget: self.over_budget.get(),
         }
     }
 }

@@ -3,7 +3,6 @@
 use std::{fmt, sync::Arc, time::Duration};
 
 use http::HeaderName;
-use tokio::sync::Semaphore;
 use tower_layer::Layer;
 
 use crate::{
@@ -14,9 +13,10 @@ use crate::{
     service::Stampede,
     shared::{Config, Shared, State},
     stats::Stats,
-    store::{MemoryStore, Store, StoreError},
+    store::{Store, StoreError},
 };
 
+mod limits;
 mod reads;
 
 /// Puts a stampede-proof cache in front of an `http` service.
@@ -73,7 +73,8 @@ pub struct StampedeLayer<St, R = NoReplay> {
 
 impl<St: Store> StampedeLayer<St> {
     /// A layer over `store` with the defaults: [`Policy::ttl`] of 60 s for
-    /// every route, only `GET` and `HEAD` cached, bodies stored up to 8 MiB, store calls bounded by 250 ms
+    /// every route, only `GET` and `HEAD` cached, bodies stored up to 8 MiB
+    /// and 64 MiB buffered at once, store calls bounded by 250 ms
     /// and skipped for 1 s after one fails, rebuild locks of 10 s (extended
     /// while a rebuild runs) waited on for up to 30 s, up to 64 background
     /// refreshes at once, [`DefaultKey`](crate::DefaultKey) and the system clock.
@@ -186,25 +187,6 @@ impl<St: Store, R> StampedeLayer<St, R> {
         self
     }
 
-    /// The largest body that is buffered to be stored and shared. A larger
-    /// response streams to its own client untouched and is not stored.
-    /// Default: 8 MiB.
-    pub fn max_body_bytes(mut self, limit: usize) -> Self {
-        self.config().max_body_bytes = limit;
-        self
-    }
-
-    /// How long the layer waits for a response body to end before it gives
-    /// up sharing it: the leader's client then gets what arrived and the
-    /// rest as it streams, its waiters go to the origin themselves, and
-    /// nothing is stored. Keeps a stream (a log tail, server-sent events)
-    /// on a cached route from holding its client and its waiters. Default:
-    /// 30 s.
-    pub fn max_body_wait(mut self, wait: Duration) -> Self {
-        self.config().max_body_wait = wait;
-        self
-    }
-
     /// How long one store call may take before the request goes on without
     /// the store. Default: 250 ms.
     pub fn store_timeout(mut self, timeout: Duration) -> Self {
@@ -267,32 +249,6 @@ impl<St: Store, R> StampedeLayer<St, R> {
         self
     }
 
-    /// How many requests may wait on one key's origin call in this layer.
-    /// The next one is turned away at once rather than queued: it gets the
-    /// expired entry the call is replacing, if the store still holds it (a
-    /// [`Policy::stale_if_error`] window keeps it), marked
-    /// `Cache-Status: ...; fwd=stale; detail=too-many-waiters`,
-    /// else `503 Service Unavailable` with `Retry-After: 1`
-    /// (`fwd=miss; detail=too-many-waiters`). Counted in
-    /// [`Stats::shed`](crate::Stats::shed). A bound on the memory and the
-    /// latency a single slow key can gather under overload; the origin
-    /// still sees one call. Default: no limit.
-    pub fn max_waiters(mut self, max: usize) -> Self {
-        self.config().max_waiters = max;
-        self
-    }
-
-    /// The bound, in bytes, of what this process keeps on its own while the
-    /// store fails: responses it built during an outage are served from
-    /// here until they expire, so that each process calls the origin once
-    /// per entry's life rather than once per flight. Counted the way
-    /// [`MemoryStore::with_max_bytes`](crate::MemoryStore::with_max_bytes)
-    /// counts. Default: 32 MiB.
-    pub fn fallback_max_bytes(mut self, bytes: u64) -> Self {
-        self.config().fallback = MemoryStore::with_max_bytes(bytes);
-        self
-    }
-
     /// How requests map to cache keys. Default: [`DefaultKey`](crate::DefaultKey).
     pub fn key(mut self, key: impl MakeKey) -> Self {
         self.config().keys.set_default(key);
@@ -310,17 +266,6 @@ impl<St: Store, R> StampedeLayer<St, R> {
     /// Default: a fast thread-local generator; tests pass a seeded one.
     pub fn random(mut self, random: impl Fn() -> f64 + Send + Sync + 'static) -> Self {
         self.config().random = Arc::new(random);
-        self
-    }
-
-    /// How many background refreshes (XFetch's early ones, and those of
-    /// stale entries) may run at once. A refresh that would exceed it is not
-    /// started, rather than queued: the entry is served as it is, and a
-    /// later request tries again. Counted in
-    /// [`Stats::refreshes_dropped`](crate::Stats::refreshes_dropped).
-    /// Default: 64.
-    pub fn max_refreshes(mut self, max: usize) -> Self {
-        self.config().refreshes = Arc::new(Semaphore::new(max));
         self
     }
 
@@ -394,6 +339,7 @@ impl<St: fmt::Debug, R> fmt::Debug for StampedeLayer<St, R> {
             .field("routes", &config.routes)
             .field("reads", &config.reads)
             .field("max_body_bytes", &config.max_body_bytes)
+            .field("max_buffered_bytes", &config.buffers.limit())
             .field("max_request_bytes", &config.max_request_bytes)
             .field("store_timeout", &config.store_timeout)
             .field("lock_ttl", &config.lock_ttl)

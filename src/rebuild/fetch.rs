@@ -1,7 +1,7 @@
 //! The origin call of a rebuild: the request sent with the validators of
 //! the entry it replaces, and the answer read as far as it may be shared.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode, header, response};
@@ -9,7 +9,7 @@ use http_body::Body;
 use tower_service::Service;
 
 use crate::{
-    body::{Collected, StampedeBody, collect},
+    body::{Budget, Collected, Held, StampedeBody, collect_within},
     entry::Entry,
     rules::{
         cache_control::CacheControl,
@@ -52,17 +52,27 @@ impl<B: Body> Fetched<B> {
     }
 }
 
+/// How far the origin's body is read, and against what.
+pub(super) struct Limits<'a> {
+    /// The most bytes one body may have and still be shared.
+    pub(super) bytes: usize,
+    /// How long the body may take to end.
+    pub(super) patience: Duration,
+    /// The bytes all of the layer's flights may hold at once.
+    pub(super) budget: &'a Arc<Budget>,
+}
+
 /// Calls `inner`, which is ready, with `request`, which carries `asked`,
 /// asking whether `last_good` is still current when it can be validated: a
-/// `304` then renews it without the body travelling again.
+/// `304` then renews it without the body travelling again. A whole body
+/// comes with the budget it holds, to be dropped once it is shared.
 pub(super) async fn fetch<S, ReqBody, B>(
     mut inner: S,
     mut request: Request<ReqBody>,
     last_good: Option<&Entry>,
     asked: Credentials,
-    limit: usize,
-    patience: Duration,
-) -> Result<Fetched<B>, S::Error>
+    limits: Limits<'_>,
+) -> Result<(Fetched<B>, Held), S::Error>
 where
     S: Service<Request<ReqBody>, Response = Response<B>>,
     B: Body,
@@ -82,18 +92,23 @@ where
     let (parts, body) = inner.call(request).await?.into_parts();
     if validated && parts.status == StatusCode::NOT_MODIFIED {
         // The answer to this layer's own question: never a client's.
-        return Ok(Fetched::NotModified { parts });
+        return Ok((Fetched::NotModified { parts }, Held::default()));
     }
     let cc = CacheControl::parse(&parts.headers);
     if let Err(reason) = storable::shareable(&parts.headers, &cc, asked) {
-        return Ok(Fetched::Private { parts, body, reason });
+        return Ok((Fetched::Private { parts, body, reason }, Held::default()));
     }
-    Ok(match collect(body, limit, patience).await {
+    // A body the budget could never hold is one over the limit: not a
+    // sign that the budget is spent.
+    let bytes = limits.bytes.min(limits.budget.limit());
+    let (collected, held) = collect_within(body, bytes, limits.patience, Some(limits.budget)).await;
+    let fetched = match collected {
         Collected::Complete { data, trailers } => Fetched::Whole {
             parts,
             data,
             trailers,
         },
         Collected::Partial(body) => Fetched::Partial { parts, body },
-    })
+    };
+    Ok((fetched, held))
 }

@@ -20,7 +20,7 @@ use http_body::Body;
 use tower_service::Service;
 
 use crate::{
-    body::StampedeBody,
+    body::{Held, StampedeBody},
     entry::Entry,
     flight::{Leader, Outcome},
     plan::Job,
@@ -92,15 +92,24 @@ where
     let headers = request.headers().clone();
     let started = tokio::time::Instant::now();
     shared.state.counters.origin_calls.incr();
-    let fetch = fetch::fetch(
-        inner,
-        request,
-        last_good.as_deref(),
-        job.credentials,
-        config.max_body_bytes,
-        config.max_body_wait,
-    );
-    let fetched = guard.hold(fetch).await;
+    let limits = fetch::Limits {
+        bytes: config.max_body_bytes,
+        patience: config.max_body_wait,
+        budget: &config.buffers,
+    };
+    let fetch = fetch::fetch(inner, request, last_good.as_deref(), job.credentials, limits);
+    // `held` keeps the body's bytes in the budget until the flight ends.
+    let (fetched, held) = match guard.hold(fetch).await {
+        Ok((fetched, held)) => (Ok(fetched), held),
+        Err(error) => (Err(error), Held::default()),
+    };
+    if held.over_budget {
+        shared.state.counters.over_budget.incr();
+        tracing::debug!(
+            key = job.key,
+            "buffer budget spent; streaming this response unshared"
+        );
+    }
     let took = started.elapsed();
     stats::record_origin(took);
     let now = shared.now();
@@ -118,24 +127,30 @@ where
             random: || shared.random(),
         },
     );
-    commit(&shared, guard, leader, settled, now).await
+    // A spent budget says nothing about the key: it does not pass.
+    let reply = commit(&shared, guard, leader, settled, now, !held.over_budget).await;
+    // Given back only now that the entry is written and the flight over.
+    drop(held);
+    reply
 }
 
 /// Carries out what `settle` decided: writes or releases the lock, ends
 /// the flight, and makes the leader's response. Waiters are answered before
 /// a release (which may take up to a store timeout), and after a write
-/// (whose success they are told).
+/// (whose success they are told). The key passes where `settle` says so
+/// and `may_pass` allows it.
 async fn commit<St: Store, B: Body, E>(
     shared: &Shared<St>,
     guard: LockGuard<St>,
     leader: Leader<Outcome>,
     settled: Settled<B, E>,
     now: SystemTime,
+    may_pass: bool,
 ) -> Result<Response<StampedeBody<B>>, E> {
     match settled {
         Settled::Own { reply, outcome, pass } => {
             leader.finish(outcome);
-            if pass {
+            if pass && may_pass {
                 shared.state.passes.insert(guard.key(), shared.config.pass_for);
             }
             guard.release().await;

@@ -10,7 +10,9 @@ pub(crate) const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-statu
 pub(crate) const STALE_IF_ERROR: &str = "stale-if-error";
 
 /// The `detail` of a response whose body was not read whole (too large,
-/// too slow, or broken), so neither stored nor shared.
+/// too slow, broken, or past what is left of the layer's buffer budget),
+/// so neither stored nor shared. `Stats::over_budget` tells the budget's
+/// share apart.
 pub(crate) const BODY_NOT_STORED: &str = "body-not-stored";
 
 /// Why the request went forward to the inner service (RFC 9211 `fwd`).

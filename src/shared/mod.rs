@@ -18,6 +18,7 @@ use tokio::sync::Semaphore;
 use tracing::debug;
 
 use crate::{
+    body::Budget,
     clock::{Clock, SystemClock},
     entry::Entry,
     flight::{Flights, Outcome, Passes},
@@ -70,10 +71,19 @@ pub(crate) struct Config {
     pub(crate) random: Arc<dyn Fn() -> f64 + Send + Sync>,
     /// Permits for background refreshes, shared by the layer's services.
     pub(crate) refreshes: Arc<Semaphore>,
+    /// The bytes the layer's flights may hold buffered at once, shared
+    /// by its services.
+    pub(crate) buffers: Arc<Budget>,
 }
 
 /// How many background refreshes run at once unless the builder says.
 pub(crate) const DEFAULT_MAX_REFRESHES: usize = 64;
+
+/// The bytes a layer's flights may buffer at once unless the builder says:
+/// eight bodies of the default `max_body_bytes` (8 MiB), or thousands of
+/// ordinary ones, while a burst of large distinct responses cannot take
+/// more than this.
+pub(crate) const DEFAULT_MAX_BUFFERED_BYTES: usize = 64 * 1024 * 1024;
 
 impl Default for Config {
     fn default() -> Self {
@@ -98,6 +108,7 @@ impl Default for Config {
             clock: Arc::new(SystemClock),
             random: Arc::new(fastrand::f64),
             refreshes: Arc::new(Semaphore::new(DEFAULT_MAX_REFRESHES)),
+            buffers: Budget::new(DEFAULT_MAX_BUFFERED_BYTES),
         }
     }
 }
