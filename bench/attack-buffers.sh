@@ -29,29 +29,7 @@ body_bytes=$((4 * 1024 * 1024))
 body_ms=2000
 store_mib=${STORE_MIB:-32}
 command -v curl >/dev/null || { echo "bench/attack-buffers.sh needs curl" >&2; exit 1; }
-cargo build --quiet --release --example origin --example proxy
-bin=target/release/examples
-dir=$(mktemp -d)
-cleanup() {
-  kill $(jobs -p) 2>/dev/null || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-
-listening() {
-  for _ in $(seq 100); do
-    if grep -q '^listening on ' "$1" 2>/dev/null; then
-      sed -n 's/^listening on //p' "$1" | head -1
-      return
-    fi
-    sleep 0.1
-  done
-  echo "no 'listening on' line in $1" >&2
-  exit 1
-}
-
-rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
-hwm_kib() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
+source "$(dirname "$0")/common.sh"
 mib() { echo "scale=1; $1 / 1024" | bc; }
 calls() { curl -fsS "$origin/calls"; }
 

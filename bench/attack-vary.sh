@@ -26,29 +26,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 requests=${1:-1000}
 connections=4
-cargo build --quiet --release --example origin --example proxy
-bin=target/release/examples
-dir=$(mktemp -d)
-cleanup() {
-  kill $(jobs -p) 2>/dev/null || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-
-listening() {
-  for _ in $(seq 100); do
-    if grep -q '^listening on ' "$1" 2>/dev/null; then
-      sed -n 's/^listening on //p' "$1" | head -1
-      return
-    fi
-    sleep 0.1
-  done
-  echo "no 'listening on' line in $1" >&2
-  exit 1
-}
-
-rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
-hwm_kib() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
+source "$(dirname "$0")/common.sh"
 mib() { echo "$1/1024" | bc -l; }
 
 # Four X-Forwarded-Host lines of 60 KB each (a head of about 240 KB; wrk

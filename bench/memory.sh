@@ -16,29 +16,7 @@ cd "$(dirname "$0")/.."
 requests=${1:-1000000}
 ttl=20
 command -v wrk >/dev/null || { echo "bench/memory.sh needs wrk (apt-get install -y wrk)" >&2; exit 1; }
-cargo build --quiet --release --example origin --example proxy
-bin=target/release/examples
-dir=$(mktemp -d)
-cleanup() {
-  kill $(jobs -p) 2>/dev/null || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-
-listening() {
-  for _ in $(seq 100); do
-    if grep -q '^listening on ' "$1" 2>/dev/null; then
-      sed -n 's/^listening on //p' "$1" | head -1
-      return
-    fi
-    sleep 0.1
-  done
-  echo "no 'listening on' line in $1" >&2
-  exit 1
-}
-
-rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
-hwm_kib() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
+source "$(dirname "$0")/common.sh"
 
 # A new path for every request, from one wrk thread, up to $requests; then
 # the first path again (a hit) until wrk is stopped.

@@ -278,15 +278,34 @@ async fn bypass_routes_and_no_store_requests_go_straight_to_the_origin() {
     assert_eq!(layer.stats().bypassed, 4);
 }
 
-/// A store that never answers, or always fails.
-#[derive(Clone, Debug)]
-struct BrokenStore {
+/// A memory store that fails every call while told to: with an error, or
+/// (`hangs`) by never answering.
+#[derive(Clone, Default, Debug)]
+struct Flaky {
+    store: MemoryStore,
+    failing: Arc<std::sync::atomic::AtomicBool>,
     hangs: bool,
 }
 
-impl BrokenStore {
-    async fn fail<T>(&self) -> Result<T, StoreError> {
-        if self.hangs {
+impl Flaky {
+    /// A store that fails from the start and for good.
+    fn broken(hangs: bool) -> Self {
+        let store = Self {
+            hangs,
+            ..Self::default()
+        };
+        store.fail(true);
+        store
+    }
+
+    fn fail(&self, failing: bool) {
+        self.failing.store(failing, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        if !self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            Ok(())
+        } else if self.hangs {
             future::pending().await
         } else {
             Err(StoreError::new("connection refused"))
@@ -294,36 +313,50 @@ impl BrokenStore {
     }
 }
 
-impl Store for BrokenStore {
-    async fn get(&self, _: &str) -> Result<Option<Arc<Entry>>, StoreError> {
-        self.fail().await
+impl Store for Flaky {
+    async fn get(&self, key: &str) -> Result<Option<Arc<Entry>>, StoreError> {
+        self.check().await?;
+        self.store.get(key).await
     }
-    async fn try_lock(&self, _: &str, _: Duration) -> Result<Option<LockToken>, StoreError> {
-        self.fail().await
+    async fn try_lock(&self, key: &str, ttl: Duration) -> Result<Option<LockToken>, StoreError> {
+        self.check().await?;
+        self.store.try_lock(key, ttl).await
     }
-    async fn extend_lock(&self, _: &str, _: &LockToken, _: Duration) -> Result<bool, StoreError> {
-        self.fail().await
+    async fn extend_lock(&self, key: &str, token: &LockToken, ttl: Duration) -> Result<bool, StoreError> {
+        self.check().await?;
+        self.store.extend_lock(key, token, ttl).await
     }
-    async fn set(&self, _: &str, _: Arc<Entry>, _: &LockToken, _: Duration) -> Result<bool, StoreError> {
-        self.fail().await
+    async fn set(
+        &self,
+        key: &str,
+        entry: Arc<Entry>,
+        token: &LockToken,
+        keep: Duration,
+    ) -> Result<bool, StoreError> {
+        self.check().await?;
+        self.store.set(key, entry, token, keep).await
     }
-    async fn unlock(&self, _: &str, _: &LockToken) -> Result<(), StoreError> {
-        self.fail().await
+    async fn unlock(&self, key: &str, token: &LockToken) -> Result<(), StoreError> {
+        self.check().await?;
+        self.store.unlock(key, token).await
     }
-    async fn wait_unlocked(&self, _: &str, _: Duration) -> Result<(), StoreError> {
-        self.fail().await
+    async fn wait_unlocked(&self, key: &str, timeout: Duration) -> Result<(), StoreError> {
+        self.check().await?;
+        self.store.wait_unlocked(key, timeout).await
     }
-    async fn invalidate(&self, _: &str) -> Result<(), StoreError> {
-        self.fail().await
+    async fn invalidate(&self, key: &str) -> Result<(), StoreError> {
+        self.check().await?;
+        self.store.invalidate(key).await
     }
-    async fn invalidate_tag(&self, _: &str) -> Result<u64, StoreError> {
-        self.fail().await
+    async fn invalidate_tag(&self, tag: &str) -> Result<u64, StoreError> {
+        self.check().await?;
+        self.store.invalidate_tag(tag).await
     }
 }
 
 async fn a_broken_store_fails_no_request(hangs: bool, errors_in_the_stampede: u64) {
     let calls = Calls::default();
-    let layer = StampedeLayer::new(BrokenStore { hangs })
+    let layer = StampedeLayer::new(Flaky::broken(hangs))
         .store_timeout(Duration::from_millis(50))
         .store_retry_after(Duration::from_secs(1));
     let app = common::slow_app(&calls).layer(layer.clone());
@@ -501,7 +534,7 @@ async fn a_slow_stream_reaches_its_client_after_max_body_wait_and_is_not_stored(
 #[tokio::test(start_paused = true)]
 async fn while_the_store_fails_the_process_keeps_what_it_built() {
     let calls = Calls::default();
-    let layer = StampedeLayer::new(BrokenStore { hangs: false })
+    let layer = StampedeLayer::new(Flaky::broken(false))
         .policy(Policy::ttl(Duration::from_secs(60)))
         .clock(common::tokio_clock())
         .store_timeout(Duration::from_millis(50))
@@ -542,7 +575,7 @@ async fn while_the_store_fails_the_process_keeps_what_it_built() {
 async fn the_fallback_keeps_nothing_heavier_than_its_own_bound() {
     let calls = Calls::default();
     // No entry weighs less than the store's own records for it (320 bytes).
-    let layer = StampedeLayer::new(BrokenStore { hangs: false })
+    let layer = StampedeLayer::new(Flaky::broken(false))
         .fallback_max_bytes(64)
         .store_timeout(Duration::from_millis(50));
     assert!(format!("{layer:?}").contains("max_bytes: 64"), "{layer:?}");
@@ -599,68 +632,6 @@ async fn max_waiters_turns_the_rest_away_with_the_stale_entry_or_503() {
             .all(|r| r.body == cold[0].body && r.cache_status().contains("fwd=stale"))
     );
     assert_eq!(layer.stats().shed, 78);
-}
-
-/// A memory store that fails every call while told to.
-#[derive(Clone, Default)]
-struct Flaky {
-    store: MemoryStore,
-    failing: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Flaky {
-    fn fail(&self, failing: bool) {
-        self.failing.store(failing, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    fn check(&self) -> Result<(), StoreError> {
-        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
-            Err(StoreError::new("connection refused"))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-impl Store for Flaky {
-    async fn get(&self, key: &str) -> Result<Option<Arc<Entry>>, StoreError> {
-        self.check()?;
-        self.store.get(key).await
-    }
-    async fn try_lock(&self, key: &str, ttl: Duration) -> Result<Option<LockToken>, StoreError> {
-        self.check()?;
-        self.store.try_lock(key, ttl).await
-    }
-    async fn extend_lock(&self, key: &str, token: &LockToken, ttl: Duration) -> Result<bool, StoreError> {
-        self.check()?;
-        self.store.extend_lock(key, token, ttl).await
-    }
-    async fn set(
-        &self,
-        key: &str,
-        entry: Arc<Entry>,
-        token: &LockToken,
-        keep: Duration,
-    ) -> Result<bool, StoreError> {
-        self.check()?;
-        self.store.set(key, entry, token, keep).await
-    }
-    async fn unlock(&self, key: &str, token: &LockToken) -> Result<(), StoreError> {
-        self.check()?;
-        self.store.unlock(key, token).await
-    }
-    async fn wait_unlocked(&self, key: &str, timeout: Duration) -> Result<(), StoreError> {
-        self.check()?;
-        self.store.wait_unlocked(key, timeout).await
-    }
-    async fn invalidate(&self, key: &str) -> Result<(), StoreError> {
-        self.check()?;
-        self.store.invalidate(key).await
-    }
-    async fn invalidate_tag(&self, tag: &str) -> Result<u64, StoreError> {
-        self.check()?;
-        self.store.invalidate_tag(tag).await
-    }
 }
 
 /// What a layer kept through one outage bridges that outage only: once the

@@ -911,10 +911,17 @@ async fn host_path_direct(run: &Run) {
 }
 
 async fn host_path_collapsed(run: &Run, n: usize) {
+    attacks_among_plain_clients(run, n, |_| host_with_path(&run.uri)).await;
+}
+
+/// Attacks (even requests, the first leading) and plain clients of
+/// `API_HOST` (odd ones) at once: the plain clients, and one after them,
+/// get the plain page.
+async fn attacks_among_plain_clients(run: &Run, n: usize, attack: impl Fn(usize) -> Request<Body>) {
     let replies = run
         .collapsed(n, |i| {
             if i.is_multiple_of(2) {
-                host_with_path(&run.uri)
+                attack(i / 2)
             } else {
                 with_host(&run.uri, API_HOST)
             }
@@ -963,20 +970,7 @@ async fn forwarding_direct(run: &Run) {
 }
 
 async fn forwarding_collapsed(run: &Run, n: usize) {
-    let replies = run
-        .collapsed(n, |i| {
-            if i.is_multiple_of(2) {
-                forwarding(&run.uri, i / 2)
-            } else {
-                with_host(&run.uri, API_HOST)
-            }
-        })
-        .await;
-    for reply in replies.iter().skip(1).step_by(2) {
-        assert_plain(run, reply, &run.uri);
-    }
-    let later = run.send(with_host(&run.uri, API_HOST)).await;
-    assert_plain(run, &later, &run.uri);
+    attacks_among_plain_clients(run, n, |i| forwarding(&run.uri, i)).await;
 }
 
 /// Spellings of `uri` (an `/admin/` page) that an origin which normalises
