@@ -242,11 +242,7 @@ impl RedisStore {
     /// purge reports its own error.
     async fn put_back(&self, tag_key: &str, keys: &[String], life: i64) {
         let mut again = redis::pipe();
-        again.cmd("SADD").arg(tag_key).arg(keys).ignore();
-        if life > 0 {
-            again.cmd("PEXPIRE").arg(tag_key).arg(life).arg("GT").ignore();
-            again.cmd("PEXPIRE").arg(tag_key).arg(life).arg("NX").ignore();
-        }
+        index(&mut again, tag_key, keys, u64::try_from(life).unwrap_or(0));
         let answer = self
             .inner
             .conns
@@ -264,35 +260,32 @@ impl RedisStore {
         if tags.is_empty() || keep_for == 0 {
             return Ok(());
         }
-        let mut index = redis::pipe();
+        let mut pipe = redis::pipe();
         for tag in tags {
-            let tag_key = self.tag_key(tag);
-            index.cmd("SADD").arg(&tag_key).arg(key).ignore();
-            // New sets get the entry's life; longer lives extend it.
-            index
-                .cmd("PEXPIRE")
-                .arg(&tag_key)
-                .arg(keep_for)
-                .arg("NX")
-                .ignore();
-            index
-                .cmd("PEXPIRE")
-                .arg(&tag_key)
-                .arg(keep_for)
-                .arg("GT")
-                .ignore();
+            index(&mut pipe, &self.tag_key(tag), &[key], keep_for);
         }
         self.inner
             .conns
             .run(|mut conn| {
-                let index = &index;
-                async move { index.query_async::<()>(&mut conn).await }
+                let pipe = &pipe;
+                async move { pipe.query_async::<()>(&mut conn).await }
             })
             .await
     }
 
     fn channel(&self) -> String {
         format!("{}done", self.inner.settings.prefix)
+    }
+}
+
+/// Adds `members` to the tag set `tag_key`, which lives at least `life` ms
+/// from now (none: as it was): a new set gets that life, a longer one
+/// extends it.
+fn index(pipe: &mut redis::Pipeline, tag_key: &str, members: &[impl redis::ToRedisArgs], life: u64) {
+    pipe.cmd("SADD").arg(tag_key).arg(members).ignore();
+    if life > 0 {
+        pipe.cmd("PEXPIRE").arg(tag_key).arg(life).arg("NX").ignore();
+        pipe.cmd("PEXPIRE").arg(tag_key).arg(life).arg("GT").ignore();
     }
 }
 
