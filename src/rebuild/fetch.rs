@@ -13,7 +13,7 @@ use crate::{
     entry::Entry,
     rules::{
         cache_control::CacheControl,
-        storable::{self, Credentials, Private},
+        storable::{self, Credentials, Private, Sharing},
     },
 };
 
@@ -24,6 +24,8 @@ pub(super) enum Fetched<B: Body> {
         parts: response::Parts,
         data: Bytes,
         trailers: Option<HeaderMap>,
+        /// How long it may be shared, given what its request carried.
+        sharing: Sharing,
     },
     /// A response for its own client only: its body is not read.
     Private {
@@ -95,9 +97,10 @@ where
         return Ok((Fetched::NotModified { parts }, Held::default()));
     }
     let cc = CacheControl::parse(&parts.headers);
-    if let Err(reason) = storable::shareable(&parts.headers, &cc, asked) {
-        return Ok((Fetched::Private { parts, body, reason }, Held::default()));
-    }
+    let sharing = match storable::shareable(&parts.headers, &cc, asked) {
+        Ok(sharing) => sharing,
+        Err(reason) => return Ok((Fetched::Private { parts, body, reason }, Held::default())),
+    };
     // A body the budget could never hold is one over the limit: not a
     // sign that the budget is spent.
     let bytes = limits.bytes.min(limits.budget.limit());
@@ -107,6 +110,7 @@ where
             parts,
             data,
             trailers,
+            sharing,
         },
         Collected::Partial(body) => Fetched::Partial { parts, body },
     };

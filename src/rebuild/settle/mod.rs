@@ -105,7 +105,7 @@ where
             status,
         };
     }
-    let (mut parts, data, trailers) = match fetched {
+    let (mut parts, data, trailers, sharing) = match fetched {
         Err(error) => {
             return Settled::Own {
                 reply: Err(error),
@@ -142,18 +142,22 @@ where
         Ok(Fetched::NotModified { parts }) => match cx.last_good {
             Some(old) => return renew(old, &parts.headers, &mut cx),
             // Validators are only sent from a last good entry.
-            None => (parts, Bytes::new(), None),
+            None => {
+                let sharing =
+                    storable::shareable(&parts.headers, &CacheControl::parse(&parts.headers), cx.asked);
+                (parts, Bytes::new(), None, sharing)
+            }
         },
         Ok(Fetched::Whole {
             parts,
             data,
             trailers,
-        }) => (parts, data, trailers),
+            sharing,
+        }) => (parts, data, trailers, Ok(sharing)),
     };
 
     // Read before Age goes: it counts against the origin's freshness.
     let origin = OriginFreshness::of(&parts.headers);
-    let sharing = storable::shareable(&parts.headers, &CacheControl::parse(&parts.headers), cx.asked);
     strip_unstorable_headers(&mut parts.headers);
     let names = vary::vary_names(&parts.headers).unwrap_or_default();
     let values = vary::vary_values(&names, cx.request);

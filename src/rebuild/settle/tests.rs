@@ -20,10 +20,24 @@ fn parts(status: u16, pairs: &[(&'static str, &'static str)]) -> http::response:
 }
 
 fn whole(status: u16, pairs: &[(&'static str, &'static str)]) -> Result<Fetched<Body>, &'static str> {
+    whole_asked(status, pairs, Credentials::default())
+}
+
+/// A whole response to a request that carried `asked`, shareable as
+/// fetching found it.
+fn whole_asked(
+    status: u16,
+    pairs: &[(&'static str, &'static str)],
+    asked: Credentials,
+) -> Result<Fetched<Body>, &'static str> {
+    let parts = parts(status, pairs);
+    let cc = crate::rules::cache_control::CacheControl::parse(&parts.headers);
+    let sharing = storable::shareable(&parts.headers, &cc, asked).expect("a shareable response");
     Ok(Fetched::Whole {
-        parts: parts(status, pairs),
+        parts,
         data: Bytes::from_static(b"new"),
         trailers: None,
+        sharing,
     })
 }
 
@@ -111,6 +125,7 @@ fn failures_are_stood_in_for_within_the_error_window_only() {
             parts: parts(200, &[("content-type", "application/grpc")]),
             data: Bytes::new(),
             trailers: Some(headers(&[("grpc-status", "14")])),
+            sharing: Sharing::Policy,
         })
     };
     let rows: [(_, _, Option<&Arc<Entry>>, &str); 7] = [
@@ -286,6 +301,7 @@ fn a_whole_response_is_stored_when_status_grpc_and_policy_allow() {
         parts: parts(200, &[("content-type", "application/grpc")]),
         data: Bytes::from_static(b"new"),
         trailers: Some(headers(&[("grpc-status", "0")])),
+        sharing: Sharing::Policy,
     });
     assert_eq!(settle_at(T0, grpc_ok, None, &ttl), stored("200 OK"));
     let unstored = |status: &str| {
@@ -298,6 +314,7 @@ fn a_whole_response_is_stored_when_status_grpc_and_policy_allow() {
         parts: parts(200, &[("content-type", "application/grpc")]),
         data: Bytes::from_static(b"new"),
         trailers: Some(headers(&[("grpc-status", "5")])),
+        sharing: Sharing::Policy,
     });
     assert_eq!(
         settle_at(T0, grpc_not_found, None, &ttl),
@@ -327,40 +344,25 @@ fn a_response_to_credentials_lives_no_longer_than_its_own_word_unless_public() {
         authorization: false,
         cookie: true,
     };
+    let settled = |cc: &'static str, asked| {
+        settle_asked(
+            T0,
+            whole_asked(200, &[("cache-control", cc)], asked),
+            None,
+            &swr,
+            asked,
+        )
+    };
     // Shared by `s-maxage` or `must-revalidate` only: its own freshness,
     // with no stale window (the policy's would be 120 s).
-    let seen = settle_asked(
-        T0,
-        whole(200, &[("cache-control", "s-maxage=5")]),
-        None,
-        &swr,
-        authorized,
-    );
+    let seen = settled("s-maxage=5", authorized);
     assert!(seen.contains(r#"write=Some("Whole for 5s")"#), "{seen}");
-    let seen = settle_asked(
-        T0,
-        whole(200, &[("cache-control", "max-age=30, must-revalidate")]),
-        None,
-        &swr,
-        authorized,
-    );
+    let seen = settled("max-age=30, must-revalidate", authorized);
     assert!(seen.contains(r#"write=Some("Whole for 30s")"#), "{seen}");
-    let seen = settle_asked(
-        T0,
-        whole(200, &[("cache-control", "s-maxage=5")]),
-        None,
-        &swr,
-        cookie,
-    );
+    let seen = settled("s-maxage=5", cookie);
     assert!(seen.contains(r#"write=Some("Whole for 5s")"#), "{seen}");
     // `public`: the policy's whole lifetime, stale window included.
-    let seen = settle_asked(
-        T0,
-        whole(200, &[("cache-control", "public, max-age=5")]),
-        None,
-        &swr,
-        authorized,
-    );
+    let seen = settled("public, max-age=5", authorized);
     assert!(seen.contains(r#"write=Some("Whole for 120s")"#), "{seen}");
     // Without credentials, the response's word is the policy's to weigh.
     let seen = settle_at(T0, whole(200, &[("cache-control", "s-maxage=5")]), None, &swr);
