@@ -23,19 +23,24 @@ use tower_stampede::RedisStore;
 use tower_stampede::{MemoryStore, StampedeLayer, Store};
 
 /// Pages tagged by their first path segment; writes answer as their path
-/// says: `/fail/...` fails, `/created/...` points `Location` at a page.
+/// says: `/fail/...` fails, `/created/...` points `Location` at a page;
+/// and `/vary/...` varies on `Accept-Language`.
 async fn page(
     State((calls, entered)): State<(Calls, Arc<Notify>)>,
     Path(path): Path<String>,
-) -> impl IntoResponse {
+    request: http::HeaderMap,
+) -> axum::response::Response {
     let n = calls.record();
     entered.notify_one();
     tokio::time::sleep(ORIGIN_DELAY).await;
     let tag = path.split('/').next().unwrap_or("").to_owned();
-    (
-        [("surrogate-key", format!("{tag} all"))],
-        format!("/{path} answered by call {n}"),
-    )
+    let tags = [("surrogate-key", format!("{tag} all"))];
+    if tag != "vary" {
+        return (tags, format!("/{path} answered by call {n}")).into_response();
+    }
+    let language = request.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok());
+    let body = format!("/{path} in {} answered by call {n}", language.unwrap_or("any"));
+    (tags, [(header::VARY, "accept-language")], body).into_response()
 }
 
 async fn write(Path(path): Path<String>) -> impl IntoResponse {
@@ -199,4 +204,110 @@ async fn an_invalidation_during_a_rebuild_voids_its_write_on_redis() {
     let server = RedisServer::start();
     let store = RedisStore::from_url(server.url()).expect("valid url");
     invalidation_during_a_rebuild_voids_its_write(StampedeLayer::new(store)).await;
+}
+
+/// A tag purge that lands while a key with that tag is at the origin, before
+/// its entry (and so its place in the tag's index) exists: the outdated
+/// response answers only the requests already waiting for it, and is not
+/// stored.
+async fn tag_purge_during_a_rebuild_voids_its_write<St: Store>(layer: StampedeLayer<St>) {
+    let (calls, entered) = (Calls::default(), Arc::new(Notify::new()));
+    let app = app(&calls, &entered, layer.clone());
+
+    let rebuild = tokio::spawn(send(app.clone(), request("GET", "/posts/1")));
+    common::within("the origin is called", entered.notified()).await;
+    layer.invalidate_tag("posts").await.expect("store");
+    let after = send(app.clone(), request("GET", "/posts/1")).await;
+    assert_eq!(
+        after.text(),
+        "/posts/1 answered by call 2",
+        "a request after the purge joined the rebuild from before it"
+    );
+    let outdated = rebuild.await.expect("no panic");
+
+    assert_eq!(outdated.text(), "/posts/1 answered by call 1");
+    assert!(
+        !outdated.cache_status().contains("stored"),
+        "{}",
+        outdated.cache_status()
+    );
+    let fresh = send(app, request("GET", "/posts/1")).await;
+    assert_eq!(
+        fresh.text(),
+        "/posts/1 answered by call 2",
+        "{}",
+        fresh.cache_status()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tag_purge_during_a_rebuild_voids_its_write_in_memory() {
+    tag_purge_during_a_rebuild_voids_its_write(StampedeLayer::new(MemoryStore::new())).await;
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_purge_during_a_rebuild_voids_its_write_on_redis() {
+    let server = RedisServer::start();
+    let store = RedisStore::from_url(server.url()).expect("valid url");
+    tag_purge_during_a_rebuild_voids_its_write(StampedeLayer::new(store)).await;
+}
+
+fn in_language(path: &str, language: &str) -> Request<Body> {
+    let mut request = request("GET", path);
+    let value = header::HeaderValue::from_str(language).expect("a valid value");
+    request.headers_mut().insert(header::ACCEPT_LANGUAGE, value);
+    request
+}
+
+/// A write to a page that lands while one of its `Vary` variants, not yet
+/// stored, is at the origin: that variant's outdated response is not stored
+/// either, and requests after the write do not join its rebuild.
+async fn write_during_a_variant_rebuild_voids_its_write<St: Store>(layer: StampedeLayer<St>) {
+    let (calls, entered) = (Calls::default(), Arc::new(Notify::new()));
+    let app = app(&calls, &entered, layer.clone());
+    // The page's first response says what it varies on.
+    send(app.clone(), in_language("/vary/1", "fr")).await;
+    // That call left its signal unread.
+    entered.notified().await;
+
+    let rebuild = tokio::spawn(send(app.clone(), in_language("/vary/1", "en")));
+    common::within("the origin is called", entered.notified()).await;
+    let write = send(app.clone(), request("PUT", "/vary/1")).await;
+    assert_eq!(write.status, 204);
+    let after = send(app.clone(), in_language("/vary/1", "en")).await;
+    assert_eq!(
+        after.text(),
+        "/vary/1 in en answered by call 3",
+        "a request after the write joined the variant's rebuild from before it: {}",
+        after.cache_status()
+    );
+    let outdated = rebuild.await.expect("no panic");
+
+    assert_eq!(outdated.text(), "/vary/1 in en answered by call 2");
+    assert!(
+        !outdated.cache_status().contains("stored"),
+        "{}",
+        outdated.cache_status()
+    );
+    let fresh = send(app, in_language("/vary/1", "en")).await;
+    assert_eq!(
+        fresh.text(),
+        "/vary/1 in en answered by call 3",
+        "{}",
+        fresh.cache_status()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_write_during_a_variant_rebuild_voids_its_write_in_memory() {
+    write_during_a_variant_rebuild_voids_its_write(StampedeLayer::new(MemoryStore::new())).await;
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_during_a_variant_rebuild_voids_its_write_on_redis() {
+    let server = RedisServer::start();
+    let store = RedisStore::from_url(server.url()).expect("valid url");
+    write_during_a_variant_rebuild_voids_its_write(StampedeLayer::new(store)).await;
 }

@@ -77,10 +77,11 @@ impl<T> Flights<T> {
         self.map().len()
     }
 
-    /// Lets later requests for `key` start a new flight: the one under way
-    /// (its answer now outdated) keeps only the waiters it has.
-    pub(crate) fn detach(&self, key: &str) {
-        self.map().remove(key);
+    /// Lets later requests for every key that `matches` start a new
+    /// flight: the ones under way (their answers now outdated) keep only the
+    /// waiters they have.
+    pub(crate) fn detach_where(&self, matches: impl Fn(&str) -> bool) {
+        self.map().retain(|key, _| !matches(key));
     }
 
     /// Joins the flight for `key`, starting one if there is none; a flight
@@ -231,13 +232,32 @@ mod tests {
         let flights = Arc::new(Flights::new());
         let old = leader(flights.join("a", usize::MAX));
         let before = tokio::spawn(waiter(flights.join("a", usize::MAX)).wait());
-        flights.detach("a");
+        flights.detach_where(|key| key == "a");
         let fresh = leader(flights.join("a", usize::MAX));
         old.finish(1);
         assert_eq!(before.await.expect("no panic"), Some(1));
         assert_eq!(flights.len(), 1, "the old leader did not remove the new flight");
         fresh.finish(2);
         assert_eq!(flights.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn detaching_by_a_test_leaves_the_other_keys_their_flights() {
+        let flights = Arc::new(Flights::new());
+        let (a, ab, b) = (
+            leader(flights.join("a", usize::MAX)),
+            leader(flights.join("ab", usize::MAX)),
+            leader(flights.join("b", usize::MAX)),
+        );
+        flights.detach_where(|key| key.starts_with('a'));
+        assert_eq!(flights.len(), 1);
+        assert!(matches!(flights.join("b", usize::MAX), Join::Waiter(_)));
+        let fresh = leader(flights.join("a", usize::MAX));
+        for old in [a, ab, b] {
+            old.finish(1);
+        }
+        assert_eq!(flights.len(), 1, "only the new flight of a is left");
+        fresh.finish(2);
     }
 
     #[tokio::test]

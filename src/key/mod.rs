@@ -12,7 +12,7 @@ mod variant;
 
 pub use route::RouteError;
 pub(crate) use route::Routes;
-pub(crate) use variant::{Varies, variant_tag};
+pub(crate) use variant::{Varies, is_variant_of, variant_tag};
 
 /// Derives the cache key of a request; `None` sends the request straight to
 /// the inner service.

@@ -112,7 +112,7 @@ impl Varies {
     pub(crate) fn key(&self, primary: &str, request: &HeaderMap) -> Option<String> {
         let names = self.names(primary)?;
         let mut key = String::from(primary);
-        key.push_str(" vary[");
+        key.push_str(VARIANT);
         for (i, name) in names.iter().enumerate() {
             if i > 0 {
                 key.push(';');
@@ -149,6 +149,18 @@ impl Varies {
             learned.run_pending_tasks();
         }
     }
+}
+
+/// What follows the primary key in a variant's key.
+const VARIANT: &str = " vary[";
+
+/// Whether `key` is the key of one of `primary`'s variants. A custom key
+/// function could make a primary key that looks like a variant of another:
+/// then the two share invalidations, which costs an origin call, not a
+/// wrong answer.
+pub(crate) fn is_variant_of(key: &str, primary: &str) -> bool {
+    key.strip_prefix(primary)
+        .is_some_and(|rest| rest.starts_with(VARIANT))
 }
 
 /// The tag every variant of `primary` is stored with, so that invalidating
@@ -259,6 +271,22 @@ mod tests {
         ]);
         assert_eq!(varies.key("GET a/", &noisy), varies.key("GET a/", &tidy));
         assert_ne!(varies.key("GET a/", &en), varies.key("GET a/", &tidy));
+    }
+
+    #[test]
+    fn a_variant_key_is_known_as_its_primarys() {
+        let varies = Varies::new();
+        varies.learn("GET a/p", &[http::header::ACCEPT_LANGUAGE]);
+        let variant = varies.key("GET a/p", &HeaderMap::new()).expect("names are known");
+        assert!(is_variant_of(&variant, "GET a/p"));
+        assert!(
+            !is_variant_of(&variant, "GET a/"),
+            "a prefix of the primary is not it"
+        );
+        assert!(
+            !is_variant_of("GET a/p", "GET a/p"),
+            "the primary is not its own variant"
+        );
     }
 
     #[test]

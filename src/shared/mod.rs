@@ -22,7 +22,7 @@ use crate::{
     clock::{Clock, SystemClock},
     entry::Entry,
     flight::{Flights, Outcome, Passes},
-    key::{Keys, Routes, Varies, variant_tag},
+    key::{Keys, Routes, Varies, is_variant_of, variant_tag},
     policy::Policy,
     stats::Counters,
     store::{MemoryStore, Store, StoreError},
@@ -237,15 +237,16 @@ impl<St: Store> Shared<St> {
     }
 
     /// Removes `key` and its `Vary` variants: from this process (its
-    /// hit-for-pass mark, its flight, so that later requests do not join a
-    /// rebuild that started before, and what it kept through an outage),
+    /// hit-for-pass mark, its flights and its variants', so that later
+    /// requests do not join a rebuild that started before, and what it kept
+    /// through an outage),
     /// then from the store, which voids a rebuild's lock so that its
     /// outdated response is not written. Each store call is bounded by
     /// `timeout`, if any.
     pub(crate) async fn invalidate(&self, key: &str, timeout: Option<Duration>) -> Result<(), StoreError> {
         let state = &self.state;
         state.passes.remove(key);
-        state.flights.detach(key);
+        state.flights.detach_where(|k| k == key || is_variant_of(k, key));
         let variants = variant_tag(key);
         let _ = self.config.fallback.invalidate(key).await;
         let _ = self.config.fallback.invalidate_tag(&variants).await;
@@ -258,8 +259,12 @@ impl<St: Store> Shared<St> {
     }
 
     /// Removes every entry stored with `tag`, here and in the store, and
-    /// returns how many keys the store named.
+    /// returns how many keys the store named. Every flight under way is
+    /// detached: a response's tags are known only when it arrives, so any
+    /// of them may be outdated by the purge (each costs one origin call
+    /// more, for the requests that come after it).
     pub(crate) async fn invalidate_tag(&self, tag: &str) -> Result<u64, StoreError> {
+        self.state.flights.detach_where(|_| true);
         let _ = self.config.fallback.invalidate_tag(tag).await;
         let answer = self.store.invalidate_tag(tag).await;
         self.checked("invalidate tag", tag, answer)

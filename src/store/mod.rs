@@ -55,9 +55,13 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Stores `entry` at `key` for `keep_for`, releases the lock and wakes
-    /// the key's waiters, all only if `token` still holds the lock. Returns
-    /// whether the write was accepted: a former holder whose lock expired and
-    /// was taken by another cannot overwrite the newer value.
+    /// the key's waiters, all only if `token` still holds the lock and none
+    /// of the entry's [`Entry::tags`] was purged ([`Store::invalidate_tag`])
+    /// since the lock was taken; a refused write still releases the lock.
+    /// Returns whether the write was accepted: a former holder whose lock
+    /// expired and was taken by another cannot overwrite the newer value,
+    /// and a response the origin made before a purge of one of its tags is
+    /// not stored after it, though the key was not yet in the tag's index.
     fn set(
         &self,
         key: &str,
@@ -92,7 +96,9 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn invalidate(&self, key: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Invalidates every key whose entry was stored with `tag` among its
-    /// [`Entry::tags`], and returns how many keys the tag named.
+    /// [`Entry::tags`], and returns how many keys the tag named. Rebuilds
+    /// under way whose entries will carry `tag` cannot store them (see
+    /// [`Store::set`]).
     fn invalidate_tag(&self, tag: &str) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Returns once nobody holds the lock for `key` (released, written or
@@ -108,17 +114,33 @@ pub trait Store: Clone + Send + Sync + 'static {
 
 /// Proof of holding a rebuild lock: an opaque random or unique value.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct LockToken(u128);
+pub struct LockToken {
+    value: u128,
+    /// When the store granted the lock, in milliseconds on the store's own
+    /// clock (0: not known), so that a write can tell whether a tag purge
+    /// came after the rebuild began.
+    taken_at: u64,
+}
 
 impl LockToken {
     /// A token with the given value; it must be unique per lock taken.
     pub fn new(value: u128) -> Self {
-        Self(value)
+        Self { value, taken_at: 0 }
     }
 
     /// The token's value.
     pub fn get(&self) -> u128 {
-        self.0
+        self.value
+    }
+
+    /// The token, granted at `taken_at` ms on the store's clock.
+    pub(crate) fn taken_at(self, taken_at: u64) -> Self {
+        Self { taken_at, ..self }
+    }
+
+    /// When the lock was granted, if the store said: ms on its clock.
+    pub(crate) fn granted(&self) -> Option<u64> {
+        (self.taken_at > 0).then_some(self.taken_at)
     }
 }
 

@@ -59,8 +59,9 @@ struct Inner {
     cache: Cache<String, Slot>,
     locks: Mutex<HashMap<String, Lock>>,
     /// Keys by tag, for purges, each with the entry it was indexed for, so
-    /// that only the leaving entry (not its replacement) un-tags its key.
-    tags: Arc<Mutex<TagIndex>>,
+    /// that only the leaving entry (not its replacement) un-tags its key;
+    /// and when tags were purged while rebuilds were under way.
+    tags: Arc<Mutex<Tags>>,
     next_token: AtomicU64,
     max_bytes: u64,
     /// Whether the task that drops expired entries without traffic runs.
@@ -76,6 +77,7 @@ struct Slot {
 struct Lock {
     token: LockToken,
     // tokio's clock, so that tests with a paused runtime move it.
+    taken: Instant,
     deadline: Instant,
     released: Arc<Notify>,
 }
@@ -113,7 +115,7 @@ impl MemoryStore {
     /// full, the least useful entries are evicted; an entry larger than the
     /// whole bound is not kept at all.
     pub fn with_max_bytes(max_bytes: u64) -> Self {
-        let tags: Arc<Mutex<TagIndex>> = Arc::default();
+        let tags: Arc<Mutex<Tags>> = Arc::default();
         let index = Arc::clone(&tags);
         let cache = Cache::builder()
             .max_capacity(max_bytes)
@@ -192,22 +194,24 @@ impl MemoryStore {
     }
 
     /// Removes the lock at `key` if `token` holds it, running `then` first
-    /// under the lock table's mutex so nobody sees the key unlocked before it.
-    fn release(&self, key: &str, token: &LockToken, then: impl FnOnce()) -> bool {
+    /// under the lock table's mutex so nobody sees the key unlocked before
+    /// it, and returns what `then` says (`false` when the lock was not
+    /// held).
+    fn release(&self, key: &str, token: &LockToken, then: impl FnOnce(&Lock) -> bool) -> bool {
         let mut locks = self.locks();
-        let held = locks
-            .get(key)
-            .is_some_and(|lock| lock.token == *token && lock.deadline > Instant::now());
-        if !held {
+        let Some(lock) = locks.get(key) else {
+            return false;
+        };
+        if lock.deadline <= Instant::now() || lock.token != *token {
             return false;
         }
-        then();
+        let done = then(lock);
         let lock = locks.remove(key);
         drop(locks);
         if let Some(lock) = lock {
             lock.released.notify_waiters();
         }
-        true
+        done
     }
 }
 
@@ -235,8 +239,16 @@ fn weigh(key: &str, entry: &Entry) -> u32 {
     u32::try_from(PER_ENTRY + key.len() + entry.weight() + indexed).unwrap_or(u32::MAX)
 }
 
-/// Tag, then key, then the entry the key was indexed for.
-type TagIndex = HashMap<String, HashMap<String, usize>>;
+/// The tag index and the purges that rebuilds under way must see.
+#[derive(Default)]
+struct Tags {
+    /// Tag, then key, then the entry the key was indexed for.
+    keys: HashMap<String, HashMap<String, usize>>,
+    /// When each tag was last purged, kept only while a lock taken before
+    /// the purge may still be held: a rebuild that began before a purge of
+    /// one of its tags must not store what it read.
+    purged: HashMap<String, Instant>,
+}
 
 /// Identifies an entry while it is alive.
 fn identity(entry: &Arc<Entry>) -> usize {
@@ -245,8 +257,8 @@ fn identity(entry: &Arc<Entry>) -> usize {
 
 /// Takes `key` out of `entry`'s tags, where it is still indexed for
 /// `entry` and not for a newer one.
-fn untag(index: &Mutex<TagIndex>, key: &str, entry: &Arc<Entry>) {
-    let mut index = index.lock().unwrap_or_else(PoisonError::into_inner);
+fn untag(index: &Mutex<Tags>, key: &str, entry: &Arc<Entry>) {
+    let index = &mut index.lock().unwrap_or_else(PoisonError::into_inner).keys;
     for tag in &entry.tags {
         if let Some(keys) = index.get_mut(tag) {
             if keys.get(key) == Some(&identity(entry)) {
@@ -294,6 +306,7 @@ impl Store for MemoryStore {
             key.to_owned(),
             Lock {
                 token: token.clone(),
+                taken: now,
                 deadline: now + ttl,
                 released: Arc::new(Notify::new()),
             },
@@ -324,25 +337,36 @@ impl Store for MemoryStore {
         // What is kept owns what it is counted by.
         let entry = Arc::new(entry.owned());
         let fits = u64::from(weigh(key, &entry)) <= self.inner.max_bytes;
-        Ok(self.release(key, token, || {
+        Ok(self.release(key, token, |lock| {
+            // Checked and indexed under the index's mutex, which a purge
+            // holds to mark the tag and take its keys: either the purge
+            // comes first and is seen here, or it finds the key.
+            let mut tags = self.inner.tags.lock().unwrap_or_else(PoisonError::into_inner);
+            let purged = entry
+                .tags
+                .iter()
+                .any(|tag| tags.purged.get(tag).is_some_and(|at| *at >= lock.taken));
+            if purged {
+                return false;
+            }
             if fits && !keep_for.is_zero() {
-                let mut index = self.inner.tags.lock().unwrap_or_else(PoisonError::into_inner);
                 for tag in &entry.tags {
-                    index
+                    tags.keys
                         .entry(tag.clone())
                         .or_default()
                         .insert(key.to_owned(), identity(&entry));
                 }
-                drop(index);
+                drop(tags);
                 // The entry replaced here un-tags the key for the tags it had
                 // alone, through the eviction listener.
                 self.inner.cache.insert(key.to_owned(), Slot { entry, keep_for });
             }
+            true
         }))
     }
 
     async fn unlock(&self, key: &str, token: &LockToken) -> Result<(), StoreError> {
-        self.release(key, token, || {});
+        self.release(key, token, |_| true);
         Ok(())
     }
 
@@ -356,13 +380,22 @@ impl Store for MemoryStore {
     }
 
     async fn invalidate_tag(&self, tag: &str) -> Result<u64, StoreError> {
-        let keys = self
-            .inner
-            .tags
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(tag)
-            .unwrap_or_default();
+        let now = Instant::now();
+        // Only a lock taken before now can be held by a rebuild that read
+        // what the purge outdates; the oldest one says which purges still
+        // matter. (The lock table first: `set` takes the two in that order.)
+        let oldest = self.locks().values().map(|lock| lock.taken).min();
+        let keys = {
+            let mut tags = self.inner.tags.lock().unwrap_or_else(PoisonError::into_inner);
+            match oldest {
+                Some(oldest) => {
+                    tags.purged.retain(|_, at| *at >= oldest);
+                    tags.purged.insert(tag.to_owned(), now);
+                }
+                None => tags.purged.clear(),
+            }
+            tags.keys.remove(tag).unwrap_or_default()
+        };
         for key in keys.keys() {
             self.invalidate(key).await?;
         }

@@ -276,6 +276,7 @@ fn held(memory: &MemoryStore) -> u64 {
         .sum();
     let index = memory.inner.tags.lock().unwrap_or_else(PoisonError::into_inner);
     let indexed: usize = index
+        .keys
         .iter()
         .map(|(tag, keys)| tag.len() + keys.keys().map(String::len).sum::<usize>())
         .sum();
@@ -308,4 +309,54 @@ async fn entries_and_their_tag_index_stay_within_the_bound() {
     assert!(held <= bound, "{held} bytes held, bound {bound}");
     assert!(held > bound / 2, "the store is used, not emptied: {held}");
     assert!(held <= memory.used_bytes(), "the weight counts all it holds");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tag_purged_during_a_rebuild_refuses_its_write_and_frees_its_lock() {
+    let memory = MemoryStore::new();
+    let before = memory.try_lock("a", MINUTE).await.expect("memory").expect("free");
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert_eq!(
+        memory.invalidate_tag("posts").await.expect("memory"),
+        0,
+        "not indexed yet"
+    );
+    tokio::time::advance(Duration::from_millis(1)).await;
+    let after = memory.try_lock("b", MINUTE).await.expect("memory").expect("free");
+
+    let refused = memory.set("a", tagged(1, &["posts"]), &before, MINUTE).await;
+    assert!(!refused.expect("memory"), "read before the purge");
+    assert!(memory.get("a").await.expect("memory").is_none());
+    assert!(
+        memory.try_lock("a", MINUTE).await.expect("memory").is_some(),
+        "and unlocked"
+    );
+    let other_tag = memory.set("b", tagged(1, &["home"]), &after, MINUTE).await;
+    assert!(other_tag.expect("memory"), "another tag's write stands");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rebuild_that_began_after_a_purge_stores_and_old_purges_are_forgotten() {
+    let memory = MemoryStore::new();
+    let held = memory
+        .try_lock("held", MINUTE)
+        .await
+        .expect("memory")
+        .expect("free");
+    tokio::time::advance(Duration::from_millis(1)).await;
+    memory.invalidate_tag("posts").await.expect("memory");
+    tokio::time::advance(Duration::from_millis(1)).await;
+    let after = memory.try_lock("a", MINUTE).await.expect("memory").expect("free");
+    assert!(
+        memory
+            .set("a", tagged(1, &["posts"]), &after, MINUTE)
+            .await
+            .expect("memory")
+    );
+    assert_eq!(memory.inner.tags.lock().expect("not poisoned").purged.len(), 1);
+
+    memory.unlock("held", &held).await.expect("memory");
+    memory.invalidate_tag("other").await.expect("memory");
+    let purged = &memory.inner.tags.lock().expect("not poisoned").purged;
+    assert!(purged.is_empty(), "no lock is held that a purge could outdate");
 }

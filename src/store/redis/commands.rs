@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use super::{
-    FIRST_RECHECK, MAX_RECHECK, RedisStore,
+    FIRST_RECHECK, MAX_RECHECK, PURGES_KEPT, RedisStore,
     scripts::{EXTEND, INVALIDATE, LOCK, RENEW, SET, TAKE_TAG, UNLOCK},
     tag,
 };
@@ -38,8 +38,8 @@ impl Store for RedisStore {
         let token = LockToken::new(fastrand::u128(..));
         let mut lock = LOCK.key(self.lock_key(key));
         lock.arg(token_arg(&token)).arg(millis(ttl));
-        let taken = self.inner.conns.invoke::<i64>(&lock).await? == 1;
-        Ok(taken.then_some(token))
+        let granted = self.inner.conns.invoke::<u64>(&lock).await?;
+        Ok((granted > 0).then(|| token.taken_at(granted)))
     }
 
     async fn extend_lock(&self, key: &str, token: &LockToken, ttl: Duration) -> Result<bool, StoreError> {
@@ -63,7 +63,10 @@ impl Store for RedisStore {
             .arg(keep_for)
             .arg(self.channel())
             .arg(tag(key).as_ref());
-        self.index_tags(key, entry.tags(), keep_for).await?;
+        if !self.index_tags(key, entry.tags(), keep_for, token).await? {
+            self.unlock(key, token).await?;
+            return Ok(false);
+        }
         Ok(self.inner.conns.invoke::<i64>(&set).await? == 1)
     }
 
@@ -75,7 +78,13 @@ impl Store for RedisStore {
         keep_for: Duration,
     ) -> Result<bool, StoreError> {
         // The tag sets must outlive the renewed entry too.
-        self.index_tags(key, entry.tags(), millis(keep_for)).await?;
+        if !self
+            .index_tags(key, entry.tags(), millis(keep_for), token)
+            .await?
+        {
+            self.unlock(key, token).await?;
+            return Ok(false);
+        }
         let mut renew = RENEW.key(self.lock_key(key));
         renew
             .key(self.entry_key(key))
@@ -115,7 +124,9 @@ impl Store for RedisStore {
     async fn invalidate_tag(&self, tag: &str) -> Result<u64, StoreError> {
         let tag_key = self.tag_key(tag);
         let (life, keys): (i64, Vec<String>) = {
-            let taken: Vec<redis::Value> = self.inner.conns.invoke(&TAKE_TAG.key(&tag_key)).await?;
+            let mut take = TAKE_TAG.key(&tag_key);
+            take.key(self.purge_key(tag)).arg(millis(PURGES_KEPT));
+            let taken: Vec<redis::Value> = self.inner.conns.invoke(&take).await?;
             let mut taken = taken.into_iter();
             let life = taken
                 .next()

@@ -19,7 +19,7 @@ use self::{
     scripts::{EXTEND, INVALIDATE, LOCK, RENEW, SET, TAKE_TAG, UNLOCK},
     wake::Wakeups,
 };
-use super::StoreError;
+use super::{LockToken, StoreError};
 
 /// The default bound on one Redis command.
 const DEFAULT_TIMEOUT: Duration = Duration::from_millis(200);
@@ -29,6 +29,14 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_millis(200);
 /// wakes it (and a resubscription makes it check at once).
 const FIRST_RECHECK: Duration = Duration::from_millis(50);
 const MAX_RECHECK: Duration = Duration::from_secs(1);
+/// How long a tag's last purge is remembered: a rebuild that has held its
+/// lock longer than this cannot tell whether a purge of one of its tags
+/// came after it began, so it does not store. Three times the layer's own
+/// bound on holding a lock with its defaults (`lock_wait`, 30 s, and one
+/// `lock_ttl`, 10 s), and short enough that a service writing to a
+/// thousand pages a second (each write purges its page's variants) keeps
+/// some 120 000 small keys in Redis for it.
+const PURGES_KEPT: Duration = Duration::from_secs(2 * 60);
 
 /// A [`Store`](crate::Store) in Redis, through [deadpool-redis]: every replica that uses
 /// the same Redis (and prefix) shares entries and rebuild locks, so a key
@@ -50,7 +58,11 @@ const MAX_RECHECK: Duration = Duration::from_secs(1);
 /// - Keys are `{prefix}{<cache key>}` and `{prefix}{<cache key>}:lock`: the
 ///   braces are a hash tag, so in a cluster an entry and its lock share a
 ///   slot. Tags are sets at `{prefix}tag:{<tag>}` holding cache keys, kept
-///   as long as their longest-lived entry.
+///   as long as their longest-lived entry. A purge marks the tag purged at
+///   `{prefix}tag:{<tag>}:purged` (Redis's clock, kept two minutes), so
+///   that a rebuild whose lock it predates, and whose key it could not yet
+///   find in the set, does not store; invalidating a key purges its `Vary`
+///   variants' tag, so each write leaves one such mark.
 ///
 /// Every command is bounded by [`RedisStore::timeout`]; the layer bounds
 /// every store call as well, and goes on without the store when one fails.
@@ -232,11 +244,6 @@ impl RedisStore {
         format!("{}tag:{{{}}}", self.inner.settings.prefix, self::tag(tag))
     }
 
-    /// Adds `key` to the sets of `tags`, kept at least `keep_for` ms, in one
-    /// round trip. Done before the entry is written: an index entry for a
-    /// write that then fails is harmless, an entry missing from its index
-    /// would escape purges. (In a cluster a tag's set lives in its own slot,
-    /// so this cannot be part of the write's script.)
     /// Indexes `keys` in `tag_key` again, for `life` ms (if positive), after
     /// a purge that took them failed before it reached them. Best effort: the
     /// purge reports its own error.
@@ -256,25 +263,77 @@ impl RedisStore {
         }
     }
 
-    async fn index_tags(&self, key: &str, tags: &[String], keep_for: u64) -> Result<(), StoreError> {
+    /// Before a write under `token`: adds `key` to the sets of `tags`, kept
+    /// at least `keep_for` ms, and reads when each tag was last purged, in
+    /// one round trip. Returns whether the write may go ahead: no purge of
+    /// its tags since the lock was granted.
+    ///
+    /// Indexing comes first, so that a purge either finds the key (and
+    /// voids the lock or deletes the entry) or was marked before the marks
+    /// are read here; an index entry for a write that then fails is
+    /// harmless. (In a cluster a tag's set lives in its own slot, so this
+    /// cannot be part of the write's script.)
+    async fn index_tags(
+        &self,
+        key: &str,
+        tags: &[String],
+        keep_for: u64,
+        token: &LockToken,
+    ) -> Result<bool, StoreError> {
         if tags.is_empty() || keep_for == 0 {
-            return Ok(());
+            return Ok(true);
         }
         let mut pipe = redis::pipe();
         for tag in tags {
             index(&mut pipe, &self.tag_key(tag), &[key], keep_for);
         }
-        self.inner
+        for tag in tags {
+            pipe.cmd("GET").arg(self.purge_key(tag));
+        }
+        pipe.cmd("TIME");
+        let mut answers: Vec<redis::Value> = self
+            .inner
             .conns
             .run(|mut conn| {
                 let pipe = &pipe;
-                async move { pipe.query_async::<()>(&mut conn).await }
+                async move { pipe.query_async(&mut conn).await }
             })
-            .await
+            .await?;
+        let now: (u64, u64) = answers
+            .pop()
+            .and_then(|time| redis::from_redis_value(time).ok())
+            .ok_or_else(|| StoreError::new("TIME gave no time"))?;
+        let now = now.0 * 1000 + now.1 / 1000;
+        let purges = answers
+            .into_iter()
+            .filter_map(|purged| redis::from_redis_value::<Option<u64>>(purged).ok().flatten());
+        Ok(write_allowed(token.granted(), purges, now))
+    }
+
+    /// Where the time of `tag`'s last purge is kept: in the tag's slot.
+    fn purge_key(&self, tag: &str) -> String {
+        format!("{}:purged", self.tag_key(tag))
     }
 
     fn channel(&self) -> String {
         format!("{}done", self.inner.settings.prefix)
+    }
+}
+
+/// Whether a write under a lock granted at `granted` (ms, if known) may go
+/// ahead, given its tags' last `purges` and the time `now`, all on Redis's
+/// clock: not when a tag was purged at or after the grant, nor when the
+/// lock is older than the purges remembered. A purge in the same
+/// millisecond counts as after.
+fn write_allowed(granted: Option<u64>, mut purges: impl Iterator<Item = u64>, now: u64) -> bool {
+    let kept = u64::try_from(PURGES_KEPT.as_millis()).unwrap_or(u64::MAX);
+    match granted {
+        Some(granted) if now.saturating_sub(granted) < kept => purges.all(|purged| purged < granted),
+        // Purges since then may be forgotten already.
+        Some(_) => false,
+        // A token this store did not grant: only tags with no purge
+        // remembered are safe.
+        None => purges.next().is_none(),
     }
 }
 

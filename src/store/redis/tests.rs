@@ -43,3 +43,29 @@ fn tokens_are_fixed_width_hex() {
         "000000000000000000000000000000ff"
     );
 }
+
+#[test]
+fn a_write_goes_ahead_only_when_no_tag_was_purged_since_its_lock() {
+    let granted = Some(1_000_000);
+    let now = 1_000_500;
+    assert!(write_allowed(granted, [].into_iter(), now));
+    assert!(
+        write_allowed(granted, [999_999, 10].into_iter(), now),
+        "purges before"
+    );
+    assert!(
+        !write_allowed(granted, [10, 1_000_000].into_iter(), now),
+        "same ms is after"
+    );
+    assert!(!write_allowed(granted, [1_000_200].into_iter(), now));
+    let late = 1_000_000 + 2 * 60 * 1000;
+    assert!(
+        !write_allowed(granted, [].into_iter(), late),
+        "purges may be forgotten"
+    );
+    assert!(write_allowed(None, [].into_iter(), now));
+    assert!(
+        !write_allowed(None, [1].into_iter(), now),
+        "unknown grant: any purge"
+    );
+}
