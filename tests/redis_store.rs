@@ -736,3 +736,76 @@ async fn a_failed_write_releases_its_rebuild_lock() {
     assert!(replica.stats().store_errors > 0, "the write failed");
     assert_eq!(server.cli(&["KEYS", "*:lock"]), "", "the lock was given back");
 }
+
+/// A TCP relay to Redis that, when armed, drops the next reply it relays
+/// and closes that connection: the command ran, its answer is lost.
+struct LosesAReply {
+    port: u16,
+    armed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl LosesAReply {
+    async fn start(to: u16) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("loopback");
+        let port = listener.local_addr().expect("bound").port();
+        let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let relay = Arc::clone(&armed);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server = tokio::net::TcpStream::connect(("127.0.0.1", to))
+                    .await
+                    .expect("redis");
+                let ((mut client_in, mut client_out), (mut server_in, mut server_out)) =
+                    (client.into_split(), server.into_split());
+                let armed = Arc::clone(&relay);
+                tokio::spawn(async move { tokio::io::copy(&mut client_in, &mut server_out).await });
+                tokio::spawn(async move {
+                    let mut buf = vec![0; 64 * 1024];
+                    while let Ok(n @ 1..) = server_in.read(&mut buf).await {
+                        if armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                            return;
+                        }
+                        if client_out.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self { port, armed }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn arm(&self) {
+        self.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A fenced write whose reply is lost on a broken connection is retried on
+/// a fresh one, finds its own lock gone (the first run released it), and
+/// must still say that it was stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_retried_after_its_reply_was_lost_reports_that_it_landed() {
+    let server = RedisServer::start();
+    let relay = LosesAReply::start(server.port()).await;
+    let pool = deadpool_redis::Config::from_url(relay.url())
+        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+        .expect("valid url");
+    // No pub/sub connection: the relay cuts only the commands' one.
+    let store = RedisStore::new(pool).timeout(Duration::from_secs(5));
+    store.connect().await.expect("redis is up");
+    let ttl = Duration::from_secs(60);
+    let token = store.try_lock("k", ttl).await.expect("redis").expect("free");
+
+    relay.arm();
+    let landed = store.set("k", entry("v1"), &token, ttl).await.expect("retried");
+    assert!(landed, "the write landed, and its retry said it was refused");
+    assert_eq!(store.get("k").await.expect("redis").expect("stored").body(), "v1");
+    assert_eq!(server.cli(&["EXISTS", &store.lock_key("k")]), "0");
+}

@@ -312,6 +312,30 @@ async fn entries_and_their_tag_index_stay_within_the_bound() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_lock_released_after_it_expired_leaves_nothing_behind() {
+    let memory = MemoryStore::new();
+    let late = memory
+        .try_lock("k", Duration::from_secs(1))
+        .await
+        .expect("memory")
+        .expect("free");
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert!(
+        !memory.set("k", entry(1), &late, MINUTE).await.expect("memory"),
+        "expired"
+    );
+    assert_eq!(memory.lock_count(), 0, "the expired lock is gone from the table");
+    let gone = memory
+        .try_lock("j", Duration::from_secs(1))
+        .await
+        .expect("memory")
+        .expect("free");
+    tokio::time::advance(Duration::from_secs(2)).await;
+    memory.unlock("j", &gone).await.expect("memory");
+    assert_eq!(memory.lock_count(), 0, "so is one released without a write");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_tag_purged_during_a_rebuild_refuses_its_write_and_frees_its_lock() {
     let memory = MemoryStore::new();
     let before = memory.try_lock("a", MINUTE).await.expect("memory").expect("free");

@@ -31,11 +31,15 @@ pub(super) static LOCK: LazyLock<Script> = LazyLock::new(|| {
 
 /// Stores `ARGV[2]` at `KEYS[2]` for `ARGV[3]` ms, releases the lock
 /// `KEYS[1]` and publishes the key, only if the lock still holds the token
-/// `ARGV[1]`: a fenced write in one round trip.
+/// `ARGV[1]`: a fenced write in one round trip. A retry whose first run
+/// landed (the lock is gone, the entry is the one it writes) is told so.
 pub(super) static SET: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-        if string.sub(redis.call('GET', KEYS[1]) or '', 1, 32) ~= ARGV[1] then return 0 end
+        if string.sub(redis.call('GET', KEYS[1]) or '', 1, 32) ~= ARGV[1] then
+            if tonumber(ARGV[3]) > 0 and redis.call('GET', KEYS[2]) == ARGV[2] then return 1 end
+            return 0
+        end
         if tonumber(ARGV[3]) > 0 then
             redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
         end
@@ -48,11 +52,16 @@ pub(super) static SET: LazyLock<Script> = LazyLock::new(|| {
 /// Renews the entry `KEYS[2]` in place: writes its times `ARGV[2]` at byte
 /// `ARGV[3]`, keeps it `ARGV[4]` ms, releases the lock `KEYS[1]` and
 /// publishes, only if the lock holds `ARGV[1]`. Returns 2, leaving the lock,
-/// when the entry is gone (there is nothing to renew in place).
+/// when the entry is gone (there is nothing to renew in place). A retry
+/// whose first run landed is told so, as by [`SET`].
 pub(super) static RENEW: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-        if string.sub(redis.call('GET', KEYS[1]) or '', 1, 32) ~= ARGV[1] then return 0 end
+        if string.sub(redis.call('GET', KEYS[1]) or '', 1, 32) ~= ARGV[1] then
+            local from = tonumber(ARGV[3])
+            if redis.call('GETRANGE', KEYS[2], from, from + #ARGV[2] - 1) == ARGV[2] then return 1 end
+            return 0
+        end
         if redis.call('EXISTS', KEYS[2]) == 0 then return 2 end
         redis.call('SETRANGE', KEYS[2], ARGV[3], ARGV[2])
         redis.call('PEXPIRE', KEYS[2], ARGV[4])
