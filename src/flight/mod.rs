@@ -11,6 +11,8 @@ use tokio::sync::watch;
 // shuttle's under `--cfg shuttle`, so that the models drive this table.
 use crate::sync::{AtomicU64, AtomicUsize, Mutex, MutexGuard};
 
+#[cfg(all(test, shuttle))]
+mod model;
 mod outcome;
 mod pass;
 
