@@ -18,6 +18,9 @@ use tracing::debug;
 // shuttle's under `--cfg shuttle`, so that the models drive this registry.
 use crate::sync::{Mutex, MutexGuard};
 
+#[cfg(all(test, shuttle))]
+mod model;
+
 /// How long to wait before reconnecting after a failure, doubling up to
 /// [`MAX_RECONNECT`].
 const FIRST_RECONNECT: Duration = Duration::from_millis(50);
