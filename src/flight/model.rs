@@ -28,7 +28,13 @@ fn every_waiter_gets_its_leaders_value_or_none_when_the_leader_was_dropped() {
                 .map(|key| {
                     let flights = Arc::clone(&flights);
                     future::spawn(async move {
-                        match flights.join(key, usize::MAX) {
+                        let join = flights.join(key, usize::MAX);
+                        // Shuttle switches tasks only at its own operations;
+                        // on a runtime of several threads, the others run on
+                        // between a join and what follows it (the leader's
+                        // origin call, the first poll of `wait`).
+                        future::yield_now().await;
+                        match join {
                             Join::Leader(leader) if key == "a" => leader.finish(7),
                             Join::Leader(leader) => drop(leader),
                             Join::Waiter(waiter) => {
