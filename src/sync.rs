@@ -28,7 +28,7 @@ pub(crate) mod model {
     /// PCT's bug depth: the races modelled need two or three preemptions.
     const DEPTH: usize = 3;
 
-    /// Runs `model` under `MODEL_SCHEDULES` random schedules (2000 unless
+    /// Runs `model` under `MODEL_SCHEDULES` random schedules (5000 unless
     /// set), then as many PCT schedules, which bound the number of
     /// preemptions and so reach the shallow races more often. `.ci/models`
     /// sets it; a longer hunt sets it higher.
@@ -36,7 +36,7 @@ pub(crate) mod model {
         let schedules = std::env::var("MODEL_SCHEDULES")
             .ok()
             .and_then(|n| n.parse().ok())
-            .unwrap_or(2_000);
+            .unwrap_or(5_000);
         shuttle::check_random(model, schedules);
         shuttle::check_pct(model, schedules, DEPTH);
     }
