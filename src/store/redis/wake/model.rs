@@ -66,8 +66,8 @@ async fn wait_unlocked(wakeups: Arc<Wakeups>, lock: Arc<Lock>, tag: &str) {
 }
 
 /// Two waiters on the lock's tag; the holder releases the lock, then
-/// `announce`s it the way the subscriber would. Every waiter ends, in every
-/// schedule, and leaves nothing in the map behind it.
+/// `announce`s it the way the subscriber would. Every waiter ends, in each
+/// schedule tried, and leaves nothing in the map behind it.
 fn no_waiter_misses(announce: fn(&Wakeups, &str)) {
     future::block_on(async move {
         let wakeups = wakeups();
