@@ -139,6 +139,7 @@ mod rules; // RFC 9110/9111/9211 and gRPC rules
 mod stats; // counters
 pub mod clock; // injected time
 mod body; // the response body
+mod sync; // std's locks, or shuttle's for the concurrency models
 
 pub use body::StampedeBody;
 pub use entry::{DecodeError, Entry};

@@ -5,7 +5,7 @@
 use std::{
     collections::HashMap,
     sync::{
-        Arc, Mutex, MutexGuard, PoisonError, Weak,
+        Arc, PoisonError, Weak,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -14,6 +14,12 @@ use std::{
 use futures_util::StreamExt;
 use tokio::sync::{Notify, watch};
 use tracing::debug;
+
+// shuttle's under `--cfg shuttle`, so that the models drive this registry.
+use crate::sync::{Mutex, MutexGuard};
+
+#[cfg(all(test, shuttle))]
+mod model;
 
 /// How long to wait before reconnecting after a failure, doubling up to
 /// [`MAX_RECONNECT`].
