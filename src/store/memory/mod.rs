@@ -1,5 +1,7 @@
 //! The embedded store: one process, bounded by bytes, nothing to run.
 
+mod tags;
+
 use std::{
     collections::HashMap,
     fmt,
@@ -13,6 +15,7 @@ use std::{
 use moka::{Expiry, sync::Cache};
 use tokio::{sync::Notify, time::Instant};
 
+use self::tags::{Tags, untag};
 use super::{LockToken, Store, StoreError};
 use crate::entry::Entry;
 
@@ -247,38 +250,6 @@ fn weigh(key: &str, entry: &Entry) -> u32 {
     u32::try_from(PER_ENTRY + key.len() + entry.weight() + indexed).unwrap_or(u32::MAX)
 }
 
-/// The tag index and the purges that rebuilds under way must see.
-#[derive(Default)]
-struct Tags {
-    /// Tag, then key, then the entry the key was indexed for.
-    keys: HashMap<String, HashMap<String, usize>>,
-    /// When each tag was last purged, kept only while a lock taken before
-    /// the purge may still be held: a rebuild that began before a purge of
-    /// one of its tags must not store what it read.
-    purged: HashMap<String, Instant>,
-}
-
-/// Identifies an entry while it is alive.
-fn identity(entry: &Arc<Entry>) -> usize {
-    Arc::as_ptr(entry) as usize
-}
-
-/// Takes `key` out of `entry`'s tags, where it is still indexed for
-/// `entry` and not for a newer one.
-fn untag(index: &Mutex<Tags>, key: &str, entry: &Arc<Entry>) {
-    let index = &mut index.lock().unwrap_or_else(PoisonError::into_inner).keys;
-    for tag in &entry.tags {
-        if let Some(keys) = index.get_mut(tag) {
-            if keys.get(key) == Some(&identity(entry)) {
-                keys.remove(key);
-            }
-            if keys.is_empty() {
-                index.remove(tag);
-            }
-        }
-    }
-}
-
 impl Default for MemoryStore {
     fn default() -> Self {
         Self::new()
@@ -350,20 +321,11 @@ impl Store for MemoryStore {
             // holds to mark the tag and take its keys: either the purge
             // comes first and is seen here, or it finds the key.
             let mut tags = self.inner.tags.lock().unwrap_or_else(PoisonError::into_inner);
-            let purged = entry
-                .tags
-                .iter()
-                .any(|tag| tags.purged.get(tag).is_some_and(|at| *at >= lock.taken));
-            if purged {
+            if tags.purged_since(&entry, lock.taken) {
                 return false;
             }
             if fits && !keep_for.is_zero() {
-                for tag in &entry.tags {
-                    tags.keys
-                        .entry(tag.clone())
-                        .or_default()
-                        .insert(key.to_owned(), identity(&entry));
-                }
+                tags.index(key, &entry);
                 drop(tags);
                 // The entry replaced here un-tags the key for the tags it had
                 // alone, through the eviction listener.
@@ -393,17 +355,9 @@ impl Store for MemoryStore {
         // what the purge outdates; the oldest one says which purges still
         // matter. (The lock table first: `set` takes the two in that order.)
         let oldest = self.locks().values().map(|lock| lock.taken).min();
-        let keys = {
-            let mut tags = self.inner.tags.lock().unwrap_or_else(PoisonError::into_inner);
-            match oldest {
-                Some(oldest) => {
-                    tags.purged.retain(|_, at| *at >= oldest);
-                    tags.purged.insert(tag.to_owned(), now);
-                }
-                None => tags.purged.clear(),
-            }
-            tags.keys.remove(tag).unwrap_or_default()
-        };
+        let keys = (self.inner.tags.lock())
+            .unwrap_or_else(PoisonError::into_inner)
+            .purge(tag, now, oldest);
         for key in keys.keys() {
             self.invalidate(key).await?;
         }
