@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! proxy --upstream URL [--listen ADDR] [--policy ttl:60s|xfetch:60s|swr:50s,120s] [--redis URL]
-//!       [--max-bytes 128MiB] [--max-buffered-bytes 64MiB] [--report-every 10s]
+//!       [--near-cache 64MiB] [--max-bytes 128MiB] [--max-buffered-bytes 64MiB] [--report-every 10s]
 //! ```
 //!
 //! - `--listen ADDR`: where to serve (default `127.0.0.1:8080`; port 0
@@ -19,6 +19,9 @@
 //!   Durations take `ms`, `s` or `m`.
 //! - `--redis URL`: share the cache and the rebuild lock with every other
 //!   proxy on that Redis; without it, the memory store.
+//! - `--near-cache SIZE`: with `--redis`, keep up to SIZE of what this
+//!   proxy reads from Redis in its own memory, dropped as Redis reports
+//!   writes (`RedisStore::near_cache`); hits then make no round trip.
 //! - `--max-bytes SIZE`: the memory store's bound (default `128MiB`; `KiB`,
 //!   `MiB`, `GiB` or bytes); with `--redis`, the bound of what the proxy
 //!   keeps on its own while Redis fails (default `32MiB`).
@@ -52,13 +55,14 @@ use tracing_subscriber::{
 };
 
 const USAGE: &str = "usage: proxy --upstream URL [--listen ADDR] [--policy ttl:60s|xfetch:60s|swr:50s,120s] \
-     [--redis URL] [--max-bytes 128MiB] [--max-buffered-bytes 64MiB] [--report-every 10s]";
+     [--redis URL] [--near-cache 64MiB] [--max-bytes 128MiB] [--max-buffered-bytes 64MiB] [--report-every 10s]";
 
 struct Args {
     listen: SocketAddr,
     upstream: Uri,
     policy: Policy,
     redis: Option<String>,
+    near_cache: Option<u64>,
     max_bytes: Option<u64>,
     max_buffered_bytes: Option<u64>,
     report_every: Option<Duration>,
@@ -112,6 +116,7 @@ fn parse_args() -> Result<Args, String> {
     let mut listen = SocketAddr::from(([127, 0, 0, 1], 8080));
     let (mut upstream, mut chosen, mut redis) = (None, Policy::ttl(Duration::from_secs(60)), None);
     let (mut report_every, mut max_bytes, mut max_buffered_bytes) = (None, None, None);
+    let mut near_cache = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value\n{USAGE}"));
@@ -128,6 +133,7 @@ fn parse_args() -> Result<Args, String> {
             "--redis" => redis = Some(value()?),
             "--report-every" => report_every = Some(duration(&value()?)?),
             "--max-bytes" => max_bytes = Some(size(&value()?)?),
+            "--near-cache" => near_cache = Some(size(&value()?)?),
             "--max-buffered-bytes" => max_buffered_bytes = Some(size(&value()?)?),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
@@ -138,10 +144,29 @@ fn parse_args() -> Result<Args, String> {
         upstream: upstream.ok_or(format!("--upstream is required\n{USAGE}"))?,
         policy: chosen,
         redis,
+        near_cache,
         max_bytes,
         max_buffered_bytes,
         report_every,
     })
+}
+
+/// The layer on the Redis at `url`, with a near cache if asked for, once
+/// Redis answers.
+async fn redis_layer(url: &str, args: &Args) -> Result<StampedeLayer<RedisStore>, String> {
+    let mut store = RedisStore::from_url(url).map_err(|e| format!("--redis {url}: {e}"))?;
+    if let Some(bytes) = args.near_cache {
+        store = store.near_cache(bytes);
+    }
+    store
+        .connect()
+        .await
+        .map_err(|e| format!("cannot reach Redis at {url}: {e}"))?;
+    let mut layer = StampedeLayer::new(store).policy(args.policy.clone());
+    if let Some(bytes) = args.max_bytes {
+        layer = layer.fallback_max_bytes(bytes);
+    }
+    Ok(layer)
 }
 
 /// Headers that belong to one connection (RFC 9110 section 7.6.1), not to
@@ -317,18 +342,9 @@ async fn main() -> std::process::ExitCode {
         .init();
     let result = match parse_args() {
         Ok(args) => match &args.redis {
-            Some(url) => match RedisStore::from_url(url) {
-                Ok(store) => match store.connect().await {
-                    Ok(()) => {
-                        let mut layer = StampedeLayer::new(store).policy(args.policy.clone());
-                        if let Some(bytes) = args.max_bytes {
-                            layer = layer.fallback_max_bytes(bytes);
-                        }
-                        run(layer, args).await
-                    }
-                    Err(e) => Err(format!("cannot reach Redis at {url}: {e}")),
-                },
-                Err(e) => Err(format!("--redis {url}: {e}")),
+            Some(url) => match redis_layer(url, &args).await {
+                Ok(layer) => run(layer, args).await,
+                Err(message) => Err(message),
             },
             None => {
                 let store = MemoryStore::with_max_bytes(args.max_bytes.unwrap_or(128 << 20));

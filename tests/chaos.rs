@@ -341,7 +341,7 @@ async fn chaos(fault: Fault) {
     );
     let deadline = Instant::now() + LOCK_TTL + Duration::from_secs(1);
     loop {
-        let locks = tokio::task::block_in_place(|| redis.cli(&["KEYS", "*:lock"]));
+        let locks = tokio::task::block_in_place(|| redis.cli(&["KEYS", "*lock:*"]));
         if locks.is_empty() {
             break;
         }

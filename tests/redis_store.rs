@@ -13,7 +13,7 @@ use std::{
 
 use axum::{Router, extract::State, routing::get};
 use bytes::Bytes;
-use common::{Calls, Reply, get_request, redis_server::RedisServer, send, slow_app};
+use common::{Calls, Reply, get_request, redis_server::RedisServer, relay::Relay, send, slow_app};
 use futures_util::future::join_all;
 use http::Response;
 use tokio::sync::Notify;
@@ -118,7 +118,7 @@ async fn four_replicas_of_250_requests_make_one_origin_call_woken_by_push() {
         "every other request waited on the one call, or came after it"
     );
     assert!(replicas.iter().all(|r| r.in_flight() == 0));
-    assert_eq!(server.cli(&["KEYS", "*:lock"]), "", "no lock is left behind");
+    assert_eq!(server.cli(&["KEYS", "*lock:*"]), "", "no lock is left behind");
     // Woken by push, not by polling: one look at the lock for each of the
     // three replicas that lost it, plus one for each resubscription.
     let exists = command_calls(&server, "exists");
@@ -734,57 +734,7 @@ async fn a_failed_write_releases_its_rebuild_lock() {
     let reply = send(app, get_request("/post")).await;
     assert_eq!(reply.status, 200, "the request does not fail");
     assert!(replica.stats().store_errors > 0, "the write failed");
-    assert_eq!(server.cli(&["KEYS", "*:lock"]), "", "the lock was given back");
-}
-
-/// A TCP relay to Redis that, when armed, drops the next reply it relays
-/// and closes that connection: the command ran, its answer is lost.
-struct LosesAReply {
-    port: u16,
-    armed: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl LosesAReply {
-    async fn start(to: u16) -> Self {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("loopback");
-        let port = listener.local_addr().expect("bound").port();
-        let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let relay = Arc::clone(&armed);
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let server = tokio::net::TcpStream::connect(("127.0.0.1", to))
-                    .await
-                    .expect("redis");
-                let ((mut client_in, mut client_out), (mut server_in, mut server_out)) =
-                    (client.into_split(), server.into_split());
-                let armed = Arc::clone(&relay);
-                tokio::spawn(async move { tokio::io::copy(&mut client_in, &mut server_out).await });
-                tokio::spawn(async move {
-                    let mut buf = vec![0; 64 * 1024];
-                    while let Ok(n @ 1..) = server_in.read(&mut buf).await {
-                        if armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
-                            return;
-                        }
-                        if client_out.write_all(&buf[..n]).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        Self { port, armed }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn arm(&self) {
-        self.armed.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
+    assert_eq!(server.cli(&["KEYS", "*lock:*"]), "", "the lock was given back");
 }
 
 /// A fenced write whose reply is lost on a broken connection is retried on
@@ -793,7 +743,7 @@ impl LosesAReply {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_retried_after_its_reply_was_lost_reports_that_it_landed() {
     let server = RedisServer::start();
-    let relay = LosesAReply::start(server.port()).await;
+    let relay = Relay::start(server.port()).await;
     let pool = deadpool_redis::Config::from_url(relay.url())
         .create_pool(Some(deadpool_redis::Runtime::Tokio1))
         .expect("valid url");
@@ -803,7 +753,7 @@ async fn a_write_retried_after_its_reply_was_lost_reports_that_it_landed() {
     let ttl = Duration::from_secs(60);
     let token = store.try_lock("k", ttl).await.expect("redis").expect("free");
 
-    relay.arm();
+    relay.lose_next_reply();
     let landed = store.set("k", entry("v1"), &token, ttl).await.expect("retried");
     assert!(landed, "the write landed, and its retry said it was refused");
     assert_eq!(store.get("k").await.expect("redis").expect("stored").body(), "v1");

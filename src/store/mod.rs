@@ -20,7 +20,7 @@ use std::{error::Error, fmt, future::Future, sync::Arc, time::Duration};
 pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use redis::RedisStore;
+pub use redis::{NearStats, RedisStore};
 
 use crate::entry::Entry;
 

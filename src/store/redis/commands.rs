@@ -23,14 +23,37 @@ use crate::{
 impl Store for RedisStore {
     async fn get(&self, key: &str) -> Result<Option<Arc<Entry>>, StoreError> {
         self.inner.wakeups.start();
+        let entry_key = self.entry_key(key);
+        if let Some(tracking) = &self.inner.tracking {
+            tracking.start();
+            if let Some(entry) = tracking.near.get(&entry_key) {
+                return Ok(Some(entry));
+            }
+            if let Some(reservation) = tracking.near.reserve(&entry_key) {
+                // The entry's life left in Redis too: the near cache keeps
+                // it no longer.
+                let mut read = redis::pipe();
+                read.cmd("GET").arg(&entry_key).cmd("PTTL").arg(&entry_key);
+                let (bytes, life): (Option<Vec<u8>>, i64) = self
+                    .inner
+                    .conns
+                    .run(|mut conn| {
+                        let read = &read;
+                        async move { read.query_async(&mut conn).await }
+                    })
+                    .await?;
+                let Some(entry) = bytes.map(decode).transpose()? else {
+                    return Ok(None);
+                };
+                let life = Duration::from_millis(u64::try_from(life).unwrap_or(0));
+                reservation.fill(Arc::clone(&entry), life);
+                return Ok(Some(entry));
+            }
+        }
         let mut cmd = redis::cmd("GET");
-        cmd.arg(self.entry_key(key));
-        let Some(bytes) = self.inner.conns.query::<Option<Vec<u8>>>(&cmd).await? else {
-            return Ok(None);
-        };
-        Entry::decode(Bytes::from(bytes))
-            .map(|entry| Some(Arc::new(entry)))
-            .map_err(StoreError::corrupt)
+        cmd.arg(entry_key);
+        let bytes = self.inner.conns.query::<Option<Vec<u8>>>(&cmd).await?;
+        bytes.map(decode).transpose()
     }
 
     async fn try_lock(&self, key: &str, ttl: Duration) -> Result<Option<LockToken>, StoreError> {
@@ -118,6 +141,10 @@ impl Store for RedisStore {
             .arg(self.channel())
             .arg(tag(key).as_ref());
         self.inner.conns.invoke::<i64>(&invalidate).await?;
+        // At once here; Redis reports it to every other replica.
+        if let Some(tracking) = &self.inner.tracking {
+            tracking.near.remove(&self.entry_key(key));
+        }
         Ok(())
     }
 
@@ -146,6 +173,19 @@ impl Store for RedisStore {
     }
 
     async fn wait_unlocked(&self, key: &str, timeout: Duration) -> Result<(), StoreError> {
+        let waited = self.wait_released(key, timeout).await;
+        // The holder has probably just written: the write's report may come
+        // after the wake-up (another connection), and the waiter reads the
+        // key next, so what the near cache holds of it goes now.
+        if let Some(tracking) = &self.inner.tracking {
+            tracking.near.remove(&self.entry_key(key));
+        }
+        waited
+    }
+}
+
+impl RedisStore {
+    async fn wait_released(&self, key: &str, timeout: Duration) -> Result<(), StoreError> {
         let inner = &self.inner;
         inner.wakeups.start();
         if !inner.wakeups.can_push() && !inner.warned_no_pubsub.swap(true, Ordering::Relaxed) {
@@ -187,6 +227,14 @@ impl Store for RedisStore {
             recheck = (recheck * 2).min(MAX_RECHECK);
         }
     }
+}
+
+/// An entry read from Redis; a value the store did not write is a corrupt
+/// read.
+fn decode(bytes: Vec<u8>) -> Result<Arc<Entry>, StoreError> {
+    Entry::decode(Bytes::from(bytes))
+        .map(Arc::new)
+        .map_err(StoreError::corrupt)
 }
 
 fn millis(duration: Duration) -> u64 {

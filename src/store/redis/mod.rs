@@ -2,7 +2,10 @@
 
 mod commands;
 mod connection;
+mod near;
 mod scripts;
+mod tags;
+mod tracking;
 mod wake;
 
 use std::{
@@ -12,14 +15,18 @@ use std::{
     time::Duration,
 };
 
-use tracing::debug;
+use tokio::sync::watch;
+use tracing::warn;
 
+pub use self::near::NearStats;
 use self::{
     connection::{Connections, Pool},
+    near::Near,
     scripts::{EXTEND, INVALIDATE, LOCK, RENEW, SET, TAKE_TAG, UNLOCK},
+    tracking::Tracking,
     wake::Wakeups,
 };
-use super::{LockToken, StoreError};
+use super::StoreError;
 
 /// The default bound on one Redis command.
 const DEFAULT_TIMEOUT: Duration = Duration::from_millis(200);
@@ -55,7 +62,7 @@ const PURGES_KEPT: Duration = Duration::from_secs(2 * 60);
 ///   connection per store (opened on first use, outside the pool, and
 ///   reopened with back-off when lost). A missed message is covered by
 ///   re-checking the lock with back-off, from 50 ms up to 1 s.
-/// - Keys are `{prefix}{<cache key>}` and `{prefix}{<cache key>}:lock`: the
+/// - Keys are `{prefix}{<cache key>}` and `{prefix}lock:{<cache key>}`: the
 ///   braces are a hash tag, so in a cluster an entry and its lock share a
 ///   slot. Tags are sets at `{prefix}tag:{<tag>}` holding cache keys, kept
 ///   as long as their longest-lived entry. A purge marks the tag purged at
@@ -88,6 +95,8 @@ struct Inner {
     settings: Settings,
     conns: Connections,
     wakeups: Arc<Wakeups>,
+    /// The near cache and its tracking connection, if asked for.
+    tracking: Option<Arc<Tracking>>,
     warned_no_pubsub: AtomicBool,
 }
 
@@ -96,6 +105,8 @@ struct Settings {
     prefix: String,
     timeout: Duration,
     pubsub: Vec<redis::Client>,
+    /// The near cache's bound in bytes, if one is asked for.
+    near: Option<u64>,
 }
 
 impl RedisStore {
@@ -154,10 +165,14 @@ impl RedisStore {
 
     fn build(pool: Pool, settings: Settings) -> Self {
         let channel = format!("{}done", settings.prefix);
+        let tracking = settings
+            .near
+            .and_then(|max_bytes| tracking(&pool, &settings, max_bytes));
         Self {
             inner: Arc::new(Inner {
                 conns: Connections::new(pool.clone(), settings.timeout),
                 wakeups: Arc::new(Wakeups::new(channel, settings.pubsub.clone())),
+                tracking,
                 pool,
                 settings,
                 warned_no_pubsub: AtomicBool::new(false),
@@ -195,6 +210,45 @@ impl RedisStore {
         self.with(|s| s.pubsub = vec![client])
     }
 
+    /// Keeps up to `max_bytes` of the entries this process reads in its own
+    /// memory, as a near cache in front of Redis: a hot key is then served
+    /// without a round trip. Off by default.
+    ///
+    /// It stays coherent with Redis: one more connection per store asks
+    /// Redis to report every write under the store's prefix (`CLIENT
+    /// TRACKING` in broadcast mode, Redis 6 or later), and each report drops
+    /// the key here as it arrives, typically within a millisecond of the
+    /// write. Until Redis confirms the tracking, and as soon as that
+    /// connection is lost or leaves a ping unanswered for a second, the near
+    /// cache is emptied and every read goes to Redis. An entry is kept no
+    /// longer than its copy in Redis. Invalidations by key and by tag reach
+    /// every replica's near cache through the same reports. Freshness is
+    /// still decided from the stored entry's times, and rebuilds still take
+    /// the Redis lock.
+    ///
+    /// The cost: the memory (per replica), the connection, and the reports:
+    /// every write under the prefix reaches every replica with a near cache.
+    /// The connection is made like the pub/sub one (so a store made with
+    /// [`RedisStore::new`] needs [`RedisStore::pubsub`]); a cluster store
+    /// does not have a near cache yet, and says so in a warning.
+    pub fn near_cache(self, max_bytes: u64) -> Self {
+        self.with(|s| s.near = Some(max_bytes))
+    }
+
+    /// The near cache's counters, if it has one.
+    pub fn near_stats(&self) -> Option<NearStats> {
+        Some(self.inner.tracking.as_ref()?.near.stats())
+    }
+
+    /// The near cache's counters as they change: at each invalidation or
+    /// flush, and when tracking starts or stops (hits are counted, not
+    /// announced). For metrics, or to wait for an invalidation to arrive.
+    pub fn near_updates(&self) -> Option<watch::Receiver<NearStats>> {
+        let tracking = self.inner.tracking.as_ref()?;
+        tracking.start();
+        Some(tracking.near.updates())
+    }
+
     /// Whether the pub/sub connection is up and subscribed.
     pub fn is_subscribed(&self) -> bool {
         self.inner.wakeups.is_subscribed()
@@ -203,7 +257,7 @@ impl RedisStore {
     /// Opens the store's connections now rather than on first use: checks
     /// that Redis answers, loads the store's scripts, and waits (up to a
     /// second, or the store timeout if longer) until the pub/sub connection
-    /// is subscribed. Useful at start-up to warm up, or to fail fast; never
+    /// is subscribed and, with a near cache, until Redis tracks for it. Useful at start-up to warm up, or to fail fast; never
     /// required, since the store connects and reconnects by itself.
     pub async fn connect(&self) -> Result<(), StoreError> {
         let inner = &self.inner;
@@ -220,9 +274,15 @@ impl RedisStore {
                 Ok(())
             })
             .await?;
+        let patience = inner.settings.timeout.max(Duration::from_secs(1));
         if inner.wakeups.can_push() {
-            let patience = inner.settings.timeout.max(Duration::from_secs(1));
             tokio::time::timeout(patience, inner.wakeups.subscribed())
+                .await
+                .map_err(|_| StoreError::timeout())?;
+        }
+        if let Some(tracking) = &inner.tracking {
+            tracking.start();
+            tokio::time::timeout(patience, tracking.tracking())
                 .await
                 .map_err(|_| StoreError::timeout())?;
         }
@@ -234,80 +294,16 @@ impl RedisStore {
         format!("{}{{{}}}", self.inner.settings.prefix, tag(key))
     }
 
-    /// The Redis key of the rebuild lock for cache key `key`.
+    /// The Redis key of the rebuild lock for cache key `key`: in the
+    /// entry's slot, outside the entries' prefix (which the near cache's
+    /// tracking covers).
     pub fn lock_key(&self, key: &str) -> String {
-        format!("{}{{{}}}:lock", self.inner.settings.prefix, tag(key))
+        format!("{}lock:{{{}}}", self.inner.settings.prefix, tag(key))
     }
 
     /// The Redis set that lists the cache keys stored with `tag`.
     pub fn tag_key(&self, tag: &str) -> String {
         format!("{}tag:{{{}}}", self.inner.settings.prefix, self::tag(tag))
-    }
-
-    /// Indexes `keys` in `tag_key` again, for `life` ms (if positive), after
-    /// a purge that took them failed before it reached them. Best effort: the
-    /// purge reports its own error.
-    async fn put_back(&self, tag_key: &str, keys: &[String], life: i64) {
-        let mut again = redis::pipe();
-        index(&mut again, tag_key, keys, u64::try_from(life).unwrap_or(0));
-        let answer = self
-            .inner
-            .conns
-            .run(|mut conn| {
-                let again = &again;
-                async move { again.query_async::<()>(&mut conn).await }
-            })
-            .await;
-        if let Err(error) = answer {
-            debug!(tag_key, %error, "keys of a failed purge not put back");
-        }
-    }
-
-    /// Before a write under `token`: adds `key` to the sets of `tags`, kept
-    /// at least `keep_for` ms, and reads when each tag was last purged, in
-    /// one round trip. Returns whether the write may go ahead: no purge of
-    /// its tags since the lock was granted.
-    ///
-    /// Indexing comes first, so that a purge either finds the key (and
-    /// voids the lock or deletes the entry) or was marked before the marks
-    /// are read here; an index entry for a write that then fails is
-    /// harmless. (In a cluster a tag's set lives in its own slot, so this
-    /// cannot be part of the write's script.)
-    async fn index_tags(
-        &self,
-        key: &str,
-        tags: &[String],
-        keep_for: u64,
-        token: &LockToken,
-    ) -> Result<bool, StoreError> {
-        if tags.is_empty() || keep_for == 0 {
-            return Ok(true);
-        }
-        let mut pipe = redis::pipe();
-        for tag in tags {
-            index(&mut pipe, &self.tag_key(tag), &[key], keep_for);
-        }
-        for tag in tags {
-            pipe.cmd("GET").arg(self.purge_key(tag));
-        }
-        pipe.cmd("TIME");
-        let mut answers: Vec<redis::Value> = self
-            .inner
-            .conns
-            .run(|mut conn| {
-                let pipe = &pipe;
-                async move { pipe.query_async(&mut conn).await }
-            })
-            .await?;
-        let now: (u64, u64) = answers
-            .pop()
-            .and_then(|time| redis::from_redis_value(time).ok())
-            .ok_or_else(|| StoreError::new("TIME gave no time"))?;
-        let now = now.0 * 1000 + now.1 / 1000;
-        let purges = answers
-            .into_iter()
-            .filter_map(|purged| redis::from_redis_value::<Option<u64>>(purged).ok().flatten());
-        Ok(write_allowed(token.granted(), purges, now))
     }
 
     /// Where the time of `tag`'s last purge is kept: in the tag's slot.
@@ -320,40 +316,34 @@ impl RedisStore {
     }
 }
 
-/// Whether a write under a lock granted at `granted` (ms, if known) may go
-/// ahead, given its tags' last `purges` and the time `now`, all on Redis's
-/// clock: not when a tag was purged at or after the grant, nor when the
-/// lock is older than the purges remembered. A purge in the same
-/// millisecond counts as after.
-fn write_allowed(granted: Option<u64>, mut purges: impl Iterator<Item = u64>, now: u64) -> bool {
-    let kept = u64::try_from(PURGES_KEPT.as_millis()).unwrap_or(u64::MAX);
-    match granted {
-        Some(granted) if now.saturating_sub(granted) < kept => purges.all(|purged| purged < granted),
-        // Purges since then may be forgotten already.
-        Some(_) => false,
-        // A token this store did not grant: only tags with no purge
-        // remembered are safe.
-        None => purges.next().is_none(),
-    }
-}
-
-/// Adds `members` to the tag set `tag_key`, which lives at least `life` ms
-/// from now (none: as it was): a new set gets that life, a longer one
-/// extends it.
-fn index(pipe: &mut redis::Pipeline, tag_key: &str, members: &[impl redis::ToRedisArgs], life: u64) {
-    pipe.cmd("SADD").arg(tag_key).arg(members).ignore();
-    if life > 0 {
-        pipe.cmd("PEXPIRE").arg(tag_key).arg(life).arg("NX").ignore();
-        pipe.cmd("PEXPIRE").arg(tag_key).arg(life).arg("GT").ignore();
-    }
-}
-
 impl Settings {
     fn new(pubsub: Vec<redis::Client>) -> Self {
         Self {
             prefix: "stampede:".into(),
             timeout: DEFAULT_TIMEOUT,
             pubsub,
+            near: None,
+        }
+    }
+}
+
+/// The near cache of a store with these settings, tracked on a connection
+/// made like the pub/sub one; none (with a warning) where it cannot work.
+fn tracking(pool: &Pool, settings: &Settings, max_bytes: u64) -> Option<Arc<Tracking>> {
+    if !matches!(pool, Pool::Single(_)) {
+        warn!("a cluster store has no near cache yet: every read goes to Redis");
+        return None;
+    }
+    let Some(client) = settings.pubsub.first() else {
+        warn!("a store made from a pool needs RedisStore::pubsub for a near cache: every read goes to Redis");
+        return None;
+    };
+    let entries = format!("{}{{", settings.prefix);
+    match Tracking::new(Near::new(max_bytes), client, entries) {
+        Ok(tracking) => Some(Arc::new(tracking)),
+        Err(error) => {
+            warn!(%error, "no near cache");
+            None
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Unit tests of the Redis store.
 
-use super::{commands::token_arg, *};
+use super::{commands::token_arg, tags::write_allowed, *};
 use crate::store::LockToken;
 
 #[test]
@@ -10,18 +10,18 @@ fn keys_are_hash_tagged_and_escaped() {
         store.entry_key("GET a.example/x?y=1"),
         "stampede:{GET a.example/x?y=1}"
     );
-    assert_eq!(store.lock_key("GET /"), "stampede:{GET /}:lock");
+    assert_eq!(store.lock_key("GET /"), "stampede:lock:{GET /}");
     assert_eq!(store.entry_key("GET /{id}%"), "stampede:{GET /%7Bid%7D%25}");
     assert_ne!(tag("a%7Bb"), tag("a{b"));
     assert_eq!(
         store.lock_key(""),
-        "stampede:{%}:lock",
+        "stampede:lock:{%}",
         "an empty tag would not be a tag"
     );
     assert_ne!(tag(""), tag("%"));
     assert_eq!(store.clone().prefix("{app}:").entry_key("k"), "%7Bapp%7D:{k}");
     let other = store.prefix("app:");
-    assert_eq!(other.lock_key("k"), "app:{k}:lock");
+    assert_eq!(other.lock_key("k"), "app:lock:{k}");
 }
 
 #[test]
