@@ -11,7 +11,7 @@ use std::{
 
 use common::{Calls, get_request, redis_server::RedisServer, send, slow_app, wave};
 use tower::Layer;
-use tower_stampede::{Policy, RedisStore, StampedeLayer};
+use tower_stampede::{Policy, RedisStore, StampedeLayer, Store};
 
 const PATH: &str = "/api/popular-posts";
 /// The cache key [`DefaultKey`](tower_stampede::DefaultKey) gives a GET of
@@ -128,4 +128,74 @@ async fn two_replicas_on_a_redis_cluster_make_one_origin_call_and_a_third_hits()
     // which a cluster runs only when both keys live in one slot.
     let slot_of = |key: String| nodes[0].cli(&["CLUSTER", "KEYSLOT", &key]);
     assert_eq!(slot_of(store_a.entry_key(KEY)), slot_of(store_a.lock_key(KEY)));
+}
+
+/// Writes `body` at `key` as a rebuild would: lock, then fenced write.
+async fn write(store: &RedisStore, key: &str, body: &'static str) {
+    let ttl = Duration::from_secs(60);
+    let entry = tower_stampede::Entry::from_response(
+        http::Response::new(bytes::Bytes::from(body)),
+        std::time::SystemTime::now(),
+        ttl,
+        Duration::ZERO,
+    );
+    let token = store.try_lock(key, ttl).await.expect("cluster").expect("free");
+    assert!(
+        store
+            .set(key, std::sync::Arc::new(entry), &token, ttl)
+            .await
+            .expect("cluster")
+    );
+}
+
+/// With near caches, every master reports the writes to its own slots:
+/// keys spread over all three masters, each read near by one replica and
+/// rewritten by another, are read anew once the reports have arrived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn near_caches_on_a_cluster_hear_every_master() {
+    let nodes = start_cluster();
+    let near = |store: RedisStore| store.near_cache(1024 * 1024);
+    let (a, b) = (near(store(&nodes)), near(store(&nodes)));
+    a.connect().await.expect("replica A tracks every master");
+    b.connect().await.expect("replica B tracks every master");
+    for node in &nodes {
+        let clients = node.cli(&["CLIENT", "LIST"]);
+        let tracking = clients.matches("name=tower-stampede-near-cache").count();
+        assert_eq!(tracking, 2, "one tracking connection per replica on each master");
+    }
+    // Keys in slots of each of the three masters.
+    let keys: Vec<String> = (0..30).map(|i| format!("key {i}")).collect();
+    let slots: std::collections::BTreeSet<u64> = keys
+        .iter()
+        .map(|key| {
+            nodes[0]
+                .cli(&["CLUSTER", "KEYSLOT", &a.entry_key(key)])
+                .parse()
+                .expect("a slot")
+        })
+        .collect();
+    assert!(slots.iter().any(|s| *s < 5461) && slots.iter().any(|s| *s > 10922));
+
+    for key in &keys {
+        write(&a, key, "old").await;
+    }
+    let mut seen = b.near_updates().expect("a near cache");
+    for key in &keys {
+        b.get(key).await.expect("cluster");
+        assert_eq!(b.get(key).await.expect("cluster").expect("stored").body(), "old");
+    }
+    assert_eq!(b.near_stats().expect("a near cache").hits, 30);
+    let before = seen.borrow().invalidations;
+    for key in &keys {
+        write(&a, key, "new").await;
+    }
+    common::within(
+        "every master's reports",
+        seen.wait_for(|s| s.invalidations >= before + 30),
+    )
+    .await
+    .expect("the store is alive");
+    for key in &keys {
+        assert_eq!(b.get(key).await.expect("cluster").expect("stored").body(), "new");
+    }
 }

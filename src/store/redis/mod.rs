@@ -229,8 +229,10 @@ impl RedisStore {
     /// The cost: the memory (per replica), the connection, and the reports:
     /// every write under the prefix reaches every replica with a near cache.
     /// The connection is made like the pub/sub one (so a store made with
-    /// [`RedisStore::new`] needs [`RedisStore::pubsub`]); a cluster store
-    /// does not have a near cache yet, and says so in a warning.
+    /// [`RedisStore::new`] needs [`RedisStore::pubsub`]). A cluster store
+    /// has one such connection to each master, found with `CLUSTER SLOTS`;
+    /// its near cache is on only while all of them are, and is emptied
+    /// when the set of masters changes.
     pub fn near_cache(self, max_bytes: u64) -> Self {
         self.with(|s| s.near = Some(max_bytes))
     }
@@ -330,16 +332,13 @@ impl Settings {
 /// The near cache of a store with these settings, tracked on a connection
 /// made like the pub/sub one; none (with a warning) where it cannot work.
 fn tracking(pool: &Pool, settings: &Settings, max_bytes: u64) -> Option<Arc<Tracking>> {
-    if !matches!(pool, Pool::Single(_)) {
-        warn!("a cluster store has no near cache yet: every read goes to Redis");
-        return None;
-    }
-    let Some(client) = settings.pubsub.first() else {
+    if settings.pubsub.is_empty() {
         warn!("a store made from a pool needs RedisStore::pubsub for a near cache: every read goes to Redis");
         return None;
-    };
+    }
+    let cluster = !matches!(pool, Pool::Single(_));
     let entries = format!("{}{{", settings.prefix);
-    match Tracking::new(Near::new(max_bytes), client, entries) {
+    match Tracking::new(Near::new(max_bytes), &settings.pubsub, cluster, entries) {
         Ok(tracking) => Some(Arc::new(tracking)),
         Err(error) => {
             warn!(%error, "no near cache");
