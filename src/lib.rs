@@ -153,6 +153,6 @@ pub use service::Stampede;
 pub use stats::Stats;
 #[cfg(feature = "metrics")]
 pub use stats::describe_metrics;
-pub use store::{LockToken, MemoryStore, Store, StoreError};
 #[cfg(feature = "redis")]
-pub use store::{NearStats, RedisStore};
+pub use store::RedisStore;
+pub use store::{LockToken, MemoryStore, NearStats, Store, StoreError};

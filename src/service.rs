@@ -47,11 +47,6 @@ impl<S, St, R> Stampede<S, St, R> {
         }
     }
 
-    /// The counters of the layer this service came from.
-    pub fn stats(&self) -> Stats {
-        self.shared.state.counters.snapshot()
-    }
-
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -65,6 +60,18 @@ impl<S, St, R> Stampede<S, St, R> {
     /// The inner service, without the layer.
     pub fn into_inner(self) -> S {
         self.inner
+    }
+}
+
+impl<S, St: Store, R> Stampede<S, St, R> {
+    /// The counters of the layer this service came from.
+    pub fn stats(&self) -> Stats {
+        let shared = &self.shared;
+        shared
+            .state
+            .counters
+            .snapshot()
+            .with_near(shared.store.near_stats())
     }
 }
 

@@ -42,6 +42,47 @@ pub struct Stats {
     /// each streamed to its own client, unstored, its waiters sent to the
     /// origin.
     pub over_budget: u64,
+    /// Of the store's reads, those its near cache answered from this
+    /// process's memory ([`Store::near_stats`](crate::Store::near_stats);
+    /// 0 without one). Counted per store: layers sharing one store report
+    /// the same figures.
+    pub near_hits: u64,
+    /// Keys the store's near cache dropped because Redis reported a write.
+    pub near_invalidations: u64,
+    /// Times the store's near cache was emptied (a flush of Redis, its
+    /// tracking lost or in doubt).
+    pub near_flushes: u64,
+}
+
+impl Stats {
+    /// These counters with the store's near cache's.
+    pub(crate) fn with_near(mut self, near: Option<NearStats>) -> Self {
+        if let Some(near) = near {
+            self.near_hits = near.hits;
+            self.near_invalidations = near.invalidations;
+            self.near_flushes = near.flushes;
+        }
+        self
+    }
+}
+
+/// A near cache's counters ([`RedisStore::near_cache`]), as
+/// [`Store::near_stats`](crate::Store::near_stats) reports them.
+///
+/// [`RedisStore::near_cache`]: https://docs.rs/tower-stampede/latest/tower_stampede/struct.RedisStore.html#method.near_cache
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NearStats {
+    /// Reads answered from this process's memory.
+    pub hits: u64,
+    /// Keys Redis said changed, each dropped from the near cache.
+    pub invalidations: u64,
+    /// Times the whole near cache was emptied: Redis was flushed, or the
+    /// tracking connection was lost or stopped answering.
+    pub flushes: u64,
+    /// Whether Redis tracks writes for this process now, so that the near
+    /// cache is on.
+    pub tracking: bool,
 }
 
 /// The layer's counters, by field name and the name each is reported
@@ -148,6 +189,7 @@ impl Counters {
             store_errors: self.store_errors.get(),
             shed: self.shed.get(),
             over_budget: self.over_budget.get(),
+            ..Stats::default()
         }
     }
 }

@@ -64,7 +64,7 @@ fn updates(store: &RedisStore) -> watch::Receiver<NearStats> {
 }
 
 fn stats(store: &RedisStore) -> NearStats {
-    store.near_stats().expect("a near cache")
+    Store::near_stats(store).expect("a near cache")
 }
 
 /// Waits, bounded, until the near cache's counters satisfy `done`.
@@ -135,10 +135,13 @@ async fn a_tag_purged_on_one_replica_leaves_no_near_hit_on_another() {
         assert_eq!(stats(b.store()).hits, near_hits);
     }
 
+    assert_eq!(b.stats().near_hits, 1, "the layer reports its store's near hits");
+
     let mut seen = updates(b.store());
     let before = seen.borrow().invalidations;
     assert_eq!(a.invalidate_tag("posts").await.expect("redis"), 1);
     until(&mut seen, "the purge's report", |s| s.invalidations > before).await;
+    assert!(b.stats().near_invalidations > before);
     assert_eq!(send(app_b, get_request("/post")).await.text(), "post 2");
 }
 

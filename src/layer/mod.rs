@@ -271,7 +271,12 @@ impl<St: Store, R> StampedeLayer<St, R> {
 
     /// The counters of this layer and every service it made.
     pub fn stats(&self) -> Stats {
-        self.shared.state.counters.snapshot()
+        let shared = &self.shared;
+        shared
+            .state
+            .counters
+            .snapshot()
+            .with_near(shared.store.near_stats())
     }
 
     /// Removes what is stored for cache key `key` (see [`DefaultKey`](crate::DefaultKey) for

@@ -20,9 +20,10 @@ use std::{error::Error, fmt, future::Future, sync::Arc, time::Duration};
 pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use redis::{NearStats, RedisStore};
+pub use redis::RedisStore;
 
 use crate::entry::Entry;
+pub use crate::stats::NearStats;
 
 type BoxError = Box<dyn Error + Send + Sync>;
 
@@ -110,6 +111,15 @@ pub trait Store: Clone + Send + Sync + 'static {
         key: &str,
         timeout: Duration,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The counters of the store's near cache, if it keeps one in process
+    /// in front of a shared store ([`RedisStore::near_cache`]); the layer's
+    /// [`Stats`](crate::Stats) report them. Default: none.
+    ///
+    /// [`RedisStore::near_cache`]: https://docs.rs/tower-stampede/latest/tower_stampede/struct.RedisStore.html#method.near_cache
+    fn near_stats(&self) -> Option<NearStats> {
+        None
+    }
 }
 
 /// Proof of holding a rebuild lock: an opaque random or unique value.

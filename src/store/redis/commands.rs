@@ -17,7 +17,7 @@ use super::{
 };
 use crate::{
     entry::Entry,
-    store::{LockToken, Store, StoreError},
+    store::{LockToken, NearStats, Store, StoreError},
 };
 
 impl Store for RedisStore {
@@ -170,6 +170,10 @@ impl Store for RedisStore {
             }
         }
         Ok(keys.len() as u64)
+    }
+
+    fn near_stats(&self) -> Option<NearStats> {
+        Some(self.inner.tracking.as_ref()?.near.stats())
     }
 
     async fn wait_unlocked(&self, key: &str, timeout: Duration) -> Result<(), StoreError> {

@@ -18,7 +18,6 @@ use std::{
 use tokio::sync::watch;
 use tracing::warn;
 
-pub use self::near::NearStats;
 use self::{
     connection::{Connections, Pool},
     near::Near,
@@ -26,7 +25,7 @@ use self::{
     tracking::Tracking,
     wake::Wakeups,
 };
-use super::StoreError;
+use super::{NearStats, StoreError};
 
 /// The default bound on one Redis command.
 const DEFAULT_TIMEOUT: Duration = Duration::from_millis(200);
@@ -235,11 +234,6 @@ impl RedisStore {
     /// when the set of masters changes.
     pub fn near_cache(self, max_bytes: u64) -> Self {
         self.with(|s| s.near = Some(max_bytes))
-    }
-
-    /// The near cache's counters, if it has one.
-    pub fn near_stats(&self) -> Option<NearStats> {
-        Some(self.inner.tracking.as_ref()?.near.stats())
     }
 
     /// The near cache's counters as they change: at each invalidation or

@@ -25,27 +25,11 @@ use moka::{Expiry, sync::Cache};
 use redis::{PushInfo, PushKind, Value};
 use tokio::sync::watch;
 
-use crate::entry::Entry;
+use crate::{entry::Entry, store::NearStats};
 
 /// What the cache keeps per entry besides the entry and its key: moka's
 /// records of it (as the memory store counts them).
 const PER_ENTRY: usize = 320;
-
-/// The near cache's counters, as [`RedisStore::near_stats`](super::RedisStore::near_stats) reports them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct NearStats {
-    /// Reads answered from this process's memory.
-    pub hits: u64,
-    /// Keys Redis said changed, each dropped from the near cache.
-    pub invalidations: u64,
-    /// Times the whole near cache was emptied: Redis was flushed, or the
-    /// tracking connection was lost or stopped answering.
-    pub flushes: u64,
-    /// Whether Redis tracks writes for this process now, so that the near
-    /// cache is on.
-    pub tracking: bool,
-}
 
 pub(super) struct Near {
     entries: Cache<String, Held>,
