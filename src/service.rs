@@ -66,12 +66,7 @@ impl<S, St, R> Stampede<S, St, R> {
 impl<S, St: Store, R> Stampede<S, St, R> {
     /// The counters of the layer this service came from.
     pub fn stats(&self) -> Stats {
-        let shared = &self.shared;
-        shared
-            .state
-            .counters
-            .snapshot()
-            .with_near(shared.store.near_stats())
+        self.shared.stats()
     }
 }
 

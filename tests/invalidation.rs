@@ -163,94 +163,35 @@ async fn a_tag_purged_on_one_replica_is_gone_for_the_other() {
     );
 }
 
-/// An invalidation that lands while the key is at the origin: the outdated
-/// response still answers the requests already waiting for it, but it is not
-/// stored, so the next request gets a fresh one.
-async fn invalidation_during_a_rebuild_voids_its_write<St: Store>(layer: StampedeLayer<St>) {
-    let (calls, entered) = (Calls::default(), Arc::new(Notify::new()));
-    let app = app(&calls, &entered, layer.clone());
-
-    let rebuild = tokio::spawn(send(app.clone(), request("GET", "/posts/1")));
-    common::within("the origin is called", entered.notified()).await;
-    layer.invalidate("GET api.example/posts/1").await.expect("store");
-    // A request after the invalidation does not join the outdated rebuild.
-    let after = send(app.clone(), request("GET", "/posts/1")).await;
-    assert_eq!(after.text(), "/posts/1 answered by call 2");
-    let outdated = rebuild.await.expect("no panic");
-
-    assert_eq!(outdated.text(), "/posts/1 answered by call 1");
-    assert!(
-        !outdated.cache_status().contains("stored"),
-        "{}",
-        outdated.cache_status()
-    );
-    let fresh = send(app, request("GET", "/posts/1")).await;
-    assert_eq!(
-        fresh.text(),
-        "/posts/1 answered by call 2",
-        "{}",
-        fresh.cache_status()
-    );
+/// What lands while a page is at the origin.
+#[derive(Clone, Copy)]
+enum Outdating {
+    /// `invalidate` of its key.
+    Key,
+    /// `invalidate_tag` of its tag, before its entry (and so its place in
+    /// the tag's index) exists.
+    Tag,
+    /// A write to its page, while the page's `Vary` variant being rebuilt
+    /// is not yet stored.
+    WriteToItsPage,
 }
 
-#[tokio::test(start_paused = true)]
-async fn an_invalidation_during_a_rebuild_voids_its_write_in_memory() {
-    invalidation_during_a_rebuild_voids_its_write(StampedeLayer::new(MemoryStore::new())).await;
-}
+impl Outdating {
+    /// The request for the page being rebuilt.
+    fn request(self) -> Request<Body> {
+        match self {
+            Self::Key | Self::Tag => request("GET", "/posts/1"),
+            Self::WriteToItsPage => in_language("/vary/1", "en"),
+        }
+    }
 
-#[cfg(feature = "redis")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_invalidation_during_a_rebuild_voids_its_write_on_redis() {
-    let server = RedisServer::start();
-    let store = RedisStore::from_url(server.url()).expect("valid url");
-    invalidation_during_a_rebuild_voids_its_write(StampedeLayer::new(store)).await;
-}
-
-/// A tag purge that lands while a key with that tag is at the origin, before
-/// its entry (and so its place in the tag's index) exists: the outdated
-/// response answers only the requests already waiting for it, and is not
-/// stored.
-async fn tag_purge_during_a_rebuild_voids_its_write<St: Store>(layer: StampedeLayer<St>) {
-    let (calls, entered) = (Calls::default(), Arc::new(Notify::new()));
-    let app = app(&calls, &entered, layer.clone());
-
-    let rebuild = tokio::spawn(send(app.clone(), request("GET", "/posts/1")));
-    common::within("the origin is called", entered.notified()).await;
-    layer.invalidate_tag("posts").await.expect("store");
-    let after = send(app.clone(), request("GET", "/posts/1")).await;
-    assert_eq!(
-        after.text(),
-        "/posts/1 answered by call 2",
-        "a request after the purge joined the rebuild from before it"
-    );
-    let outdated = rebuild.await.expect("no panic");
-
-    assert_eq!(outdated.text(), "/posts/1 answered by call 1");
-    assert!(
-        !outdated.cache_status().contains("stored"),
-        "{}",
-        outdated.cache_status()
-    );
-    let fresh = send(app, request("GET", "/posts/1")).await;
-    assert_eq!(
-        fresh.text(),
-        "/posts/1 answered by call 2",
-        "{}",
-        fresh.cache_status()
-    );
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_tag_purge_during_a_rebuild_voids_its_write_in_memory() {
-    tag_purge_during_a_rebuild_voids_its_write(StampedeLayer::new(MemoryStore::new())).await;
-}
-
-#[cfg(feature = "redis")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tag_purge_during_a_rebuild_voids_its_write_on_redis() {
-    let server = RedisServer::start();
-    let store = RedisStore::from_url(server.url()).expect("valid url");
-    tag_purge_during_a_rebuild_voids_its_write(StampedeLayer::new(store)).await;
+    /// What the origin answers that request with at its `n`th call.
+    fn answer(self, n: usize) -> String {
+        match self {
+            Self::Key | Self::Tag => format!("/posts/1 answered by call {n}"),
+            Self::WriteToItsPage => format!("/vary/1 in en answered by call {n}"),
+        }
+    }
 }
 
 fn in_language(path: &str, language: &str) -> Request<Body> {
@@ -260,48 +201,79 @@ fn in_language(path: &str, language: &str) -> Request<Body> {
     request
 }
 
-/// A write to a page that lands while one of its `Vary` variants, not yet
-/// stored, is at the origin: that variant's outdated response is not stored
-/// either, and requests after the write do not join its rebuild.
-async fn write_during_a_variant_rebuild_voids_its_write<St: Store>(layer: StampedeLayer<St>) {
+/// An invalidation that lands while a page is being rebuilt: the outdated
+/// response answers only the requests already waiting for it and is not
+/// stored; a request after the invalidation does not join that rebuild, and
+/// the next one is answered by the fresh call.
+async fn outdated_during_a_rebuild<St: Store>(layer: StampedeLayer<St>, what: Outdating) {
     let (calls, entered) = (Calls::default(), Arc::new(Notify::new()));
     let app = app(&calls, &entered, layer.clone());
-    // The page's first response says what it varies on.
-    send(app.clone(), in_language("/vary/1", "fr")).await;
-    // That call left its signal unread.
-    entered.notified().await;
+    let (get, answer) = (|| what.request(), |n| what.answer(n));
+    if let Outdating::WriteToItsPage = what {
+        // The page's first response says what it varies on; that call left
+        // its signal unread.
+        send(app.clone(), in_language("/vary/1", "fr")).await;
+        entered.notified().await;
+    }
+    let old = calls.get() + 1;
 
-    let rebuild = tokio::spawn(send(app.clone(), in_language("/vary/1", "en")));
+    let rebuild = tokio::spawn(send(app.clone(), get()));
     common::within("the origin is called", entered.notified()).await;
-    let write = send(app.clone(), request("PUT", "/vary/1")).await;
-    assert_eq!(write.status, 204);
-    let after = send(app.clone(), in_language("/vary/1", "en")).await;
+    match what {
+        Outdating::Key => layer.invalidate("GET api.example/posts/1").await.expect("store"),
+        Outdating::Tag => drop(layer.invalidate_tag("posts").await.expect("store")),
+        Outdating::WriteToItsPage => {
+            assert_eq!(send(app.clone(), request("PUT", "/vary/1")).await.status, 204);
+        }
+    }
+    let after = send(app.clone(), get()).await;
     assert_eq!(
         after.text(),
-        "/vary/1 in en answered by call 3",
-        "a request after the write joined the variant's rebuild from before it: {}",
+        answer(old + 1),
+        "a request after the invalidation joined the rebuild from before it: {}",
         after.cache_status()
     );
     let outdated = rebuild.await.expect("no panic");
 
-    assert_eq!(outdated.text(), "/vary/1 in en answered by call 2");
+    assert_eq!(outdated.text(), answer(old));
     assert!(
         !outdated.cache_status().contains("stored"),
         "{}",
         outdated.cache_status()
     );
-    let fresh = send(app, in_language("/vary/1", "en")).await;
-    assert_eq!(
-        fresh.text(),
-        "/vary/1 in en answered by call 3",
-        "{}",
-        fresh.cache_status()
-    );
+    let fresh = send(app, get()).await;
+    assert_eq!(fresh.text(), answer(old + 1), "{}", fresh.cache_status());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_invalidation_during_a_rebuild_voids_its_write_in_memory() {
+    outdated_during_a_rebuild(StampedeLayer::new(MemoryStore::new()), Outdating::Key).await;
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_during_a_rebuild_voids_its_write_on_redis() {
+    let server = RedisServer::start();
+    let store = RedisStore::from_url(server.url()).expect("valid url");
+    outdated_during_a_rebuild(StampedeLayer::new(store), Outdating::Key).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tag_purge_during_a_rebuild_voids_its_write_in_memory() {
+    outdated_during_a_rebuild(StampedeLayer::new(MemoryStore::new()), Outdating::Tag).await;
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_purge_during_a_rebuild_voids_its_write_on_redis() {
+    let server = RedisServer::start();
+    let store = RedisStore::from_url(server.url()).expect("valid url");
+    outdated_during_a_rebuild(StampedeLayer::new(store), Outdating::Tag).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_write_during_a_variant_rebuild_voids_its_write_in_memory() {
-    write_during_a_variant_rebuild_voids_its_write(StampedeLayer::new(MemoryStore::new())).await;
+    outdated_during_a_rebuild(StampedeLayer::new(MemoryStore::new()), Outdating::WriteToItsPage).await;
 }
 
 #[cfg(feature = "redis")]
@@ -309,5 +281,5 @@ async fn a_write_during_a_variant_rebuild_voids_its_write_in_memory() {
 async fn a_write_during_a_variant_rebuild_voids_its_write_on_redis() {
     let server = RedisServer::start();
     let store = RedisStore::from_url(server.url()).expect("valid url");
-    write_during_a_variant_rebuild_voids_its_write(StampedeLayer::new(store)).await;
+    outdated_during_a_rebuild(StampedeLayer::new(store), Outdating::WriteToItsPage).await;
 }

@@ -271,12 +271,7 @@ impl<St: Store, R> StampedeLayer<St, R> {
 
     /// The counters of this layer and every service it made.
     pub fn stats(&self) -> Stats {
-        let shared = &self.shared;
-        shared
-            .state
-            .counters
-            .snapshot()
-            .with_near(shared.store.near_stats())
+        self.shared.stats()
     }
 
     /// Removes what is stored for cache key `key` (see [`DefaultKey`](crate::DefaultKey) for

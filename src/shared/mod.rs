@@ -24,7 +24,7 @@ use crate::{
     flight::{Flights, Outcome, Passes},
     key::{Keys, Routes, Varies, is_variant_of, variant_tag},
     policy::Policy,
-    stats::Counters,
+    stats::{Counters, Stats},
     store::{MemoryStore, Store, StoreError},
 };
 
@@ -146,6 +146,12 @@ impl State {
 impl<St: Store> Shared<St> {
     pub(crate) fn now(&self) -> SystemTime {
         self.config.clock.now()
+    }
+
+    /// The layer's counters, with its store's near cache's.
+    pub(crate) fn stats(&self) -> Stats {
+        let near = self.store.near_stats();
+        self.state.counters.snapshot().with_near(near)
     }
 
     /// A uniform draw in [0, 1) for the policies.
