@@ -34,14 +34,7 @@ impl Store for RedisStore {
                 // it no longer.
                 let mut read = redis::pipe();
                 read.cmd("GET").arg(&entry_key).cmd("PTTL").arg(&entry_key);
-                let (bytes, life): (Option<Vec<u8>>, i64) = self
-                    .inner
-                    .conns
-                    .run(|mut conn| {
-                        let read = &read;
-                        async move { read.query_async(&mut conn).await }
-                    })
-                    .await?;
+                let (bytes, life): (Option<Vec<u8>>, i64) = self.inner.conns.pipeline(&read).await?;
                 let Some(entry) = bytes.map(decode).transpose()? else {
                     return Ok(None);
                 };

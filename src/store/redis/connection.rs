@@ -150,6 +150,11 @@ impl Connections {
             .await
     }
 
+    pub(super) async fn pipeline<T: FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, StoreError> {
+        self.run(|mut conn| async move { pipe.query_async(&mut conn).await })
+            .await
+    }
+
     pub(super) async fn invoke<T: FromRedisValue>(
         &self,
         script: &ScriptInvocation<'_>,

@@ -13,14 +13,7 @@ impl RedisStore {
     pub(super) async fn put_back(&self, tag_key: &str, keys: &[String], life: i64) {
         let mut again = redis::pipe();
         index(&mut again, tag_key, keys, u64::try_from(life).unwrap_or(0));
-        let answer = self
-            .inner
-            .conns
-            .run(|mut conn| {
-                let again = &again;
-                async move { again.query_async::<()>(&mut conn).await }
-            })
-            .await;
+        let answer = self.inner.conns.pipeline::<()>(&again).await;
         if let Err(error) = answer {
             debug!(tag_key, %error, "keys of a failed purge not put back");
         }
@@ -54,14 +47,7 @@ impl RedisStore {
             pipe.cmd("GET").arg(self.purge_key(tag));
         }
         pipe.cmd("TIME");
-        let mut answers: Vec<redis::Value> = self
-            .inner
-            .conns
-            .run(|mut conn| {
-                let pipe = &pipe;
-                async move { pipe.query_async(&mut conn).await }
-            })
-            .await?;
+        let mut answers: Vec<redis::Value> = self.inner.conns.pipeline(&pipe).await?;
         let now: (u64, u64) = answers
             .pop()
             .and_then(|time| redis::from_redis_value(time).ok())
