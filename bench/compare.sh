@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
 # Side by side, in one run: nginx (proxy_cache_lock), Varnish (grace) and
-# the `proxy` example (memory store, Redis store) in front of one slow
-# counting origin (200 ms, 1 KiB JSON, Cache-Control: public, max-age=60).
+# the `proxy` example (memory store, Redis store, Redis store with a 64 MiB
+# near cache) in front of one slow counting origin (200 ms, 1 KiB JSON,
+# Cache-Control: public, max-age=60).
 #
-#   bench/compare.sh            # everything, about 5 minutes
+#   bench/compare.sh            # everything, about 7 minutes
 #   RATE_SECONDS=10 bench/compare.sh   # shorter fixed-rate runs
+#   HITS_ROUNDS=1 bench/compare.sh     # one round of (b) instead of three
 #
 # (a) a cold-key stampede, 1000 requests released together: origin calls,
 #     p50 / p99 / max;
-# (b) hits: wrk, one thread, 50 connections, 10 s: req/s, p50 / p99;
+# (b) hits: wrk, one thread, 50 connections, 10 s, HITS_ROUNDS rounds with
+#     the systems interleaved: median req/s, p50 / p99, and the near
+#     cache's hits/s against the memory store's and the Redis store's;
 # (c) a fixed rate (200/s over 10 keys for 30 s) on entries that live 2 s,
 #     under each policy: origin calls per key per 2 s window, p99 inside
 #     expiry windows against outside, requests that waited on the origin;
-# (d) four proxy processes on one Redis under (a): origin calls.
+# (d) four proxy processes on one Redis under (a), without and with near
+#     caches: origin calls.
 #
 # Installs nginx, Varnish, wrk and redis-server from Debian's packages when
 # they are missing. Prints one table and appends it to BENCHMARKS.md with
@@ -21,6 +26,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RATE_SECONDS=${RATE_SECONDS:-30}
+# One wrk run on this shared machine can be off by a fifth: the median of
+# rounds, each system in turn, is what the ratios are taken from.
+HITS_ROUNDS=${HITS_ROUNDS:-3}
 missing=()
 for tool in nginx:nginx varnishd:varnish wrk:wrk redis-server:redis-server; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool##*:}")
@@ -32,7 +40,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 ulimit -n 20000
 cargo build --quiet --release --example origin --example proxy --example loadgen
-bin=target/release/examples
+bin=${CARGO_TARGET_DIR:-target}/release/examples
 
 dir=$(mktemp -d)
 chmod 755 "$dir"
@@ -149,10 +157,13 @@ varnish_port=$(free_port); start_varnish "$origin" "$varnish_port"; url[varnish]
 varnish_2s=$(free_port); start_varnish "$origin_2s" "$varnish_2s"; url_2s[varnish]="http://127.0.0.1:$varnish_2s"
 url[memory]=$(start_example "$dir/proxy-memory.log" "$bin/proxy" --listen 127.0.0.1:0 --upstream "$origin")
 url[redis]=$(start_example "$dir/proxy-redis.log" "$bin/proxy" --listen 127.0.0.1:0 --upstream "$origin" --redis "$redis")
+url[near]=$(start_example "$dir/proxy-near.log" "$bin/proxy" --listen 127.0.0.1:0 --upstream "$origin" --redis "$redis" \
+  --near-cache 64MiB)
 url[none]=$origin
-systems=(none nginx varnish memory redis)
+systems=(none nginx varnish memory redis near)
 declare -A name=([none]="no cache (origin direct)" [nginx]="nginx 1.22 proxy_cache_lock" [varnish]="Varnish 7.1 grace"
-  [memory]="tower-stampede proxy, memory" [redis]="tower-stampede proxy, Redis")
+  [memory]="tower-stampede proxy, memory" [redis]="tower-stampede proxy, Redis"
+  [near]="tower-stampede proxy, Redis + 64 MiB near cache")
 
 rows=()
 row() { rows+=("| $* |"); echo "| $* |"; }
@@ -163,18 +174,40 @@ for s in "${systems[@]}"; do
   row "(a) stampede | ${name[$s]} | $(result "$dir/a-$s.txt" origin_calls) origin calls | p50 $(result "$dir/a-$s.txt" p50) / p99 $(result "$dir/a-$s.txt" p99) / max $(result "$dir/a-$s.txt" max) ms | failed $(result "$dir/a-$s.txt" failed)"
 done
 
-echo "== (b) hits: wrk -t1 -c50 -d10s"
-for s in nginx varnish memory redis; do
+echo "== (b) hits: wrk -t1 -c50 -d10s, $HITS_ROUNDS round(s)"
+hit_systems=(nginx varnish memory redis near)
+for s in "${hit_systems[@]}"; do
+  # The first request stores the entry; the second is a hit (for the near
+  # cache, the read from Redis that fills it).
   target="${url[$s]}/b/warm-$s"
   curl -s -o /dev/null "$target"
   curl -s -o /dev/null "$target"
-  wrk -t1 -c50 -d10s --latency "$target" > "$dir/b-$s.txt"
-  rps=$(awk '/Requests\/sec/ {print $2}' "$dir/b-$s.txt")
-  p50=$(awk '$1 == "50%" {print $2}' "$dir/b-$s.txt")
-  p99=$(awk '$1 == "99%" {print $2}' "$dir/b-$s.txt")
-  errors=$(grep -c "Non-2xx\|Socket errors" "$dir/b-$s.txt" || true)
-  row "(b) hits | ${name[$s]} | $rps req/s | p50 $p50 / p99 $p99 | error lines $errors"
 done
+# Round after round rather than system after system, so that a slow minute
+# of the machine falls on every system alike.
+for round in $(seq "$HITS_ROUNDS"); do
+  for s in "${hit_systems[@]}"; do
+    wrk -t1 -c50 -d10s --latency "${url[$s]}/b/warm-$s" > "$dir/b-$s-$round.txt"
+  done
+done
+ms() { # wrk's latency (850.00us, 1.21ms, 1.02s) in ms
+  awk '{ v = $1 + 0; if ($1 ~ /us$/) v /= 1000; else if ($1 ~ /[0-9]s$/ && $1 !~ /ms$/) v *= 1000; printf "%.2f\n", v }'
+}
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+declare -A hits
+for s in "${hit_systems[@]}"; do
+  files=("$dir"/b-"$s"-*.txt)
+  hits[$s]=$(awk '/Requests\/sec/ {print $2}' "${files[@]}" | median)
+  p50=$(awk '$1 == "50%" {print $2}' "${files[@]}" | ms | median)
+  p99=$(awk '$1 == "99%" {print $2}' "${files[@]}" | ms | median)
+  each=$(awk '/Requests\/sec/ {printf "%s%.0f", sep, $2; sep = ", "}' "${files[@]}")
+  errors=$(cat "${files[@]}" | grep -c "Non-2xx\|Socket errors" || true)
+  row "(b) hits | ${name[$s]} | ${hits[$s]} req/s | p50 $p50 / p99 $p99 ms | rounds: $each req/s; error lines $errors"
+done
+# The near cache's targets (issue 15), from the medians of this run.
+near_ratios="(b) near cache: $(awk -v n="${hits[near]}" -v m="${hits[memory]}" -v r="${hits[redis]}" \
+  'BEGIN { printf "%.0f%% of the memory store'"'"'s hits/s (target >= 90%%), %.2fx the Redis store'"'"'s (target >= 1.5x)", 100 * n / m, n / r }')"
+echo "$near_ratios"
 
 echo "== (c) 200 requests/s over 10 keys for ${RATE_SECONDS} s, entries live 2 s"
 proxy_2s() { # $1 policy: a proxy in front of the 2 s origin
@@ -201,6 +234,15 @@ done
 # part of the cache key.
 "$bin/loadgen" "${replicas[@]}" --host posts.internal --requests 1000 --origin "$origin" > "$dir/d.txt" || true
 row "(d) 4 replicas | tower-stampede proxy x4, one Redis | $(result "$dir/d.txt" origin_calls) origin calls | p50 $(result "$dir/d.txt" p50) / p99 $(result "$dir/d.txt" p99) / max $(result "$dir/d.txt" max) ms | failed $(result "$dir/d.txt" failed)"
+# The same with near caches: waiters read the key after the leader's write,
+# which must not be served from a near copy older than it.
+replicas=()
+for i in 1 2 3 4; do
+  replicas+=(--url "$(start_example "$dir/replica-near-$i.log" "$bin/proxy" --listen 127.0.0.1:0 --upstream "$origin" \
+    --redis "$redis" --near-cache 64MiB)/d/cold-near-$$")
+done
+"$bin/loadgen" "${replicas[@]}" --host posts.internal --requests 1000 --origin "$origin" > "$dir/d-near.txt" || true
+row "(d) 4 replicas | tower-stampede proxy x4, one Redis, 64 MiB near caches | $(result "$dir/d-near.txt" origin_calls) origin calls | p50 $(result "$dir/d-near.txt" p50) / p99 $(result "$dir/d-near.txt" p99) / max $(result "$dir/d-near.txt" max) ms | failed $(result "$dir/d-near.txt" failed)"
 
 cores=$(nproc)
 memory=$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
@@ -214,4 +256,6 @@ commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src examples || e
   echo "| scenario | system | origin | latency | notes |"
   echo "| --- | --- | --- | --- | --- |"
   printf '%s\n' "${rows[@]}"
+  echo
+  echo "$near_ratios; $HITS_ROUNDS round(s) of (b), medians."
 } | tee -a BENCHMARKS.md

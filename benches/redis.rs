@@ -15,8 +15,19 @@
 //!   polling waiter's phase is random with respect to the write, as it is
 //!   in production, so its latency is spread over 0–200 ms.
 //!
+//! - `redis_near_visibility`: two replicas, each a store with its own near
+//!   cache (its own pool and tracking connection). Replica B holds key k in
+//!   its near cache (its second read of k was a near hit); replica A takes
+//!   the lock and writes a new value (`Store::set`). From the moment A's
+//!   `set` starts to the moment B sees the new value: `polled` has B call
+//!   `get(k)` in a loop (a `yield_now` between calls, no sleep) until it
+//!   returns the new value (Redis's invalidation push, then B's `GET` of
+//!   the new value); `pushed` has B await `near_updates()` until the push
+//!   has been applied.
+//!
 //! After criterion, under `cargo bench` only, a plain run of 200 wake-ups per
-//! approach prints their median and p99 in ms, to quote.
+//! wake-up approach and 500 samples per visibility approach prints their
+//! median, p99 and max in ms, to quote.
 #![allow(missing_docs, reason = "criterion_group! makes an undocumented public fn")]
 
 #[path = "../tests/common/redis_server.rs"]
@@ -32,10 +43,14 @@ mod support;
 use std::{
     future::Future,
     hint::black_box,
-    sync::Arc,
-    time::{Duration, Instant},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime},
 };
 
+use bytes::Bytes;
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use redis::aio::MultiplexedConnection;
 use redis_server::RedisServer;
@@ -56,6 +71,10 @@ const WAIT: Duration = Duration::from_secs(5);
 const HEAD_START: Duration = Duration::from_millis(20);
 const POLL_EVERY: Duration = Duration::from_millis(200);
 const PLAIN_SAMPLES: usize = 200;
+const NEAR_KEY: &str = "GET bench.local/api/near";
+const NEAR_BYTES: u64 = 1024 * 1024;
+/// Enough for a p99 that is not the largest sample or two.
+const VISIBILITY_SAMPLES: usize = 500;
 
 /// Runs the hit-path group and returns the entry the layer stored, for the
 /// wake-up group to write.
@@ -212,6 +231,159 @@ impl Replicas {
     }
 }
 
+/// Two replicas with near caches on one Redis: A writes, B reads.
+#[derive(Clone)]
+struct NearReplicas {
+    writer: RedisStore,
+    reader: RedisStore,
+    /// The value last written, as a number: each write's body differs.
+    version: Arc<AtomicU64>,
+}
+
+/// How B learns of A's write.
+#[derive(Clone, Copy)]
+enum Seen {
+    /// Reads until a read returns the new value.
+    Polled,
+    /// Awaits the invalidation's arrival in its near cache.
+    Pushed,
+}
+
+fn versioned(version: u64) -> Arc<Entry> {
+    let response = http::Response::new(Bytes::from(format!("version {version}")));
+    Arc::new(Entry::from_response(
+        response,
+        SystemTime::now(),
+        KEEP_FOR,
+        Duration::ZERO,
+    ))
+}
+
+impl NearReplicas {
+    async fn new(url: &str) -> Self {
+        let store = || {
+            RedisStore::from_url(url)
+                .expect("valid url")
+                .prefix("bench-near:")
+                .near_cache(NEAR_BYTES)
+        };
+        let (writer, reader) = (store(), store());
+        // `connect` returns once Redis tracks writes for each near cache.
+        writer.connect().await.expect("redis answers and tracks");
+        reader.connect().await.expect("redis answers and tracks");
+        let replicas = Self {
+            writer,
+            reader,
+            version: Arc::new(AtomicU64::new(0)),
+        };
+        replicas.write(0).await;
+        replicas
+    }
+
+    async fn write(&self, version: u64) {
+        let token = self
+            .writer
+            .try_lock(NEAR_KEY, LOCK_TTL)
+            .await
+            .expect("redis answers")
+            .expect("the previous write released the lock");
+        let written = self
+            .writer
+            .set(NEAR_KEY, versioned(version), &token, KEEP_FOR)
+            .await
+            .expect("redis answers");
+        assert!(written, "the writer still held the lock");
+    }
+
+    async fn read(&self) -> Bytes {
+        let entry = self.reader.get(NEAR_KEY).await.expect("redis answers");
+        entry.expect("the key is stored").body().clone()
+    }
+
+    fn near_hits(&self) -> u64 {
+        self.reader.near_stats().expect("a near cache").hits
+    }
+
+    /// One write by A and the time until B sees it.
+    async fn sample(&self, seen: Seen) -> Duration {
+        let old = self.version.load(Ordering::Relaxed);
+        let new = old + 1;
+        let (old_body, new_body) = (versioned(old).body().clone(), versioned(new).body().clone());
+        // B holds the current value in its near cache: its second read is a
+        // near hit, so what follows measures a near copy being replaced.
+        assert_eq!(self.read().await, old_body, "B reads the current value");
+        let hits = self.near_hits();
+        assert_eq!(self.read().await, old_body, "B reads the current value");
+        assert!(
+            self.near_hits() > hits,
+            "B's read before the write was a near hit"
+        );
+
+        let token = self
+            .writer
+            .try_lock(NEAR_KEY, LOCK_TTL)
+            .await
+            .expect("redis answers")
+            .expect("the previous write released the lock");
+        let mut updates = self.reader.near_updates().expect("a near cache");
+        let before = updates.borrow().invalidations;
+        // The clock starts as A's `set` starts, inside the future that B's
+        // wait runs beside, so that neither waits for the other to start.
+        let write = async {
+            let sent = Instant::now();
+            let written = self
+                .writer
+                .set(NEAR_KEY, versioned(new), &token, KEEP_FOR)
+                .await
+                .expect("redis answers");
+            assert!(written, "the writer still held the lock");
+            sent
+        };
+        let wait = async {
+            match seen {
+                Seen::Polled => {
+                    while self.read().await != new_body {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                Seen::Pushed => {
+                    updates
+                        .wait_for(|stats| stats.invalidations > before)
+                        .await
+                        .expect("the store is alive");
+                }
+            }
+            Instant::now()
+        };
+        let (sent, seen_at) = tokio::join!(write, wait);
+        self.version.store(new, Ordering::Relaxed);
+        // Pushed: the near copy is gone, so this read is Redis's new value.
+        assert_eq!(self.read().await, new_body, "B sees the new value");
+        seen_at.saturating_duration_since(sent)
+    }
+}
+
+fn near_visibility(c: &mut Criterion, runtime: &Runtime, replicas: &NearReplicas) {
+    let mut group = c.benchmark_group("redis_near_visibility");
+    // Each iteration also reads twice and takes the lock, unmeasured.
+    group.sample_size(10).sampling_mode(SamplingMode::Flat);
+    for (name, seen) in [("polled", Seen::Polled), ("pushed", Seen::Pushed)] {
+        group.bench_function(name, |b| {
+            b.to_async(runtime).iter_custom(|iters| {
+                let replicas = replicas.clone();
+                async move {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        total += replicas.sample(seen).await;
+                    }
+                    total
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
 fn wakeup(c: &mut Criterion, runtime: &Runtime, replicas: &Replicas) {
     let mut group = c.benchmark_group("redis_wakeup");
     // Every iteration spends at least the 20 ms head start, unmeasured:
@@ -254,7 +426,7 @@ fn print_quantiles(name: &str, mut samples: Vec<Duration>) {
     samples.sort_unstable();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     eprintln!(
-        "redis_wakeup/{name}: {} samples, median {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        "{name}: {} samples, median {:.3} ms, p99 {:.3} ms, max {:.3} ms",
         samples.len(),
         ms(quantile(&samples, 0.5)),
         ms(quantile(&samples, 0.99)),
@@ -264,7 +436,7 @@ fn print_quantiles(name: &str, mut samples: Vec<Duration>) {
 
 /// Criterion reports means and medians of per-sample averages; a quotable
 /// p99 needs every wake-up on its own.
-fn plain_run(runtime: &Runtime, replicas: &Replicas) {
+fn plain_run(runtime: &Runtime, replicas: &Replicas, near: &NearReplicas) {
     let (pushed, polled) = runtime.block_on(async {
         let mut pushed = Vec::with_capacity(PLAIN_SAMPLES);
         for _ in 0..PLAIN_SAMPLES {
@@ -276,8 +448,22 @@ fn plain_run(runtime: &Runtime, replicas: &Replicas) {
         }
         (pushed, polled)
     });
-    print_quantiles("pubsub", pushed);
-    print_quantiles("polling_200ms", polled);
+    print_quantiles("redis_wakeup/pubsub", pushed);
+    print_quantiles("redis_wakeup/polling_200ms", polled);
+
+    let (polled, pushed) = runtime.block_on(async {
+        let mut polled = Vec::with_capacity(VISIBILITY_SAMPLES);
+        for _ in 0..VISIBILITY_SAMPLES {
+            polled.push(near.sample(Seen::Polled).await);
+        }
+        let mut pushed = Vec::with_capacity(VISIBILITY_SAMPLES);
+        for _ in 0..VISIBILITY_SAMPLES {
+            pushed.push(near.sample(Seen::Pushed).await);
+        }
+        (polled, pushed)
+    });
+    print_quantiles("redis_near_visibility/polled", polled);
+    print_quantiles("redis_near_visibility/pushed", pushed);
 }
 
 fn redis(c: &mut Criterion) {
@@ -292,12 +478,14 @@ fn redis(c: &mut Criterion) {
     let entry = hit_path(c, &runtime, &url);
     let replicas = runtime.block_on(Replicas::new(&url, entry));
     wakeup(c, &runtime, &replicas);
+    let near = runtime.block_on(NearReplicas::new(&url));
+    near_visibility(c, &runtime, &near);
     // `cargo bench` passes `--bench`; `cargo test --benches` runs each
     // benchmark once and should not spend a minute on this.
     if std::env::args().any(|arg| arg == "--bench") {
-        plain_run(&runtime, &replicas);
+        plain_run(&runtime, &replicas, &near);
     }
-    drop(replicas);
+    drop((replicas, near));
     drop(server);
 }
 
