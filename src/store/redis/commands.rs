@@ -1,17 +1,20 @@
 //! The [`Store`] protocol on Redis: each call one command or script.
 
 use std::{
+    future::{self, Future},
     pin::pin,
     sync::{Arc, atomic::Ordering},
     time::Duration,
 };
 
 use bytes::Bytes;
+use futures_util::future::Either;
 use tokio::time::Instant;
 use tracing::warn;
 
 use super::{
     FIRST_RECHECK, MAX_RECHECK, PURGES_KEPT, RedisStore,
+    near::Reservation,
     scripts::{EXTEND, INVALIDATE, LOCK, RENEW, SET, TAKE_TAG, UNLOCK},
     tag,
 };
@@ -21,32 +24,22 @@ use crate::{
 };
 
 impl Store for RedisStore {
-    async fn get(&self, key: &str) -> Result<Option<Arc<Entry>>, StoreError> {
+    fn get(&self, key: &str) -> impl Future<Output = Result<Option<Arc<Entry>>, StoreError>> + Send {
         self.inner.wakeups.start();
         let entry_key = self.entry_key(key);
+        let mut reservation = None;
         if let Some(tracking) = &self.inner.tracking {
             tracking.start();
             if let Some(entry) = tracking.near.get(&entry_key) {
-                return Ok(Some(entry));
+                return Either::Left(future::ready(Ok(Some(entry))));
             }
-            if let Some(reservation) = tracking.near.reserve(&entry_key) {
-                // The entry's life left in Redis too: the near cache keeps
-                // it no longer.
-                let mut read = redis::pipe();
-                read.cmd("GET").arg(&entry_key).cmd("PTTL").arg(&entry_key);
-                let (bytes, life): (Option<Vec<u8>>, i64) = self.inner.conns.pipeline(&read).await?;
-                let Some(entry) = bytes.map(decode).transpose()? else {
-                    return Ok(None);
-                };
-                let life = Duration::from_millis(u64::try_from(life).unwrap_or(0));
-                reservation.fill(Arc::clone(&entry), life);
-                return Ok(Some(entry));
-            }
+            reservation = tracking.near.reserve(&entry_key);
         }
-        let mut cmd = redis::cmd("GET");
-        cmd.arg(entry_key);
-        let bytes = self.inner.conns.query::<Option<Vec<u8>>>(&cmd).await?;
-        bytes.map(decode).transpose()
+        // Boxed: a read's state (a pool checkout, a command in flight) is
+        // kilobytes, which every future holding a near hit would carry and
+        // copy as it moves.
+        let this = self.clone();
+        Either::Right(Box::pin(async move { this.read(&entry_key, reservation).await }))
     }
 
     async fn try_lock(&self, key: &str, ttl: Duration) -> Result<Option<LockToken>, StoreError> {
@@ -182,6 +175,30 @@ impl Store for RedisStore {
 }
 
 impl RedisStore {
+    /// Reads the entry at `entry_key` from Redis; with a `reservation`, for
+    /// the near cache too, with what is left of its life in Redis.
+    async fn read(
+        &self,
+        entry_key: &str,
+        reservation: Option<Reservation>,
+    ) -> Result<Option<Arc<Entry>>, StoreError> {
+        let Some(reservation) = reservation else {
+            let mut cmd = redis::cmd("GET");
+            cmd.arg(entry_key);
+            let bytes = self.inner.conns.query::<Option<Vec<u8>>>(&cmd).await?;
+            return bytes.map(decode).transpose();
+        };
+        let mut read = redis::pipe();
+        read.cmd("GET").arg(entry_key).cmd("PTTL").arg(entry_key);
+        let (bytes, life): (Option<Vec<u8>>, i64) = self.inner.conns.pipeline(&read).await?;
+        let Some(entry) = bytes.map(decode).transpose()? else {
+            return Ok(None);
+        };
+        let life = Duration::from_millis(u64::try_from(life).unwrap_or(0));
+        reservation.fill(Arc::clone(&entry), life);
+        Ok(Some(entry))
+    }
+
     async fn wait_released(&self, key: &str, timeout: Duration) -> Result<(), StoreError> {
         let inner = &self.inner;
         inner.wakeups.start();

@@ -63,8 +63,8 @@ impl Expiry<String, Held> for StoredLife {
 }
 
 /// A read's claim to fill the near cache with its reply.
-pub(super) struct Reservation<'a> {
-    near: &'a Near,
+pub(super) struct Reservation {
+    near: Arc<Near>,
     key: String,
     id: u64,
 }
@@ -106,14 +106,14 @@ impl Near {
     }
 
     /// Claims `key` for a read about to be sent, while the near cache is on.
-    pub(super) fn reserve(&self, key: &str) -> Option<Reservation<'_>> {
+    pub(super) fn reserve(self: &Arc<Self>, key: &str) -> Option<Reservation> {
         if !self.on.load(Ordering::Acquire) {
             return None;
         }
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         self.reading().insert(key.to_owned(), id);
         Some(Reservation {
-            near: self,
+            near: Arc::clone(self),
             key: key.to_owned(),
             id,
         })
@@ -213,11 +213,11 @@ impl Near {
     }
 }
 
-impl Reservation<'_> {
+impl Reservation {
     /// Keeps `entry`, which Redis holds for `life` more, unless the key was
     /// invalidated (or everything flushed) since the reservation.
     pub(super) fn fill(self, entry: Arc<Entry>, life: Duration) {
-        let near = self.near;
+        let near = &self.near;
         let mut reading = near.reading();
         if reading.get(&self.key) == Some(&self.id) {
             reading.remove(&self.key);
@@ -228,7 +228,7 @@ impl Reservation<'_> {
     }
 }
 
-impl Drop for Reservation<'_> {
+impl Drop for Reservation {
     fn drop(&mut self) {
         // A read that failed, found nothing or was cancelled leaves no claim.
         let mut reading = self.near.reading();
@@ -252,8 +252,8 @@ mod tests {
         ))
     }
 
-    fn tracking() -> Near {
-        let near = Near::new(1024 * 1024);
+    fn tracking() -> Arc<Near> {
+        let near = Arc::new(Near::new(1024 * 1024));
         near.tracked_by(1);
         near
     }
@@ -352,7 +352,7 @@ mod tests {
 
     #[test]
     fn the_entries_stay_within_the_bound() {
-        let near = Near::new(64 * 1024);
+        let near = Arc::new(Near::new(64 * 1024));
         near.set_tracking(true);
         for i in 0..1000 {
             near.reserve(&format!("key {i}")).expect("on").fill(entry(), LIFE);
