@@ -21,35 +21,15 @@ const KEY: &str = "GET /api/popular-posts";
 /// Three masters, slots split between them, every node agreeing the
 /// cluster is up.
 fn start_cluster() -> Vec<RedisServer> {
-    let nodes: Vec<RedisServer> = (0..3)
-        .map(|_| {
-            RedisServer::start_with(&[
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-                "--cluster-node-timeout",
-                "2000",
-            ])
-        })
-        .collect();
+    let nodes: Vec<RedisServer> = (0..3).map(|_| cluster_node()).collect();
     let addresses: Vec<String> = nodes
         .iter()
         .map(|node| format!("127.0.0.1:{}", node.port()))
         .collect();
-    let output = Command::new("redis-cli")
-        .arg("--cluster")
-        .arg("create")
-        .args(&addresses)
-        .args(["--cluster-replicas", "0", "--cluster-yes"])
-        .output()
-        .expect("redis-cli runs (it comes with redis-server)");
-    assert!(
-        output.status.success(),
-        "redis-cli --cluster create failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let mut create: Vec<&str> = vec!["create"];
+    create.extend(addresses.iter().map(String::as_str));
+    create.extend(["--cluster-replicas", "0", "--cluster-yes"]);
+    redis_cli_cluster(&create);
 
     // The one poll in the suite: nodes agree on the slot map over the
     // cluster bus and Redis has nothing to block on until they do, so each
@@ -67,6 +47,33 @@ fn start_cluster() -> Vec<RedisServer> {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A cluster node started empty, not yet part of any cluster.
+fn cluster_node() -> RedisServer {
+    RedisServer::start_with(&[
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+        "--cluster-node-timeout",
+        "2000",
+    ])
+}
+
+/// Runs `redis-cli --cluster` with `args`, failing the test on failure.
+fn redis_cli_cluster(args: &[&str]) {
+    let output = Command::new("redis-cli")
+        .arg("--cluster")
+        .args(args)
+        .output()
+        .expect("redis-cli runs (it comes with redis-server)");
+    assert!(
+        output.status.success(),
+        "redis-cli --cluster {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 fn store(nodes: &[RedisServer]) -> RedisStore {
@@ -198,4 +205,80 @@ async fn near_caches_on_a_cluster_hear_every_master() {
     for key in &keys {
         assert_eq!(b.get(key).await.expect("cluster").expect("stored").body(), "new");
     }
+}
+
+/// A master that joins and takes slots changes who reports which writes:
+/// the near caches empty themselves, and track the new master too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_master_empties_the_near_caches_until_they_track_it() {
+    let nodes = start_cluster();
+    let b = store(&nodes).near_cache(1024 * 1024);
+    b.connect().await.expect("replica B tracks every master");
+    let a = store(&nodes);
+    let mut seen = b.near_updates().expect("a near cache");
+    write(&a, "k", "old").await;
+    // Its report reaches B before B's read fills the near cache.
+    common::within("the write's report", seen.wait_for(|s| s.invalidations > 0))
+        .await
+        .expect("the store is alive");
+    b.get("k").await.expect("cluster");
+    assert_eq!(b.get("k").await.expect("cluster").expect("stored").body(), "old");
+    assert_eq!(b.near_stats().expect("a near cache").hits, 1);
+
+    let flushes = seen.borrow().flushes;
+    let joining = cluster_node();
+    let (first, new) = (
+        format!("127.0.0.1:{}", nodes[0].port()),
+        format!("127.0.0.1:{}", joining.port()),
+    );
+    redis_cli_cluster(&["add-node", &new, &first]);
+    let id = |node: &RedisServer| node.cli(&["CLUSTER", "MYID"]);
+    let (from, to) = (id(&nodes[0]), id(&joining));
+    // As in start_cluster: the nodes and the new one learn of each other
+    // over the cluster bus, with nothing to block on until they agree.
+    let agree = || {
+        let known = nodes.iter().chain([&joining]).all(|node| {
+            let view = node.cli(&["CLUSTER", "NODES"]);
+            view.lines().count() == 4 && !view.contains("handshake") && view.contains(&to)
+        });
+        let check = Command::new("redis-cli")
+            .args(["--cluster", "check", &first])
+            .output();
+        known && check.is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("All nodes agree"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !agree() {
+        assert!(Instant::now() < deadline, "the nodes did not agree within 10 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    redis_cli_cluster(&[
+        "reshard",
+        &first,
+        "--cluster-from",
+        &from,
+        "--cluster-to",
+        &to,
+        "--cluster-slots",
+        "100",
+        "--cluster-yes",
+    ]);
+
+    common::within("the flush", seen.wait_for(|s| s.flushes > flushes && s.tracking))
+        .await
+        .expect("the store is alive");
+    assert_eq!(
+        joining
+            .cli(&["CLIENT", "LIST"])
+            .matches("name=tower-stampede-near-cache")
+            .count(),
+        1,
+        "the new master is tracked"
+    );
+    let hits = b.near_stats().expect("a near cache").hits;
+    assert_eq!(b.get("k").await.expect("cluster").expect("stored").body(), "old");
+    assert_eq!(
+        b.near_stats().expect("a near cache").hits,
+        hits,
+        "read anew from Redis"
+    );
 }
