@@ -12,7 +12,8 @@
 //! - **a rebuild lock in the store**: layers that share a [`Store`] (replicas
 //!   sharing a `RedisStore`, say) take a fenced lock before calling the
 //!   origin, so only one of them rebuilds and the others are woken by its
-//!   write;
+//!   write; with `RedisStore::near_cache`, each replica also serves hot keys
+//!   from its own memory, dropped as Redis reports each write;
 //! - **early refresh and stale serving**: [`Policy::xfetch`] refreshes hot
 //!   entries in the background before they expire, with a probability that
 //!   rises as expiry nears; [`Policy::stale_while_revalidate`] serves the
