@@ -314,3 +314,30 @@ async fn four_replicas_with_near_caches_make_one_origin_call() {
     let near_hit = send(apps[1].clone(), get_request("/hot")).await;
     assert!(near_hit.cache_status().contains("hit"));
 }
+
+/// A Redis that refuses to report writes (before 6, without RESP3; or an
+/// ACL that denies `CLIENT TRACKING`, as here): the store starts and serves
+/// from Redis, with no near cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_resp3_the_store_runs_without_a_near_cache() {
+    let server = RedisServer::start();
+    server.cli(&["ACL", "SETUSER", "default", "-client|tracking"]);
+    let a = RedisStore::from_url(server.url()).expect("valid url");
+    let b = replica_without_waiting(&server.url());
+    within("connect", b.connect())
+        .await
+        .expect("starts without a near cache");
+    write(&a, "k", "v1", &b).await;
+    for _ in 0..2 {
+        assert_eq!(body(&b, "k").await.as_deref(), Some(&b"v1"[..]));
+    }
+    let near = stats(&b);
+    assert!(!near.tracking && near.hits == 0, "{near:?}");
+}
+
+fn replica_without_waiting(url: &str) -> RedisStore {
+    RedisStore::from_url(url)
+        .expect("valid url")
+        .timeout(Duration::from_secs(2))
+        .near_cache(NEAR_BYTES)
+}

@@ -29,6 +29,7 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use super::near::Near;
+use crate::store::NearStats;
 
 /// How often the tracking connection is pinged, and how long a ping (or
 /// connecting) may take before the connection is taken for lost: a replica
@@ -92,11 +93,13 @@ impl Tracking {
         tokio::spawn(track(Arc::downgrade(self), self.alive.clone()));
     }
 
-    /// Returns once Redis tracks writes for the near cache.
+    /// Returns once Redis tracks writes for the near cache, or has refused
+    /// to (then the store runs without one).
     pub(super) async fn tracking(&self) {
         let mut updates = self.near.updates();
+        let settled = |stats: &NearStats| stats.tracking || self.unsupported.load(Ordering::Acquire);
         // The sender lives as long as `self`: this cannot fail.
-        let _ = updates.wait_for(|stats| stats.tracking).await;
+        let _ = updates.wait_for(settled).await;
     }
 }
 
@@ -174,8 +177,11 @@ async fn track(tracking: Weak<Tracking>, mut alive: watch::Receiver<()>) {
                     "tracking lost, unanswered or the cluster changed: near cache off"
                 );
             }
-            Ok(Err(error)) if error.to_string().contains("HELLO") => {
-                warn!(%error, "this Redis cannot push invalidations (RESP3, Redis 6 or later): no near cache");
+            // Refused, not failed: a Redis before 6 (no RESP3, `HELLO`
+            // unknown), or an ACL that denies tracking. Asking again would
+            // only be refused again.
+            Ok(Err(error)) if matches!(error.code(), Some("ERR" | "NOPERM")) => {
+                warn!(%error, "Redis refused to report writes (RESP3 and CLIENT TRACKING, Redis 6 or later): no near cache");
                 if let Some(this) = tracking.upgrade() {
                     this.unsupported.store(true, Ordering::Release);
                 }
