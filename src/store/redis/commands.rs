@@ -64,19 +64,11 @@ impl Store for RedisStore {
         token: &LockToken,
         keep_for: Duration,
     ) -> Result<bool, StoreError> {
-        let keep_for = if keep_for.is_zero() { 0 } else { millis(keep_for) };
-        let mut set = SET.key(self.lock_key(key));
-        set.key(self.entry_key(key))
-            .arg(token_arg(token))
-            .arg(&entry.encode()[..])
-            .arg(keep_for)
-            .arg(self.channel())
-            .arg(tag(key).as_ref());
-        if !self.index_tags(key, entry.tags(), keep_for, token).await? {
-            self.unlock(key, token).await?;
+        let life = if keep_for.is_zero() { 0 } else { millis(keep_for) };
+        if !self.index_or_release(key, entry.tags(), life, token).await? {
             return Ok(false);
         }
-        Ok(self.inner.conns.invoke::<i64>(&set).await? == 1)
+        self.write(key, &entry, token, life).await
     }
 
     async fn renew(
@@ -87,11 +79,8 @@ impl Store for RedisStore {
         keep_for: Duration,
     ) -> Result<bool, StoreError> {
         // The tag sets must outlive the renewed entry too.
-        if !self
-            .index_tags(key, entry.tags(), millis(keep_for), token)
-            .await?
-        {
-            self.unlock(key, token).await?;
+        let life = millis(keep_for);
+        if !self.index_or_release(key, entry.tags(), life, token).await? {
             return Ok(false);
         }
         let mut renew = RENEW.key(self.lock_key(key));
@@ -100,12 +89,13 @@ impl Store for RedisStore {
             .arg(token_arg(token))
             .arg(&entry.encode_times()[..])
             .arg(crate::entry::TIMES_AT)
-            .arg(millis(keep_for))
+            .arg(life)
             .arg(self.channel())
             .arg(tag(key).as_ref());
         match self.inner.conns.invoke::<i64>(&renew).await? {
-            // Gone meanwhile (evicted, invalidated): write it whole.
-            2 => self.set(key, entry, token, keep_for).await,
+            // Gone meanwhile (evicted, invalidated): write it whole; its tags
+            // are indexed already.
+            2 => self.write(key, &entry, token, life).await,
             renewed => Ok(renewed == 1),
         }
     }
@@ -175,6 +165,25 @@ impl Store for RedisStore {
 }
 
 impl RedisStore {
+    /// The fenced write of `entry`, kept `life` ms (0: not kept, the lock
+    /// released all the same), its tags indexed already.
+    async fn write(
+        &self,
+        key: &str,
+        entry: &Entry,
+        token: &LockToken,
+        life: u64,
+    ) -> Result<bool, StoreError> {
+        let mut set = SET.key(self.lock_key(key));
+        set.key(self.entry_key(key))
+            .arg(token_arg(token))
+            .arg(&entry.encode()[..])
+            .arg(life)
+            .arg(self.channel())
+            .arg(tag(key).as_ref());
+        Ok(self.inner.conns.invoke::<i64>(&set).await? == 1)
+    }
+
     /// Reads the entry at `entry_key` from Redis; with a `reservation`, for
     /// the near cache too, with what is left of its life in Redis.
     async fn read(

@@ -4,7 +4,7 @@
 use tracing::debug;
 
 use super::{PURGES_KEPT, RedisStore};
-use crate::store::{LockToken, StoreError};
+use crate::store::{LockToken, Store, StoreError};
 
 impl RedisStore {
     /// Indexes `keys` in `tag_key` again, for `life` ms (if positive), after
@@ -22,14 +22,15 @@ impl RedisStore {
     /// Before a write under `token`: adds `key` to the sets of `tags`, kept
     /// at least `keep_for` ms, and reads when each tag was last purged, in
     /// one round trip. Returns whether the write may go ahead: no purge of
-    /// its tags since the lock was granted.
+    /// its tags since the lock was granted; when not, the lock is released
+    /// here (a refused write still frees its key).
     ///
     /// Indexing comes first, so that a purge either finds the key (and
     /// voids the lock or deletes the entry) or was marked before the marks
     /// are read here; an index entry for a write that then fails is
     /// harmless. (In a cluster a tag's set lives in its own slot, so this
     /// cannot be part of the write's script.)
-    pub(super) async fn index_tags(
+    pub(super) async fn index_or_release(
         &self,
         key: &str,
         tags: &[String],
@@ -56,7 +57,11 @@ impl RedisStore {
         let purges = answers
             .into_iter()
             .filter_map(|purged| redis::from_redis_value::<Option<u64>>(purged).ok().flatten());
-        Ok(write_allowed(token.granted(), purges, now))
+        if write_allowed(token.granted(), purges, now) {
+            return Ok(true);
+        }
+        self.unlock(key, token).await?;
+        Ok(false)
     }
 }
 
