@@ -126,7 +126,7 @@ impl Drop for Running {
 struct Tracked {
     conns: Vec<MultiplexedConnection>,
     /// A cluster's masters when the round began, as `CLUSTER SLOTS` named
-    /// them.
+    /// them; none for a single server.
     masters: Vec<String>,
 }
 
@@ -168,7 +168,7 @@ async fn track(tracking: Weak<Tracking>, mut alive: watch::Receiver<()>) {
                         () = tokio::time::sleep(PING_EVERY) => {}
                         _ = alive.changed() => return,
                     }
-                    if !healthy(&mut tracked, cluster).await {
+                    if !healthy(&mut tracked).await {
                         break;
                     }
                 }
@@ -241,7 +241,7 @@ async fn open(
 
 /// Whether every tracking connection answers a ping within the deadline,
 /// and a cluster still has the masters it had.
-async fn healthy(tracked: &mut Tracked, cluster: bool) -> bool {
+async fn healthy(tracked: &mut Tracked) -> bool {
     for conn in &mut tracked.conns {
         let ping = redis::cmd("PING");
         let answer = tokio::time::timeout(DEADLINE, ping.query_async::<()>(conn)).await;
@@ -249,7 +249,7 @@ async fn healthy(tracked: &mut Tracked, cluster: bool) -> bool {
             return false;
         }
     }
-    if !cluster {
+    if tracked.masters.is_empty() {
         return true;
     }
     let now = tokio::time::timeout(DEADLINE, masters(&mut tracked.conns[0])).await;
