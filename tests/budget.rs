@@ -291,6 +291,18 @@ where
     (status, whole && at == len)
 }
 
+/// What `keys` flights `held` at once stays within the default budget
+/// (64 MiB), give or take `PER_FLIGHT` each.
+fn within_the_default_budget(held: usize, keys: usize, whose: &str) {
+    let bound = 64 * 1024 * 1024 + keys * PER_FLIGHT;
+    assert!(
+        held <= bound,
+        "the flights held {} KiB at once{whose}; the budget allows {} KiB",
+        held / 1024,
+        bound / 1024
+    );
+}
+
 /// The attack of issue 22 on a layer with its defaults (8 MiB bodies, a
 /// 64 MiB budget): 32 distinct 4 MiB responses at once. What the flights
 /// hold together stays within the budget, give or take `PER_FLIGHT` each;
@@ -315,13 +327,7 @@ async fn distinct_large_responses_buffer_no_more_than_the_default_budget_togethe
         assert!(whole, "a body arrived cut or mixed up ({status})");
     }
 
-    let bound = 64 * 1024 * 1024 + KEYS * PER_FLIGHT;
-    assert!(
-        held <= bound,
-        "the flights held {} KiB at once; the budget allows {} KiB",
-        held / 1024,
-        bound / 1024
-    );
+    within_the_default_budget(held, KEYS, "");
 }
 
 /// The same attack, each client gone as soon as its request reached the
@@ -348,13 +354,7 @@ async fn clients_that_leave_at_once_leave_no_more_than_the_default_budget_buffer
     let held = lab.held(before);
     lab.open();
 
-    let bound = 64 * 1024 * 1024 + KEYS * PER_FLIGHT;
-    assert!(
-        held <= bound,
-        "the flights held {} KiB at once for clients that had left; the budget allows {} KiB",
-        held / 1024,
-        bound / 1024
-    );
+    within_the_default_budget(held, KEYS, " for clients that had left");
 }
 
 /// A body the budget cannot take reaches its own client whole, marked
