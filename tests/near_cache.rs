@@ -233,8 +233,10 @@ async fn a_frozen_redis_turns_the_near_cache_off_within_its_deadline() {
     until(&mut seen, "the unanswered ping", |s| !s.tracking).await;
     let off_after = frozen.elapsed();
     server.resume();
+    // Expected within the ping's period and deadline (1.5 s); bounded at
+    // five times that.
     assert!(
-        off_after < Duration::from_secs(3),
+        off_after < 5 * Duration::from_millis(1_500),
         "off {off_after:?} after the freeze"
     );
     until(&mut seen, "tracking again", |s| s.tracking).await;
