@@ -6,7 +6,7 @@
 //! and a sidecar users can run as it is.
 //!
 //! ```text
-//! proxy --upstream URL [--listen ADDR] [--policy ttl:60s|xfetch:60s|swr:50s,120s] [--redis URL]
+//! proxy --upstream URL [--listen ADDR] [--policy origin:1d|ttl:60s|xfetch:60s|swr:50s,120s] [--redis URL]
 //!       [--near-cache 64MiB] [--max-bytes 128MiB] [--max-buffered-bytes 64MiB] [--report-every 10s]
 //! ```
 //!
@@ -14,9 +14,11 @@
 //!   picks one). The first line printed is `listening on http://ADDR`.
 //! - `--upstream URL`: the origin, `http://host:port` (TLS to the upstream is
 //!   left to a sidecar's own network).
-//! - `--policy`: `ttl:60s` (the default), `xfetch:60s`, or `swr:50s,120s`
-//!   (fresh 50 s, then stale while one refresh runs, gone at 120 s).
-//!   Durations take `ms`, `s` or `m`.
+//! - `--policy`: `origin:1d` (the default: freshness as the upstream's
+//!   headers say, RFC 9111, for a day at most; `Policy::origin`), or an
+//!   operator's policy that ignores them: `ttl:60s`, `xfetch:60s`, or
+//!   `swr:50s,120s` (fresh 50 s, then stale while one refresh runs, gone at
+//!   120 s). Durations take `ms`, `s`, `m`, `h` or `d`.
 //! - `--redis URL`: share the cache and the rebuild lock with every other
 //!   proxy on that Redis; without it, the memory store.
 //! - `--near-cache SIZE`: with `--redis`, keep up to SIZE of what this
@@ -54,7 +56,7 @@ use tracing_subscriber::{
     prelude::*,
 };
 
-const USAGE: &str = "usage: proxy --upstream URL [--listen ADDR] [--policy ttl:60s|xfetch:60s|swr:50s,120s] \
+const USAGE: &str = "usage: proxy --upstream URL [--listen ADDR] [--policy origin:1d|ttl:60s|xfetch:60s|swr:50s,120s] \
      [--redis URL] [--near-cache 64MiB] [--max-bytes 128MiB] [--max-buffered-bytes 64MiB] [--report-every 10s]";
 
 struct Args {
@@ -69,13 +71,15 @@ struct Args {
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("{text:?} is not a duration like 500ms, 60s or 2m");
+    let bad = || format!("{text:?} is not a duration like 500ms, 60s, 2m, 1h or 1d");
     let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?);
     let number: u64 = number.parse().map_err(|_| bad())?;
     match unit {
         "ms" => Ok(Duration::from_millis(number)),
         "s" => Ok(Duration::from_secs(number)),
         "m" => Ok(Duration::from_secs(number * 60)),
+        "h" => Ok(Duration::from_secs(number * 60 * 60)),
+        "d" => Ok(Duration::from_secs(number * 24 * 60 * 60)),
         _ => Err(bad()),
     }
 }
@@ -95,9 +99,10 @@ fn size(text: &str) -> Result<u64, String> {
     number.checked_mul(unit).ok_or_else(bad)
 }
 
-/// `ttl:60s`, `xfetch:60s` or `swr:50s,120s`.
+/// `origin:1d`, `ttl:60s`, `xfetch:60s` or `swr:50s,120s`.
 fn policy(text: &str) -> Result<Policy, String> {
     match text.split_once(':') {
+        Some(("origin" | "http", max)) => Ok(Policy::origin(duration(max)?)),
         Some(("ttl", ttl)) => Ok(Policy::ttl(duration(ttl)?)),
         Some(("xfetch", ttl)) => Ok(Policy::xfetch(duration(ttl)?)),
         Some(("swr", windows)) => {
@@ -107,14 +112,15 @@ fn policy(text: &str) -> Result<Policy, String> {
             Ok(Policy::stale_while_revalidate(duration(fresh)?, duration(gone)?))
         }
         _ => Err(format!(
-            "unknown policy {text:?}: ttl:60s, xfetch:60s or swr:50s,120s"
+            "unknown policy {text:?}: origin:1d, ttl:60s, xfetch:60s or swr:50s,120s"
         )),
     }
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut listen = SocketAddr::from(([127, 0, 0, 1], 8080));
-    let (mut upstream, mut chosen, mut redis) = (None, Policy::ttl(Duration::from_secs(60)), None);
+    let (mut upstream, mut chosen, mut redis) =
+        (None, Policy::origin(Duration::from_secs(24 * 60 * 60)), None);
     let (mut report_every, mut max_bytes, mut max_buffered_bytes) = (None, None, None);
     let mut near_cache = None;
     let mut args = std::env::args().skip(1);
@@ -183,7 +189,15 @@ const HOP_BY_HOP: [&str; 8] = [
 ];
 
 fn strip_hop_by_hop(headers: &mut header::HeaderMap) {
-    for name in HOP_BY_HOP {
+    // So are the fields `Connection` names.
+    let named: Vec<header::HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| name.trim().parse().ok())
+        .collect();
+    for name in named.iter().map(header::HeaderName::as_str).chain(HOP_BY_HOP) {
         headers.remove(name);
     }
 }
@@ -376,7 +390,10 @@ mod tests {
         assert_eq!(duration("2m"), Ok(Duration::from_secs(120)));
         assert!(duration("60").is_err());
         assert!(duration("s").is_err());
+        assert_eq!(duration("1d"), Ok(Duration::from_secs(86_400)));
         assert_eq!(policy("ttl:60s"), Ok(Policy::ttl(Duration::from_secs(60))));
+        assert_eq!(policy("origin:1h"), Ok(Policy::origin(Duration::from_secs(3600))));
+        assert_eq!(policy("http:1h"), policy("origin:1h"));
         assert_eq!(
             policy("swr:50s,120s"),
             Ok(Policy::stale_while_revalidate(

@@ -46,6 +46,20 @@ pub(crate) fn from_entry<B: Body>(
     with_status(response, &status)
 }
 
+/// A response built from an entry the origin just answered with: `Age`
+/// only when it came already aged (from a cache before the origin, or by
+/// its `Date`), as it then was not made for this request.
+pub(crate) fn from_answer<B: Body>(
+    entry: &Entry,
+    status: CacheStatus,
+    now: SystemTime,
+) -> Response<StampedeBody<B>> {
+    let aged = now
+        .duration_since(entry.stored_at)
+        .is_ok_and(|age| age >= Duration::from_secs(1));
+    from_entry(entry, status, aged.then_some(now))
+}
+
 /// The inner service's own response, with this layer's `Cache-Status`
 /// naming the status it forwarded.
 pub(crate) fn forwarded<B: Body>(response: Response<B>, status: CacheStatus) -> Response<StampedeBody<B>> {
@@ -75,6 +89,13 @@ pub(crate) fn too_many_waiters<B: Body>() -> Response<StampedeBody<B>> {
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     let status = CacheStatus::forward(Fwd::Miss).detail(TOO_MANY_WAITERS);
     with_status(response, &status)
+}
+
+/// What a request with `Cache-Control: only-if-cached` gets when nothing
+/// stored will do (RFC 9111 section 5.2.1.7).
+pub(crate) fn only_if_cached<B: Body>() -> Response<StampedeBody<B>> {
+    let status = CacheStatus::forward(Fwd::Miss).detail("only-if-cached");
+    with_status(empty(StatusCode::GATEWAY_TIMEOUT), &status)
 }
 
 /// What waiters get when their leader's origin call failed.

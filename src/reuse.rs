@@ -5,14 +5,14 @@
 //! request's credentials and `Vary`), and what does the policy say of its
 //! age ([`Decision`])? [`reuse`] combines the answers.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
 
 use crate::{
     entry::Entry,
     policy::Decision,
-    rules::{storable::Credentials, vary::vary_matches},
+    rules::{cache_control::CacheControl, storable::Credentials, vary::vary_matches},
 };
 
 /// Whether a stored response may answer a request, or why not.
@@ -76,6 +76,35 @@ impl Reuse {
             Self::Serve { ttl } | Self::ServeAndRefresh(Refresh::Early { ttl }) => Some(ttl),
             _ => None,
         }
+    }
+}
+
+/// The policy's `decision` on `entry` at `now`, as far as the request's
+/// own directives `asked` accept it (RFC 9111 section 5.2.1): an entry older
+/// than its `max-age`, or fresh for less than its `min-fresh`, is
+/// revalidated first; one stale by no more than its `max-stale` is served
+/// (and refreshed behind it), unless the response forbids serving it stale.
+pub(crate) fn as_asked(decision: Decision, asked: &CacheControl, entry: &Entry, now: SystemTime) -> Decision {
+    let age = now.duration_since(entry.stored_at).unwrap_or_default();
+    let left = entry.lifetime.fresh_until.duration_since(now).unwrap_or_default();
+    let too_old = asked.max_age.is_some_and(|max| age > Duration::from_secs(max));
+    let too_close = asked.min_fresh.is_some_and(|min| left < Duration::from_secs(min));
+    if too_old || too_close {
+        return Decision::Expired;
+    }
+    match (decision, asked.max_stale) {
+        (Decision::Expired, Some(max_stale)) => {
+            let late = now.duration_since(entry.lifetime.fresh_until).unwrap_or_default();
+            let stored = CacheControl::parse(&entry.headers);
+            let forbidden =
+                stored.must_revalidate || stored.proxy_revalidate || stored.s_maxage || stored.no_cache;
+            if !forbidden && late <= Duration::from_secs(max_stale) {
+                Decision::Stale { late }
+            } else {
+                decision
+            }
+        }
+        _ => decision,
     }
 }
 
@@ -164,6 +193,49 @@ mod tests {
             Reuse::Pass("authorization"),
         ] {
             assert_eq!(other.fresh_for(), None, "{other:?}");
+        }
+    }
+
+    #[test]
+    fn a_request_can_ask_for_a_younger_or_fresher_entry() {
+        // Stored at 0 (born 10 s earlier: it came with Age 10), fresh until 60.
+        let mut stored = Entry::from_response(
+            Response::new(bytes::Bytes::new()),
+            SystemTime::UNIX_EPOCH,
+            TTL,
+            Duration::ZERO,
+        );
+        stored.stored_at = SystemTime::UNIX_EPOCH - Duration::from_secs(10);
+        stored.lifetime.fresh_until = SystemTime::UNIX_EPOCH + Duration::from_secs(60);
+        let at = |secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+        let fresh = Decision::Fresh { ttl: TTL };
+        let asked = |value: &'static str| CacheControl::parse(&headers(&[("cache-control", value)]));
+        let check = |value, now| as_asked(fresh, &asked(value), &stored, at(now));
+        assert_eq!(check("max-age=20", 10), fresh, "20 s old");
+        assert_eq!(check("max-age=20", 11), Decision::Expired, "21 s old");
+        assert_eq!(check("max-age=0", 0), Decision::Expired);
+        assert_eq!(check("min-fresh=50", 10), fresh, "50 s left");
+        assert_eq!(check("min-fresh=50", 11), Decision::Expired, "49 s left");
+        assert_eq!(check("no-transform", 50), fresh, "nothing asked");
+        assert_eq!(
+            as_asked(Decision::Expired, &asked("max-age=3600"), &stored, at(70)),
+            Decision::Expired,
+            "max-age never makes an entry fresher"
+        );
+        // 10 s stale at 70.
+        let stale = |value| as_asked(Decision::Expired, &asked(value), &stored, at(70));
+        let served = Decision::Stale {
+            late: Duration::from_secs(10),
+        };
+        assert_eq!(stale("max-stale=10"), served);
+        assert_eq!(stale("max-stale"), served, "any staleness");
+        assert_eq!(stale("max-stale=9"), Decision::Expired);
+        assert_eq!(stale("max-stale, max-age=79"), Decision::Expired, "80 s old");
+        for forbids in ["must-revalidate", "proxy-revalidate", "s-maxage=60", "no-cache"] {
+            let mut strict = stored.clone();
+            strict.headers = headers(&[("cache-control", forbids)]);
+            let decided = as_asked(Decision::Expired, &asked("max-stale"), &strict, at(70));
+            assert_eq!(decided, Decision::Expired, "{forbids}");
         }
     }
 

@@ -311,10 +311,7 @@ async fn chaos(fault: Fault) {
     );
 
     // From RECOVERY after recovery: hits from Redis, and no failing store call.
-    let late: Vec<&Sent> = sent
-        .iter()
-        .filter(|s| s.at >= recovered + RECOVERY)
-        .collect();
+    let late: Vec<&Sent> = sent.iter().filter(|s| s.at >= recovered + RECOVERY).collect();
     let hits = late.iter().filter(|s| s.cache_status.contains("hit")).count();
     assert!(
         late.len() > 100 && hits * 10 >= late.len() * 8,

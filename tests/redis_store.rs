@@ -322,10 +322,7 @@ async fn redis_killed_mid_stampede_fails_no_request_and_hits_resume_after_restar
     );
     assert!(calls.get() <= 2, "at most one call per replica: {}", calls.get());
     let worst = replies.iter().map(|(_, d)| *d).max().expect("replies");
-    assert!(
-        worst < 5 * WORST_WAIT,
-        "a request waited {worst:?}"
-    );
+    assert!(worst < 5 * WORST_WAIT, "a request waited {worst:?}");
     assert!(replicas.iter().any(|r| r.stats().store_errors > 0));
 
     server.restart();
@@ -346,10 +343,7 @@ async fn redis_frozen_fails_no_request_and_hits_resume_when_it_thaws() {
     assert!(replies.iter().all(|(r, _)| r.status == 200));
     assert!(calls.get() <= 2, "in-process coalescing held: {}", calls.get());
     let worst = replies.iter().map(|(_, d)| *d).max().expect("replies");
-    assert!(
-        worst < 5 * WORST_WAIT,
-        "a request waited {worst:?}"
-    );
+    assert!(worst < 5 * WORST_WAIT, "a request waited {worst:?}");
     hits_resume(&replicas, &apps, "/after-thaw").await;
 }
 

@@ -7,7 +7,7 @@ use std::{
 };
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use crate::{policy::Lifetime, rules::cache_control::CacheControl};
 
@@ -232,13 +232,23 @@ impl Entry {
         out
     }
 
-    /// This entry with new times: the same response (the body is shared,
-    /// not copied), as an origin's `304 Not Modified` renews it.
-    pub(crate) fn renewed(&self, stored_at: SystemTime, lifetime: Lifetime, recompute: Duration) -> Self {
+    /// This entry with new headers and times: the same body (shared, not
+    /// copied), as an origin's `304 Not Modified` renews it.
+    pub(crate) fn renewed(
+        &self,
+        headers: HeaderMap,
+        stored_at: SystemTime,
+        lifetime: Lifetime,
+        recompute: Duration,
+    ) -> Self {
+        let cc = CacheControl::parse(&headers);
         Self {
+            headers,
             stored_at,
             lifetime,
             recompute,
+            allows_authorized: cc.allows_authorized(),
+            allows_cookie: cc.allows_cookie(),
             ..self.clone()
         }
     }
@@ -397,16 +407,6 @@ impl Reader {
         }
         Ok(map)
     }
-}
-
-/// Headers that describe one hop or one response instance and must not be
-/// replayed from a stored copy.
-pub(crate) fn strip_unstorable_headers(headers: &mut HeaderMap) {
-    for name in [header::CONNECTION, header::TRANSFER_ENCODING, header::AGE] {
-        headers.remove(name);
-    }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! Unit tests of `entry`.
 
+use http::header;
+
 use super::*;
 
 fn sample() -> Entry {
@@ -104,7 +106,7 @@ fn renewing_rewrites_only_the_times_in_place() {
         stale_until: later + Duration::from_secs(120),
         error_until: later + Duration::from_secs(300),
     };
-    let renewed = entry.renewed(later, lifetime, Duration::from_millis(3));
+    let renewed = entry.renewed(entry.headers.clone(), later, lifetime, Duration::from_millis(3));
     let mut patched = entry.encode().to_vec();
     patched[TIMES_AT..TIMES_AT + TIMES_LEN].copy_from_slice(&renewed.encode_times());
     assert_eq!(patched, renewed.encode().to_vec());

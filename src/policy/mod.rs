@@ -2,7 +2,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::rules::cache_control::OriginFreshness;
+use http::HeaderName;
+
+use crate::rules::freshness::OriginFreshness;
 
 /// How long responses stay fresh, and what happens around their expiry.
 ///
@@ -14,6 +16,7 @@ use crate::rules::cache_control::OriginFreshness;
 /// | [`ttl`](Policy::ttl) | hit | the first request rebuilds, the others wait on it | |
 /// | [`xfetch`](Policy::xfetch) | hit; a request may start an early background refresh, likelier as expiry nears | as `ttl` if no early refresh landed | |
 /// | [`stale_while_revalidate`](Policy::stale_while_revalidate) | hit | served stale at once while one background refresh runs | a miss once the stale window is over |
+/// | [`origin`](Policy::origin) | hit, for as long as the response's own headers say (at most `max`) | revalidated with its validators, one conditional request per key; served stale while one refresh runs if the response says `stale-while-revalidate` | |
 ///
 /// Any policy can add [`stale_if_error`](Policy::stale_if_error) and
 /// [`jitter`](Policy::jitter).
@@ -26,14 +29,31 @@ pub struct Policy {
     stale_if_error: Duration,
     jitter: f64,
     respect_origin: bool,
+    /// The fields read before `Cache-Control` by [`Policy::origin`], most
+    /// specific first.
+    targeted: Vec<HeaderName>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Kind {
     Bypass,
-    Ttl { ttl: Duration },
-    XFetch { ttl: Duration, beta: f64 },
-    Swr { fresh: Duration, gone: Duration },
+    Ttl {
+        ttl: Duration,
+    },
+    XFetch {
+        ttl: Duration,
+        beta: f64,
+    },
+    Swr {
+        fresh: Duration,
+        gone: Duration,
+    },
+    /// Freshness from the response itself, capped; `beta` 0 draws no
+    /// early refresh.
+    Origin {
+        max: Duration,
+        beta: f64,
+    },
 }
 
 /// When a stored entry stops being fresh, stops being servable while a
@@ -101,6 +121,7 @@ impl Policy {
             stale_if_error: Duration::ZERO,
             jitter: 0.0,
             respect_origin: false,
+            targeted: Vec::new(),
         }
     }
 
@@ -138,34 +159,16 @@ impl Policy {
         Self::new(Kind::XFetch { ttl, beta: 1.0 })
     }
 
-    /// XFetch's eagerness: above 1 refreshes earlier, below 1 later. Has no
+    /// XFetch's eagerness: above 1 refreshes earlier, below 1 later. On
+    /// [`Policy::origin`], whose default is 0 (no early refresh), any
+    /// positive value turns XFetch on over the origin's lifetimes. Has no
     /// effect on other policies. Negative or non-finite values count as 0
     /// (no early refresh).
     pub fn beta(mut self, beta: f64) -> Self {
-        if let Kind::XFetch { beta: b, .. } = &mut self.kind {
+        if let Kind::XFetch { beta: b, .. } | Kind::Origin { beta: b, .. } = &mut self.kind {
             *b = if beta.is_finite() { beta.max(0.0) } else { 0.0 };
         }
         self
-    }
-
-    /// Fresh for `fresh`; then, until `gone` after it was stored, the stale
-    /// response is served at once while one background refresh runs (one per
-    /// key across every replica that shares the store); from `gone` on, a
-    /// miss. `gone` at or below `fresh` leaves no stale window.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use tower_stampede::Policy;
-    ///
-    /// // Fresh for 50 s, served stale while one refresh runs, gone at 120 s.
-    /// let policy = Policy::stale_while_revalidate(Duration::from_secs(50), Duration::from_secs(120));
-    /// # let _ = policy;
-    /// ```
-    pub fn stale_while_revalidate(fresh: Duration, gone: Duration) -> Self {
-        Self::new(Kind::Swr {
-            fresh,
-            gone: gone.max(fresh),
-        })
     }
 
     /// Requests go straight to the inner service: nothing is looked up,
@@ -234,6 +237,7 @@ impl Policy {
     ) -> Option<Lifetime> {
         let (fresh, stale) = match self.kind {
             Kind::Bypass => return None,
+            Kind::Origin { max, .. } => return self.origin_lifetime(now, random, origin, max),
             Kind::Ttl { ttl } | Kind::XFetch { ttl, .. } => (ttl, Duration::ZERO),
             Kind::Swr { fresh, gone } => (fresh, gone - fresh),
         };
@@ -280,7 +284,7 @@ impl Policy {
         let left = lifetime.fresh_until.duration_since(now).unwrap_or_default();
         if left.is_zero() {
             return match self.kind {
-                Kind::Swr { .. } if now < lifetime.stale_until => Decision::Stale {
+                Kind::Swr { .. } | Kind::Origin { .. } if now < lifetime.stale_until => Decision::Stale {
                     late: now.duration_since(lifetime.fresh_until).unwrap_or_default(),
                 },
                 _ => Decision::Expired,
@@ -288,7 +292,8 @@ impl Policy {
         }
         match self.kind {
             Kind::Bypass => Decision::Expired,
-            Kind::XFetch { beta, .. } => {
+            Kind::Origin { beta, .. } if beta <= 0.0 => Decision::Fresh { ttl: left },
+            Kind::XFetch { beta, .. } | Kind::Origin { beta, .. } => {
                 // u in (0, 1], so ln(u) <= 0 and the gap is never negative.
                 let u = 1.0 - random().clamp(0.0, 1.0);
                 let gap = recompute.as_secs_f64() * beta * -u.ln();
@@ -309,6 +314,8 @@ impl Default for Policy {
         Self::ttl(Duration::from_secs(60))
     }
 }
+
+mod origin;
 
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::rules::cache_control::OriginFreshness;
+use crate::rules::freshness::OriginFreshness;
 
 const T0: SystemTime = SystemTime::UNIX_EPOCH;
 

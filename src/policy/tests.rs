@@ -6,9 +6,13 @@ const T0: SystemTime = SystemTime::UNIX_EPOCH;
 /// A response that says nothing about its freshness.
 const SILENT: OriginFreshness = OriginFreshness {
     fresh: None,
+    heuristic: None,
+    age: Duration::ZERO,
     stale_while_revalidate: None,
     stale_if_error: None,
     no_stale: false,
+    revalidate: false,
+    validator: false,
 };
 
 fn secs(s: u64) -> Duration {
@@ -182,6 +186,7 @@ fn respecting_the_origin_only_ever_shortens() {
         stale_while_revalidate: swr.map(secs),
         stale_if_error: sie.map(secs),
         no_stale,
+        ..SILENT
     };
     let policy = Policy::stale_while_revalidate(secs(60), secs(180))
         .stale_if_error(secs(600))

@@ -64,7 +64,9 @@ pub(super) struct Limits<'a> {
     pub(super) budget: &'a Arc<Budget>,
 }
 
-/// Calls `inner`, which is ready, with `request`, which carries `asked`,
+/// Calls `inner`, which is ready, with `request`, which carries `asked`
+/// (`revalidates`: whether a `no-cache` answer may be shared, to be
+/// validated before each reuse),
 /// asking whether `last_good` is still current when it can be validated: a
 /// `304` then renews it without the body travelling again. A whole body
 /// comes with the budget it holds, to be dropped once it is shared.
@@ -73,6 +75,7 @@ pub(super) async fn fetch<S, ReqBody, B>(
     mut request: Request<ReqBody>,
     last_good: Option<&Entry>,
     asked: Credentials,
+    revalidates: bool,
     limits: Limits<'_>,
 ) -> Result<(Fetched<B>, Held), S::Error>
 where
@@ -97,7 +100,7 @@ where
         return Ok((Fetched::NotModified { parts }, Held::default()));
     }
     let cc = CacheControl::parse(&parts.headers);
-    let sharing = match storable::shareable(&parts.headers, &cc, asked) {
+    let sharing = match storable::shareable(&parts.headers, &cc, asked, revalidates) {
         Ok(sharing) => sharing,
         Err(reason) => return Ok((Fetched::Private { parts, body, reason }, Held::default())),
     };

@@ -24,7 +24,7 @@ use crate::{
     entry::Entry,
     flight::{Leader, Outcome},
     plan::Job,
-    response::{from_entry, ttl_left},
+    response::{from_answer, from_entry, ttl_left},
     shared::Shared,
     stats,
     store::Store,
@@ -97,7 +97,15 @@ where
         patience: config.max_body_wait,
         budget: &config.buffers,
     };
-    let fetch = fetch::fetch(inner, request, last_good.as_deref(), job.credentials, limits);
+    let revalidates = job.policy.follows_origin();
+    let fetch = fetch::fetch(
+        inner,
+        request,
+        last_good.as_deref(),
+        job.credentials,
+        revalidates,
+        limits,
+    );
     // `held` keeps the body's bytes in the budget until the flight ends.
     let (fetched, held) = match guard.hold(fetch).await {
         Ok((fetched, held)) => (Ok(fetched), held),
@@ -176,7 +184,7 @@ async fn commit<St: Store, B: Body, E>(
                 stored,
             });
             let ttl = stored.then(|| ttl_left(entry.lifetime, now));
-            Ok(from_entry(&entry, status.stored(stored).ttl(ttl), None))
+            Ok(from_answer(&entry, status.stored(stored).ttl(ttl), now))
         }
     }
 }

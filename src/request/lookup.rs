@@ -13,9 +13,10 @@ use crate::{
     flight::Join,
     plan::Job,
     rebuild::{Origin, SendBody, lead, refresh},
-    response::{TOO_MANY_WAITERS, bad_gateway, from_entry, too_many_waiters},
-    reuse::{Fit, Refresh, Reuse, fit, reuse},
+    response::{TOO_MANY_WAITERS, bad_gateway, from_entry, only_if_cached, too_many_waiters},
+    reuse::{Fit, Refresh, Reuse, as_asked, fit, reuse},
     rules::{
+        cache_control::CacheControl,
         conditional::{Ask, origin_request},
         status::{CacheStatus, Fwd},
         storable, vary,
@@ -39,16 +40,27 @@ where
 {
     let counters = &shared.state.counters;
     let ask = Ask::of(&request);
+    // The request's own directives, where the policy follows HTTP's rules.
+    let asked = job
+        .policy
+        .follows_origin()
+        .then(|| CacheControl::parse(request.headers()));
     let mut last_good = None;
     if let Some(entry) = find(&shared, &job, request.headers()).await {
         // What this key's responses vary on, for the keys of later requests.
         shared.state.varies.learn(job.primary(), &entry.vary);
         let now = shared.now();
         // A client may refuse stored responses, where the layer lets it.
-        let refused = shared.config.honor_no_cache && storable::request_says_no_cache(request.headers());
+        let refused = (shared.config.honor_no_cache || asked.is_some())
+            && storable::request_says_no_cache(request.headers());
         let decision = (!refused).then(|| {
-            job.policy
-                .decide(entry.lifetime, entry.recompute, now, || shared.random())
+            let decision = job
+                .policy
+                .decide(entry.lifetime, entry.recompute, now, || shared.random());
+            match &asked {
+                Some(asked) => as_asked(decision, asked, &entry, now),
+                None => decision,
+            }
         });
         match reuse(decision, fit(&entry, request.headers(), job.credentials)) {
             Reuse::Serve { ttl } => {
@@ -82,6 +94,10 @@ where
         }
     }
     counters.misses.incr();
+    if asked.as_ref().is_some_and(|asked| asked.only_if_cached) {
+        // Nothing stored will do, and the client said not to ask the origin.
+        return Ok(only_if_cached());
+    }
     if shared.state.passes.contains(&job.key) {
         // Its last response was for one client only: queueing behind a
         // leader would only delay this request.

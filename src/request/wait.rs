@@ -10,7 +10,7 @@ use crate::{
     flight::{Outcome, Waiter},
     plan::Job,
     rebuild::{Origin, SendBody},
-    response::{bad_gateway, from_entry, ttl_left},
+    response::{bad_gateway, from_answer, from_entry, ttl_left},
     reuse::{Fit, fit},
     rules::{
         conditional::Ask,
@@ -47,12 +47,13 @@ where
             if fit(&entry, request.headers(), job.credentials) == Fit::Yes =>
         {
             shared.state.varies.learn(job.primary(), &entry.vary);
-            let ttl = stored.then(|| ttl_left(entry.lifetime, shared.now()));
+            let now = shared.now();
+            let ttl = stored.then(|| ttl_left(entry.lifetime, now));
             let status = CacheStatus::forward(Fwd::Miss)
                 .fwd_status(entry.status)
                 .collapsed()
                 .ttl(ttl);
-            Ok(ask.shape(from_entry(&entry, status, None)))
+            Ok(ask.shape(from_answer(&entry, status, now)))
         }
         Some(Outcome::LastGood(entry)) if fit(&entry, request.headers(), job.credentials) == Fit::Yes => {
             let status = CacheStatus::forward(Fwd::Miss).collapsed().detail(STALE_IF_ERROR);

@@ -1,9 +1,7 @@
-//! `Cache-Control` (RFC 9111 section 5.2) and what a response says of its
-//! own freshness (section 4.2, RFC 5861).
+//! `Cache-Control` (RFC 9111 section 5.2), and targeted fields such as
+//! `CDN-Cache-Control` (RFC 9213) read the same way.
 
-use std::time::Duration;
-
-use http::{HeaderMap, header};
+use http::{HeaderMap, HeaderName, header};
 
 /// The `Cache-Control` directives this layer acts on.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -21,49 +19,154 @@ pub(crate) struct CacheControl {
     pub(crate) s_maxage_secs: Option<u64>,
     pub(crate) stale_while_revalidate: Option<u64>,
     pub(crate) stale_if_error: Option<u64>,
+    /// Request directives (RFC 9111 section 5.2.1).
+    pub(crate) min_fresh: Option<u64>,
+    pub(crate) max_stale: Option<u64>,
+    pub(crate) only_if_cached: bool,
+}
+
+/// A directive's argument as written.
+#[derive(Debug, Clone, Copy)]
+enum Argument<'a> {
+    Token(&'a str),
+    Quoted(&'a str),
+}
+
+impl Argument<'_> {
+    /// A number of seconds: digits only (a quoted one too, which RFC 9111
+    /// lets recipients accept); too many saturate.
+    fn seconds(self) -> Option<u64> {
+        let (Self::Token(digits) | Self::Quoted(digits)) = self;
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(digits.parse().unwrap_or(u64::MAX))
+    }
+}
+
+/// The directives of one field value, as (name, argument): split at commas
+/// outside quoted strings; a directive with whitespace around its `=` is
+/// left out, as its name or argument would not be what it seems.
+fn directives(value: &str) -> impl Iterator<Item = (&str, Option<Argument<'_>>)> {
+    let mut rest = value;
+    std::iter::from_fn(move || {
+        loop {
+            if rest.is_empty() {
+                return None;
+            }
+            let mut quoted = false;
+            let mut end = rest.len();
+            for (i, b) in rest.bytes().enumerate() {
+                match b {
+                    b'"' => quoted = !quoted,
+                    b',' if !quoted => {
+                        end = i;
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            let directive = rest[..end].trim_matches([' ', '\t']);
+            rest = rest.get(end + 1..).unwrap_or("");
+            let parsed = match directive.split_once('=') {
+                None if !directive.is_empty() => Some((directive, None)),
+                None => None,
+                Some((name, argument))
+                    if name.ends_with([' ', '\t']) || argument.starts_with([' ', '\t']) =>
+                {
+                    None
+                }
+                Some((name, argument)) => match argument.strip_prefix('"') {
+                    Some(inner) => inner
+                        .strip_suffix('"')
+                        .map(|inner| (name, Some(Argument::Quoted(inner)))),
+                    None => Some((name, Some(Argument::Token(argument)))),
+                },
+            };
+            if parsed.is_some() {
+                return parsed;
+            }
+        }
+    })
 }
 
 impl CacheControl {
     /// Reads every `Cache-Control` field in `headers`. Directive names are
-    /// case-insensitive; a value that is not visible ASCII is ignored, as
-    /// an unreadable directive must not make a response more shareable.
+    /// case-insensitive; a directive that does not parse (a space around
+    /// its `=`, a number that is not one) is ignored, and a field that is
+    /// not visible ASCII counts as `no-store`: an unreadable directive
+    /// must not make a response more shareable.
     pub(crate) fn parse(headers: &HeaderMap) -> Self {
         let mut cc = Self::default();
         for value in headers.get_all(header::CACHE_CONTROL) {
             let Ok(value) = value.to_str() else {
-                // Unreadable: assume the worst.
                 cc.no_store = true;
                 continue;
             };
-            for directive in value.split(',') {
-                let mut parts = directive.splitn(2, '=');
-                let name = parts.next().unwrap_or("").trim();
-                let seconds = parts
-                    .next()
-                    .and_then(|v| v.trim().trim_matches('"').parse::<u64>().ok());
-                let lowered = name.to_ascii_lowercase();
-                match lowered.as_str() {
-                    "max-age" => cc.max_age = cc.max_age.or(seconds),
-                    "s-maxage" => cc.s_maxage_secs = cc.s_maxage_secs.or(seconds),
-                    "stale-while-revalidate" => {
-                        cc.stale_while_revalidate = cc.stale_while_revalidate.or(seconds)
-                    }
-                    "stale-if-error" => cc.stale_if_error = cc.stale_if_error.or(seconds),
-                    _ => {}
-                }
-                match name.to_ascii_lowercase().as_str() {
-                    "no-store" => cc.no_store = true,
-                    "no-cache" => cc.no_cache = true,
-                    "private" => cc.private = true,
-                    "public" => cc.public = true,
-                    "s-maxage" => cc.s_maxage = true,
-                    "must-revalidate" => cc.must_revalidate = true,
-                    "proxy-revalidate" => cc.proxy_revalidate = true,
-                    _ => {}
-                }
+            for (name, argument) in directives(value) {
+                cc.take(name, argument);
             }
         }
         cc
+    }
+
+    /// Reads a targeted field such as `CDN-Cache-Control` (RFC 9213), a
+    /// structured dictionary: `None` when it is absent or does not parse
+    /// as a whole (then `Cache-Control` decides), else its directives.
+    pub(crate) fn parse_field(headers: &HeaderMap, name: &HeaderName) -> Option<Self> {
+        let mut cc = Self::default();
+        let mut any = false;
+        for value in headers.get_all(name) {
+            for member in value.to_str().ok()?.split(',') {
+                let member = member.trim_matches([' ', '\t']);
+                let (name, argument) = match member.split_once('=') {
+                    Some((name, argument)) => (name, Some(argument)),
+                    None => (member, None),
+                };
+                let key = !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"_-.*".contains(&b));
+                // A dictionary value here is a number or a token; a
+                // string or anything else makes the whole field invalid.
+                let value = argument.is_none_or(|a| {
+                    !a.is_empty()
+                        && a.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-.*_/:".contains(&b))
+                });
+                if !key || !value {
+                    return None;
+                }
+                cc.take(name, argument.map(Argument::Token));
+                any = true;
+            }
+        }
+        any.then_some(cc)
+    }
+
+    /// Records one directive; the first of a repeated one wins.
+    fn take(&mut self, name: &str, argument: Option<Argument<'_>>) {
+        let seconds = argument.and_then(Argument::seconds);
+        match name.to_ascii_lowercase().as_str() {
+            "max-age" => self.max_age = self.max_age.or(seconds),
+            "s-maxage" => {
+                self.s_maxage = true;
+                self.s_maxage_secs = self.s_maxage_secs.or(seconds);
+            }
+            "stale-while-revalidate" => self.stale_while_revalidate = self.stale_while_revalidate.or(seconds),
+            "stale-if-error" => self.stale_if_error = self.stale_if_error.or(seconds),
+            "min-fresh" => self.min_fresh = self.min_fresh.or(seconds),
+            // Without a number: any staleness will do.
+            "max-stale" => self.max_stale = self.max_stale.or(Some(seconds.unwrap_or(u64::MAX))),
+            "only-if-cached" => self.only_if_cached = true,
+            "no-store" => self.no_store = true,
+            "no-cache" => self.no_cache = true,
+            "private" => self.private = true,
+            "public" => self.public = true,
+            "must-revalidate" => self.must_revalidate = true,
+            "proxy-revalidate" => self.proxy_revalidate = true,
+            _ => {}
+        }
     }
 
     /// RFC 9111 section 3.5: a response to a request with `Authorization` may
@@ -80,52 +183,6 @@ impl CacheControl {
     /// is for everyone, with `public` or `s-maxage`.
     pub(crate) fn allows_cookie(&self) -> bool {
         self.public || self.s_maxage
-    }
-}
-
-/// What a response's own headers say about how long it may be reused
-/// (RFC 9111 section 4.2, RFC 5861).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct OriginFreshness {
-    /// `s-maxage`, else `max-age`, else `Expires` less `Date`; less `Age`.
-    pub(crate) fresh: Option<Duration>,
-    pub(crate) stale_while_revalidate: Option<Duration>,
-    pub(crate) stale_if_error: Option<Duration>,
-    /// `must-revalidate`, `proxy-revalidate` or `s-maxage`: never served
-    /// stale by a shared cache.
-    pub(crate) no_stale: bool,
-}
-
-impl OriginFreshness {
-    pub(crate) fn of(headers: &HeaderMap) -> Self {
-        let cc = CacheControl::parse(headers);
-        let date = |name| {
-            headers
-                .get(name)
-                .and_then(|v: &http::HeaderValue| v.to_str().ok())
-                .and_then(|v| httpdate::parse_http_date(v).ok())
-        };
-        let expires = || {
-            let expires = date(header::EXPIRES)?;
-            // An unreadable Expires means already expired (RFC 9111 5.3).
-            let since = date(header::DATE).unwrap_or(expires);
-            Some(expires.duration_since(since).unwrap_or_default())
-        };
-        let age = headers
-            .get(header::AGE)
-            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
-            .map_or(Duration::ZERO, Duration::from_secs);
-        Self {
-            fresh: cc
-                .s_maxage_secs
-                .or(cc.max_age)
-                .map(Duration::from_secs)
-                .or_else(expires)
-                .map(|fresh| fresh.saturating_sub(age)),
-            stale_while_revalidate: cc.stale_while_revalidate.map(Duration::from_secs),
-            stale_if_error: cc.stale_if_error.map(Duration::from_secs),
-            no_stale: cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage,
-        }
     }
 }
 
@@ -147,36 +204,38 @@ mod tests {
     }
 
     #[test]
-    fn origin_freshness_prefers_s_maxage_then_max_age_then_expires_less_age() {
-        let secs = |s| Some(Duration::from_secs(s));
-        let of = |pairs: &[(&'static str, &'static str)]| OriginFreshness::of(&headers(pairs));
+    fn directives_parse_as_rfc_9111_reads_them() {
+        let max_age =
+            |value: &'static str| CacheControl::parse(&headers(&[("cache-control", value)])).max_age;
+        assert_eq!(max_age("max-age=1800, max-age=1"), Some(1800), "the first wins");
+        assert_eq!(max_age("max-age=\"3600\""), Some(3600), "quoted");
+        assert_eq!(max_age("max-age=003600"), Some(3600));
+        assert_eq!(max_age("extension=\"max-age=3600\", max-age=1"), Some(1));
         assert_eq!(
-            of(&[("cache-control", "max-age=60, s-maxage=30")]).fresh,
-            secs(30)
+            max_age("extension=\"a, max-age=3600\", max-age=1"),
+            Some(1),
+            "commas in quotes"
         );
-        assert_eq!(of(&[("cache-control", "max-age=60")]).fresh, secs(60));
-        assert_eq!(
-            of(&[("cache-control", "max-age=60"), ("age", "15")]).fresh,
-            secs(45)
-        );
-        let expires = [
-            ("date", "Tue, 01 Jan 2030 00:00:00 GMT"),
-            ("expires", "Tue, 01 Jan 2030 00:02:00 GMT"),
-        ];
-        assert_eq!(of(&expires).fresh, secs(120));
-        assert_eq!(of(&[("expires", "0")]).fresh, None, "unreadable: no say");
-        assert_eq!(of(&[]).fresh, None);
-        let rfc5861 = of(&[(
+        for invalid in [
+            "max-age =3600",
+            "max-age= 3600",
+            "max-age='3600'",
+            "max-age=3600.5",
+            "max-age=-1",
+        ] {
+            assert_eq!(max_age(invalid), None, "{invalid}");
+        }
+        assert_eq!(max_age("max-age=99999999999999999999999"), Some(u64::MAX));
+        let request = CacheControl::parse(&headers(&[(
             "cache-control",
-            "max-age=5, stale-while-revalidate=30, stale-if-error=600",
-        )]);
+            "min-fresh=10, max-stale, only-if-cached",
+        )]));
         assert_eq!(
-            (rfc5861.stale_while_revalidate, rfc5861.stale_if_error),
-            (secs(30), secs(600))
+            (request.min_fresh, request.max_stale, request.only_if_cached),
+            (Some(10), Some(u64::MAX), true)
         );
-        assert!(!rfc5861.no_stale);
-        assert!(of(&[("cache-control", "max-age=5, must-revalidate")]).no_stale);
-        assert!(of(&[("cache-control", "s-maxage=5")]).no_stale);
+        let bounded = CacheControl::parse(&headers(&[("cache-control", "max-stale=5")]));
+        assert_eq!(bounded.max_stale, Some(5));
     }
 
     #[test]

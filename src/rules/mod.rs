@@ -6,15 +6,19 @@
 //! | --- | --- |
 //! | `storable` | may this request use the cache; may this response be stored and shared? |
 //! | `target` | can the cache tell from the head what a request asks for? |
-//! | `cache_control` | what do `Cache-Control` and the response's own freshness say? |
+//! | `cache_control` | what do `Cache-Control` and targeted fields say? |
+//! | `freshness` | how long is a response fresh, and how old was it when it came? |
 //! | `vary` | does a request match what a response varies on? |
 //! | `conditional` | `HEAD` and `If-None-Match` / `If-Modified-Since`, answered from a `GET` |
+//! | `hop` | which fields belong to one connection, not to what is stored? |
 //! | `grpc` | did a gRPC call succeed, fail on the server, or not say? |
 //! | `status` | the `Cache-Status` and `Age` a response carries |
 
 pub(crate) mod cache_control;
 pub(crate) mod conditional;
+pub(crate) mod freshness;
 pub(crate) mod grpc;
+pub(crate) mod hop;
 pub(crate) mod status;
 pub(crate) mod storable;
 pub(crate) mod target;

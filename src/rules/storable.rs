@@ -6,10 +6,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, Method, StatusCode, header};
 
-use crate::rules::{
-    cache_control::{CacheControl, OriginFreshness},
-    vary::vary_names,
-};
+use crate::rules::{cache_control::CacheControl, freshness::OriginFreshness, vary::vary_names};
 
 /// Why a response is given only to the request that caused it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,9 +38,18 @@ pub(crate) fn method_is_cacheable(method: &Method) -> bool {
 }
 
 /// Methods whose success invalidates what is stored for their target
-/// (RFC 9111 section 4.4).
+/// (RFC 9111 section 4.4): all but the safe ones of RFC 9110 section 9.2.1,
+/// methods the layer does not know included. `CONNECT` names a tunnel, not
+/// a stored resource.
 pub(crate) fn is_unsafe(method: &Method) -> bool {
-    [Method::POST, Method::PUT, Method::PATCH, Method::DELETE].contains(method)
+    ![
+        Method::GET,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::CONNECT,
+    ]
+    .contains(method)
 }
 
 /// Whether the request asks to skip the cache altogether: `no-store`, or a
@@ -89,16 +95,20 @@ pub(crate) enum Sharing {
 
 /// Whether a response may be handed to requests other than the one that
 /// caused it (waiters of its flight, later hits), given what the request
-/// that caused it carried, and for how long.
+/// that caused it carried, and for how long. `revalidates` says whether the
+/// policy validates a `no-cache` response before each reuse
+/// ([`Policy::origin`](crate::Policy::origin)) rather than keep it to its
+/// client.
 pub(crate) fn shareable(
     headers: &HeaderMap,
     cc: &CacheControl,
     asked: Credentials,
+    revalidates: bool,
 ) -> Result<Sharing, Private> {
     if headers.contains_key(header::SET_COOKIE) {
         return Err(Private::SetCookie);
     }
-    if cc.private || cc.no_store || cc.no_cache {
+    if cc.private || cc.no_store || (cc.no_cache && !revalidates) {
         return Err(Private::CacheControl);
     }
     if vary_names(headers).is_none() {
@@ -134,9 +144,17 @@ pub(crate) fn request_says_no_cache(headers: &HeaderMap) -> bool {
     })
 }
 
-/// Successful statuses that RFC 9111 lets a cache store heuristically.
-pub(crate) fn status_is_storable(status: StatusCode) -> bool {
-    matches!(status.as_u16(), 200 | 203 | 204)
+/// Whether a response of `status` is stored: the successful statuses a
+/// cache may store heuristically (RFC 9111 section 3); and, where the
+/// policy `follows_origin`, any other final status but `206` and `304`
+/// that the response gives a lifetime of its own (explicit or, for the
+/// statuses RFC 9110 allows, heuristic).
+pub(crate) fn status_is_storable(status: StatusCode, follows_origin: bool, origin: &OriginFreshness) -> bool {
+    match status.as_u16() {
+        200 | 203 | 204 => true,
+        100..=199 | 206 | 304 => false,
+        _ => follows_origin && (origin.fresh.is_some() || origin.heuristic.is_some()),
+    }
 }
 
 #[cfg(test)]
@@ -152,7 +170,7 @@ mod tests {
         };
         let with = |pairs: &[(&'static str, &'static str)], asked: Credentials| {
             let h = headers(pairs);
-            shareable(&h, &CacheControl::parse(&h), asked)
+            shareable(&h, &CacheControl::parse(&h), asked, false)
         };
         let minute = Ok(Sharing::Within(std::time::Duration::from_secs(60)));
         let check = |pairs: &[(&'static str, &'static str)], auth: bool| with(pairs, asked(auth, false));
@@ -283,21 +301,45 @@ mod tests {
         for method in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
             assert!(is_unsafe(&method), "{method}");
         }
-        for method in [Method::GET, Method::HEAD, Method::OPTIONS] {
+        let unknown = Method::from_bytes(b"M-SEARCH").expect("a method");
+        assert!(is_unsafe(&unknown), "a method of unknown safety");
+        for method in [
+            Method::GET,
+            Method::HEAD,
+            Method::OPTIONS,
+            Method::TRACE,
+            Method::CONNECT,
+        ] {
             assert!(!is_unsafe(&method), "{method}");
         }
     }
 
     #[test]
-    fn storable_statuses_are_the_successful_heuristic_ones() {
+    fn storable_statuses_are_the_successful_ones_unless_the_origin_gives_a_lifetime() {
+        let storable = |s, follows, origin: &OriginFreshness| {
+            status_is_storable(StatusCode::from_u16(s).expect("valid"), follows, origin)
+        };
+        let silent = OriginFreshness::default();
+        let explicit = OriginFreshness {
+            fresh: Some(std::time::Duration::from_secs(60)),
+            ..silent
+        };
         for s in [200, 203, 204] {
-            assert!(status_is_storable(StatusCode::from_u16(s).expect("valid")), "{s}");
+            assert!(storable(s, false, &silent), "{s}");
+            assert!(storable(s, true, &silent), "{s}");
         }
         for s in [201, 206, 301, 304, 404, 500, 503] {
             assert!(
-                !status_is_storable(StatusCode::from_u16(s).expect("valid")),
-                "{s}"
+                !storable(s, false, &explicit),
+                "{s}: operator policies keep to the three"
             );
+        }
+        for s in [201, 301, 302, 404, 410, 500, 503, 599] {
+            assert!(storable(s, true, &explicit), "{s}: its own lifetime");
+            assert!(!storable(s, true, &silent), "{s}: no lifetime");
+        }
+        for s in [101, 206, 304] {
+            assert!(!storable(s, true, &explicit), "{s}: never a whole response");
         }
     }
 

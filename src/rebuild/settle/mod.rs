@@ -23,21 +23,27 @@ use http::{HeaderMap, HeaderName, Response, StatusCode};
 use http_body::Body;
 
 use super::fetch::Fetched;
+
+mod renew;
+
 use crate::{
     body::StampedeBody,
-    entry::{Entry, strip_unstorable_headers},
+    entry::Entry,
     flight::Outcome,
     key::variant_tag,
     policy::{Lifetime, Policy},
     response::with_status,
     rules::{
-        cache_control::{CacheControl, OriginFreshness},
+        cache_control::CacheControl,
+        freshness::{Exchange, OriginFreshness},
         grpc,
+        hop::strip_unstorable_headers,
         status::{BODY_NOT_STORED, CacheStatus, Fwd, STALE_IF_ERROR},
         storable::{self, Credentials, Private, Sharing},
         vary,
     },
 };
+use renew::renew;
 
 /// What a rebuild knows besides the origin's answer.
 pub(super) struct Context<'a, R> {
@@ -143,8 +149,8 @@ where
             Some(old) => return renew(old, &parts.headers, &mut cx),
             // Validators are only sent from a last good entry.
             None => {
-                let sharing =
-                    storable::shareable(&parts.headers, &CacheControl::parse(&parts.headers), cx.asked);
+                let cc = CacheControl::parse(&parts.headers);
+                let sharing = storable::shareable(&parts.headers, &cc, cx.asked, cx.policy.follows_origin());
                 (parts, Bytes::new(), None, sharing)
             }
         },
@@ -157,7 +163,7 @@ where
     };
 
     // Read before Age goes: it counts against the origin's freshness.
-    let origin = OriginFreshness::of(&parts.headers);
+    let origin = cx.origin_freshness(&parts.headers, parts.status);
     strip_unstorable_headers(&mut parts.headers);
     let names = vary::vary_names(&parts.headers).unwrap_or_default();
     let values = vary::vary_values(&names, cx.request);
@@ -165,7 +171,7 @@ where
         .policy
         .lifetime(now, (cx.random)(), &origin)
         .and_then(|lifetime| limited(lifetime, now, sharing))
-        .filter(|_| storable::status_is_storable(parts.status))
+        .filter(|_| storable::status_is_storable(parts.status, cx.policy.follows_origin(), &origin))
         .filter(|_| grpc::storable(&parts.headers, trailers.as_ref()));
     let tags = entry_tags(&cx, &parts.headers);
     let mut entry = Entry::new(
@@ -174,7 +180,8 @@ where
         data,
         trailers,
         (names, values),
-        now,
+        // Its age counts from when the origin made it.
+        now.checked_sub(origin.age).unwrap_or(now),
         lifetime.unwrap_or(Lifetime::expired(now)),
         cx.took,
     );
@@ -182,41 +189,19 @@ where
     Settled::Share {
         status: CacheStatus::forward(Fwd::Miss).fwd_status(entry.status),
         entry: Arc::new(entry),
-        write: lifetime.map(|lifetime| (Write::Whole, lifetime.keep_for(now))),
+        write: lifetime.map(|lifetime| (Write::Whole, cx.policy.keep_for(&lifetime, now, &origin))),
     }
 }
 
-/// The origin's `304` to the validators of `old`: `old` is current. It is
-/// renewed, unless the `304` is not for sharing (a cookie for the leader's
-/// client) or the policy gives it no time: then it answers this flight as
-/// it is, unstored.
-fn renew<B: Body, E, R: FnMut() -> f64>(
-    old: &Arc<Entry>,
-    answer: &HeaderMap,
-    cx: &mut Context<'_, R>,
-) -> Settled<B, E> {
-    let now = cx.now;
-    let sharing = storable::shareable(answer, &CacheControl::parse(answer), cx.asked);
-    let lifetime = cx
-        .policy
-        .lifetime(now, (cx.random)(), &OriginFreshness::of(&old.headers))
-        .and_then(|lifetime| limited(lifetime, now, sharing));
-    let status = CacheStatus::forward(Fwd::Miss)
-        .fwd_status(StatusCode::NOT_MODIFIED)
-        .detail("revalidated");
-    let Some(lifetime) = lifetime else {
-        return Settled::Share {
-            entry: Arc::clone(old),
-            write: None,
-            status,
+impl<R> Context<'_, R> {
+    /// What a response of `status` with `headers`, answered now, says of
+    /// its own freshness.
+    fn origin_freshness(&self, headers: &HeaderMap, status: StatusCode) -> OriginFreshness {
+        let exchange = Exchange {
+            sent: self.now.checked_sub(self.took).unwrap_or(self.now),
+            received: self.now,
         };
-    };
-    let mut renewed = old.renewed(now, lifetime, cx.took);
-    renewed.tags = entry_tags(cx, &old.headers);
-    Settled::Share {
-        entry: Arc::new(renewed),
-        write: Some((Write::Times, lifetime.keep_for(now))),
-        status,
+        OriginFreshness::at(headers, status, Some(exchange), self.policy.targeted_fields())
     }
 }
 

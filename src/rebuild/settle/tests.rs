@@ -32,7 +32,7 @@ fn whole_asked(
 ) -> Result<Fetched<Body>, &'static str> {
     let parts = parts(status, pairs);
     let cc = crate::rules::cache_control::CacheControl::parse(&parts.headers);
-    let sharing = storable::shareable(&parts.headers, &cc, asked).expect("a shareable response");
+    let sharing = storable::shareable(&parts.headers, &cc, asked, false).expect("a shareable response");
     Ok(Fetched::Whole {
         parts,
         data: Bytes::from_static(b"new"),
@@ -253,7 +253,8 @@ fn a_304_renews_the_entry_it_validated_when_it_may() {
             &ttl,
             cookie
         ),
-        renewed
+        renewed.replace("Times", "Whole"),
+        "new headers are written whole"
     );
     assert_eq!(
         settle_at(now, not_modified(&[]), Some(&old), &Policy::bypass()),
