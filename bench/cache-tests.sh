@@ -7,7 +7,7 @@
 #   bench/cache-tests.sh                          # about 4 minutes, plus the proxy's build
 #   CACHE_TESTS_DIR=~/src/cache-tests bench/cache-tests.sh   # your checkout
 #   RESULTS_DIR=/tmp/ct bench/cache-tests.sh      # keep each results.json
-#   PROXY_POLICY=swr:50s,120s bench/cache-tests.sh
+#   PROXY_POLICY=ttl:3600s bench/cache-tests.sh  # an operator's policy instead of Policy::origin
 #
 # The suite is the snapshot in ../shared/cache-tests (read-only: it is
 # copied to a temporary folder, and its dependencies installed there with
@@ -25,7 +25,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 started_at=$SECONDS
 
-PROXY_POLICY=${PROXY_POLICY:-ttl:3600s}
+PROXY_POLICY=${PROXY_POLICY:-origin:1d}
 snapshot=$(cd .. && pwd)/shared/cache-tests
 [ -d "$snapshot" ] || snapshot=/work/shared/cache-tests
 
@@ -173,9 +173,9 @@ EOF
   wait_port "$1" || { cat "$root/varnish.log" >&2; return 1; }
 }
 
-# The proxy example has no flag for Policy::respect_origin (issue 16's
-# earlier measurement had ttl:3600s plus respect_origin()): it runs the
-# policy alone, which decides every lifetime whatever the origin says.
+# The proxy example with its default policy, origin:1d (Policy::origin:
+# freshness from the origin's headers, a day at most), unless PROXY_POLICY
+# says otherwise.
 start_proxy() { # prints its URL
   setsid "$bin/proxy" --upstream "http://$origin" --listen 127.0.0.1:0 --policy "$PROXY_POLICY" \
     > "$dir/proxy.log" 2>&1 &
@@ -256,7 +256,7 @@ run=$(
   echo
   echo "Machine: $(nproc) cores ($cpu), shared; Node $(node --version), nginx ${nginx_version:-not installed}, Varnish ${varnish_version:-not installed}. Suite: cache-tests ${suite_version:-?}. One run of ${minutes} min."
   echo
-  echo "The proxy runs \`--policy $PROXY_POLICY\` alone: the example has no flag for \`Policy::respect_origin\`, so the policy sets every lifetime whatever the response says."
+  echo "The proxy runs \`--policy $PROXY_POLICY\`."
   echo
   summary --list "${name[proxy]}" "${summary_args[@]}"
   echo

@@ -21,7 +21,7 @@ use crate::{
     flight::{Leader, Outcome},
     plan::Job,
     response::from_entry,
-    reuse::{fit, reuse},
+    reuse::{Fit, fit, reuse},
     rules::status::{CacheStatus, Fwd},
     shared::Shared,
     store::{LockToken, Store},
@@ -53,6 +53,7 @@ pub(super) async fn acquire<St: Store>(
     let key = &job.key;
     let config = &shared.config;
     let waiting_since = tokio::time::Instant::now();
+    let asked = shared.now();
     let (timeout, ttl) = (config.store_timeout, config.lock_ttl);
     let mut guard = LockGuard {
         shared: Arc::clone(shared),
@@ -86,13 +87,13 @@ pub(super) async fn acquire<St: Store>(
         let wait = left.min(ttl);
         let unlocked = shared.store.wait_unlocked(key, wait);
         shared.store_call("wait", key, wait + timeout, unlocked).await;
-        if let Some(written) = written_meanwhile(shared, job, request, None).await {
+        if let Some(written) = written_meanwhile(shared, job, request, last_good, asked).await {
             return Acquired::Written(written);
         }
     }
     // The lock may have come free because another layer just wrote: then
     // there is nothing to rebuild.
-    match written_meanwhile(shared, job, request, last_good).await {
+    match written_meanwhile(shared, job, request, last_good, asked).await {
         Some(written) => {
             guard.release().await;
             Acquired::Written(written)
@@ -109,23 +110,33 @@ pub(super) struct Written {
     now: SystemTime,
 }
 
-/// Reads `job`'s key for an entry another layer has written: fresh, fit for
-/// `request`, and not `replaced` (the entry this rebuild is replacing).
+/// Reads `job`'s key for an entry another layer has written: fit for
+/// `request`, not `replaced` (the entry this rebuild is replacing), and
+/// fresh, or fresh at some time since `asked` (when this leader began): an
+/// answer the origin gave or validated after the request came is good for
+/// it, however short its freshness (a `no-cache` response revalidated by
+/// another replica has none).
 async fn written_meanwhile<St: Store>(
     shared: &Shared<St>,
     job: &Job,
     request: &HeaderMap,
     replaced: Option<&Arc<Entry>>,
+    asked: SystemTime,
 ) -> Option<Written> {
     let entry = shared.get(&job.key).await?;
-    if replaced.is_some_and(|old| old.stored_at == entry.stored_at) {
+    if replaced.is_some_and(|old| old.stored_at == entry.stored_at && old.lifetime == entry.lifetime) {
         return None;
     }
     let now = shared.now();
     let decision = job
         .policy
         .decide(entry.lifetime, entry.recompute, now, || shared.random());
-    let ttl = reuse(Some(decision), fit(&entry, request, job.credentials)).fresh_for()?;
+    let fits = fit(&entry, request, job.credentials);
+    let ttl = match reuse(Some(decision), fits).fresh_for() {
+        Some(ttl) => ttl,
+        None if fits == Fit::Yes && entry.lifetime.fresh_until >= asked => Duration::ZERO,
+        None => return None,
+    };
     Some(Written { entry, ttl, now })
 }
 
