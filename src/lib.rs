@@ -19,6 +19,10 @@
 //!   rises as expiry nears; [`Policy::stale_while_revalidate`] serves the
 //!   stale entry at once while one refresh runs; [`Policy::stale_if_error`]
 //!   serves the last good entry while the origin fails;
+//! - **freshness from the origin, when asked**: [`Policy::origin`] computes
+//!   freshness and age from the response's headers as a shared HTTP cache
+//!   does (RFC 9111, `CDN-Cache-Control`), revalidates with one conditional
+//!   request per key, and honours requests' own directives;
 //! - **HTTP shared-cache rules**: responses that belong to one user are never
 //!   stored nor handed to other requests (see [Guarantees](#guarantees)).
 //!
