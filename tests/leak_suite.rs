@@ -8,7 +8,8 @@
 //! header, a poisoned `Host` (another host, or one with a path in it),
 //! headers that rewrite the target the origin builds links from or routes
 //! on, or a path an origin normalises onto a bypassed route; on both
-//! stores (in memory, and a real `redis-server`); and on both paths a
+//! stores (in memory, and a real `redis-server`), and in memory under
+//! `Policy::origin` (freshness from the origin's headers); and on both paths a
 //! response could leak by: stored and served to a later request (direct),
 //! or handed to the waiters of a shared flight (collapsed). The origin makes
 //! every body unique to its call and echoes who asked, so a body that
@@ -395,6 +396,10 @@ struct Run {
     /// answers: so with paused time; with real time and network, a busy
     /// machine may delay one past the origin's 200 ms.
     exact_waiters: bool,
+    /// Whether the layer runs `Policy::origin`, which stores `no-cache`
+    /// responses to revalidate them: then the request's cookie is what
+    /// keeps such a response its client's.
+    origin_policy: bool,
 }
 
 impl Run {
@@ -418,6 +423,7 @@ impl Run {
             started: origin.started,
             stats: Arc::new(move || layer.stats()),
             exact_waiters,
+            origin_policy: false,
         }
     }
 
@@ -458,7 +464,10 @@ impl Run {
             "{}: client {i}: {status}",
             self.label
         );
-        let detail = format!("detail={}", rule.private_detail());
+        let detail = match rule {
+            Rule::NoCache if self.origin_policy => "detail=cookie".to_owned(),
+            _ => format!("detail={}", rule.private_detail()),
+        };
         assert!(
             !self.exact_waiters || status.ends_with(&detail),
             "{}: client {i}: {status}",
@@ -1042,6 +1051,22 @@ async fn nothing_leaks_through_the_memory_store() {
     let mut failures = Vec::new();
     for case in CASES {
         let run = Run::new("memory", case, StampedeLayer::new(MemoryStore::new()), true);
+        failures.extend(failure(run, case).await);
+    }
+    assert_no_failures(&failures);
+}
+
+/// The same cases with freshness from the origin's headers
+/// (`Policy::origin`), where `no-cache` responses are stored to be
+/// revalidated.
+#[tokio::test(start_paused = true)]
+async fn nothing_leaks_under_the_origin_policy() {
+    let mut failures = Vec::new();
+    for case in CASES {
+        let layer = StampedeLayer::new(MemoryStore::new())
+            .policy(Policy::origin(std::time::Duration::from_secs(3600)));
+        let mut run = Run::new("memory, origin policy", case, layer, true);
+        run.origin_policy = true;
         failures.extend(failure(run, case).await);
     }
     assert_no_failures(&failures);
