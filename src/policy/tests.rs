@@ -256,3 +256,104 @@ fn only_xfetch_before_expiry_draws_a_random_number() {
 fn beta_only_changes_xfetch() {
     assert_eq!(Policy::ttl(secs(1)).beta(5.0), Policy::ttl(secs(1)));
 }
+
+#[test]
+fn the_origin_policy_takes_the_response_s_own_lifetime_capped() {
+    let policy = Policy::origin(secs(3600));
+    let with = |o: OriginFreshness| policy.lifetime(T0, 0.0, &o);
+    let fresh = |s| OriginFreshness {
+        fresh: Some(secs(s)),
+        ..SILENT
+    };
+    assert_eq!(with(fresh(60)).map(|l| l.fresh_until), Some(T0 + secs(60)));
+    assert_eq!(with(fresh(86_400)).map(|l| l.fresh_until), Some(T0 + secs(3600)), "max caps it");
+    let heuristic = OriginFreshness {
+        heuristic: Some(secs(90)),
+        ..SILENT
+    };
+    assert_eq!(with(heuristic).map(|l| l.fresh_until), Some(T0 + secs(90)));
+    assert_eq!(with(SILENT), None, "no lifetime, no validator: not stored");
+    let validated = OriginFreshness {
+        validator: true,
+        ..SILENT
+    };
+    let kept = with(validated).expect("stored to be revalidated");
+    assert_eq!(kept.fresh_until, T0, "fresh for no time");
+    assert_eq!(policy.keep_for(&kept, T0, &validated), secs(3600), "kept for max");
+    assert_eq!(policy.keep_for(&kept, T0, &SILENT), secs(0));
+    let no_cache = OriginFreshness {
+        revalidate: true,
+        ..fresh(60)
+    };
+    assert_eq!(with(no_cache), None, "no-cache and no validator");
+    let no_cache = OriginFreshness {
+        validator: true,
+        ..no_cache
+    };
+    assert_eq!(with(no_cache).map(|l| l.fresh_until), Some(T0), "validated before each use");
+}
+
+#[test]
+fn the_origin_policy_serves_stale_as_the_response_says() {
+    let policy = Policy::origin(secs(3600)).stale_if_error(secs(30));
+    let origin = OriginFreshness {
+        fresh: Some(secs(60)),
+        stale_while_revalidate: Some(secs(20)),
+        ..SILENT
+    };
+    let lifetime = policy.lifetime(T0, 0.0, &origin).expect("stored");
+    assert_eq!(
+        (lifetime.stale_until, lifetime.error_until),
+        (T0 + secs(80), T0 + secs(90)),
+        "the policy's stale-if-error where the response says none"
+    );
+    let decide = |at| policy.decide(lifetime, secs(1), at, || 0.0);
+    assert_eq!(decide(T0 + secs(59)), Decision::Fresh { ttl: secs(1) });
+    assert_eq!(decide(T0 + secs(70)), Decision::Stale { late: secs(10) });
+    assert_eq!(decide(T0 + secs(80)), Decision::Expired);
+    let own_error = OriginFreshness {
+        stale_if_error: Some(secs(5)),
+        ..origin
+    };
+    let lifetime = policy.lifetime(T0, 0.0, &own_error).expect("stored");
+    assert_eq!(lifetime.error_until, T0 + secs(80), "the response's own, within the stale window");
+    let strict = OriginFreshness {
+        no_stale: true,
+        ..own_error
+    };
+    let lifetime = policy.lifetime(T0, 0.0, &strict).expect("stored");
+    assert_eq!((lifetime.stale_until, lifetime.error_until), (T0 + secs(60), T0 + secs(60)));
+}
+
+#[test]
+fn xfetch_layers_on_the_origin_policy_only_when_asked() {
+    let origin = OriginFreshness {
+        fresh: Some(secs(60)),
+        ..SILENT
+    };
+    let plain = Policy::origin(secs(3600));
+    let lifetime = plain.lifetime(T0, 0.0, &origin).expect("stored");
+    let draws = std::cell::Cell::new(0);
+    let draw = || {
+        draws.set(draws.get() + 1);
+        0.999
+    };
+    assert_eq!(plain.decide(lifetime, secs(10), T0 + secs(59), draw), Decision::Fresh { ttl: secs(1) });
+    assert_eq!(draws.get(), 0, "beta 0 draws nothing");
+    let early = Policy::origin(secs(3600)).beta(1.0);
+    assert_eq!(
+        early.decide(lifetime, secs(10), T0 + secs(59), draw),
+        Decision::RefreshEarly { ttl: secs(1) }
+    );
+}
+
+#[test]
+fn targeted_fields_come_before_cdn_cache_control_on_the_origin_policy_only() {
+    let acme = http::HeaderName::from_static("acme-cache-control");
+    let policy = Policy::origin(secs(60)).targeted(acme.clone());
+    let names: Vec<_> = policy.targeted_fields().iter().map(http::HeaderName::as_str).collect();
+    assert_eq!(names, ["acme-cache-control", "cdn-cache-control"]);
+    assert!(Policy::ttl(secs(60)).targeted(acme).targeted_fields().is_empty());
+    assert!(Policy::origin(secs(60)).follows_origin());
+    assert!(!Policy::ttl(secs(60)).follows_origin());
+}
