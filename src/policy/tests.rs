@@ -266,7 +266,11 @@ fn the_origin_policy_takes_the_response_s_own_lifetime_capped() {
         ..SILENT
     };
     assert_eq!(with(fresh(60)).map(|l| l.fresh_until), Some(T0 + secs(60)));
-    assert_eq!(with(fresh(86_400)).map(|l| l.fresh_until), Some(T0 + secs(3600)), "max caps it");
+    assert_eq!(
+        with(fresh(86_400)).map(|l| l.fresh_until),
+        Some(T0 + secs(3600)),
+        "max caps it"
+    );
     let heuristic = OriginFreshness {
         heuristic: Some(secs(90)),
         ..SILENT
@@ -290,7 +294,11 @@ fn the_origin_policy_takes_the_response_s_own_lifetime_capped() {
         validator: true,
         ..no_cache
     };
-    assert_eq!(with(no_cache).map(|l| l.fresh_until), Some(T0), "validated before each use");
+    assert_eq!(
+        with(no_cache).map(|l| l.fresh_until),
+        Some(T0),
+        "validated before each use"
+    );
 }
 
 #[test]
@@ -316,13 +324,20 @@ fn the_origin_policy_serves_stale_as_the_response_says() {
         ..origin
     };
     let lifetime = policy.lifetime(T0, 0.0, &own_error).expect("stored");
-    assert_eq!(lifetime.error_until, T0 + secs(80), "the response's own, within the stale window");
+    assert_eq!(
+        lifetime.error_until,
+        T0 + secs(80),
+        "the response's own, within the stale window"
+    );
     let strict = OriginFreshness {
         no_stale: true,
         ..own_error
     };
     let lifetime = policy.lifetime(T0, 0.0, &strict).expect("stored");
-    assert_eq!((lifetime.stale_until, lifetime.error_until), (T0 + secs(60), T0 + secs(60)));
+    assert_eq!(
+        (lifetime.stale_until, lifetime.error_until),
+        (T0 + secs(60), T0 + secs(60))
+    );
 }
 
 #[test]
@@ -338,7 +353,10 @@ fn xfetch_layers_on_the_origin_policy_only_when_asked() {
         draws.set(draws.get() + 1);
         0.999
     };
-    assert_eq!(plain.decide(lifetime, secs(10), T0 + secs(59), draw), Decision::Fresh { ttl: secs(1) });
+    assert_eq!(
+        plain.decide(lifetime, secs(10), T0 + secs(59), draw),
+        Decision::Fresh { ttl: secs(1) }
+    );
     assert_eq!(draws.get(), 0, "beta 0 draws nothing");
     let early = Policy::origin(secs(3600)).beta(1.0);
     assert_eq!(
@@ -351,7 +369,11 @@ fn xfetch_layers_on_the_origin_policy_only_when_asked() {
 fn targeted_fields_come_before_cdn_cache_control_on_the_origin_policy_only() {
     let acme = http::HeaderName::from_static("acme-cache-control");
     let policy = Policy::origin(secs(60)).targeted(acme.clone());
-    let names: Vec<_> = policy.targeted_fields().iter().map(http::HeaderName::as_str).collect();
+    let names: Vec<_> = policy
+        .targeted_fields()
+        .iter()
+        .map(http::HeaderName::as_str)
+        .collect();
     assert_eq!(names, ["acme-cache-control", "cdn-cache-control"]);
     assert!(Policy::ttl(secs(60)).targeted(acme).targeted_fields().is_empty());
     assert!(Policy::origin(secs(60)).follows_origin());
