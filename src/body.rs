@@ -13,15 +13,21 @@ use pin_project_lite::pin_project;
 
 mod budget;
 mod collect;
+mod error;
+mod shared;
 
 pub(crate) use budget::{Budget, Reservation};
 pub(crate) use collect::{Collected, Held, collect, collect_within};
+pub use error::{BodyError, BoxError};
+pub(crate) use shared::Shared;
 
 pin_project! {
     /// The body of every response that passes through the layer: the inner
-    /// service's body as it is, a stored body, or (for a response that was
-    /// too large to store, or failed midway) the part that was read followed
-    /// by the rest exactly as the inner service produces it.
+    /// service's body as it is, a stored body, the body of a flight shared
+    /// as it arrives, or (for a response that was read in part) the part
+    /// that was read followed by the rest exactly as the inner service
+    /// produces it. Its errors are [`BodyError`]s, the inner service's own
+    /// error as their source.
     pub struct StampedeBody<B>
     where
         B: Body,
@@ -41,6 +47,7 @@ pin_project! {
         Buffered { data: Option<Bytes>, trailers: Option<HeaderMap> },
         Replay { prefix: Prefix, rest: Pin<Box<B>> },
         Failed { prefix: Prefix, error: Option<B::Error> },
+        Shared { reader: shared::Reader },
     }
 }
 
@@ -82,6 +89,12 @@ impl<B: Body> StampedeBody<B> {
         }
     }
 
+    pub(crate) fn shared(reader: shared::Reader) -> Self {
+        Self {
+            kind: Kind::Shared { reader },
+        }
+    }
+
     /// Whether the body comes from a stored or collected copy.
     pub fn is_buffered(&self) -> bool {
         matches!(self.kind, Kind::Buffered { .. })
@@ -95,6 +108,7 @@ impl<B: Body> std::fmt::Debug for StampedeBody<B> {
             Kind::Buffered { .. } => "buffered",
             Kind::Replay { .. } => "replay",
             Kind::Failed { .. } => "failed",
+            Kind::Shared { .. } => "shared",
         };
         f.debug_struct("StampedeBody").field("kind", &kind).finish()
     }
@@ -105,18 +119,24 @@ fn to_bytes<D: Buf>(mut data: D) -> Bytes {
     data.copy_to_bytes(data.remaining())
 }
 
-fn map_frame<D: Buf, E>(frame: Option<Result<Frame<D>, E>>) -> Option<Result<Frame<Bytes>, E>> {
-    frame.map(|r| r.map(|f| f.map_data(to_bytes)))
+fn map_frame<D: Buf, E: Into<BoxError>>(
+    frame: Option<Result<Frame<D>, E>>,
+) -> Option<Result<Frame<Bytes>, BodyError>> {
+    frame.map(|r| r.map(|f| f.map_data(to_bytes)).map_err(BodyError::inner))
 }
 
-impl<B: Body> Body for StampedeBody<B> {
+impl<B> Body for StampedeBody<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
-    type Error = B::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.project().kind.project() {
             KindProj::Inner { body } => body.poll_frame(cx).map(map_frame),
             KindProj::Buffered { data, trailers } => Poll::Ready(match data.take() {
@@ -129,8 +149,9 @@ impl<B: Body> Body for StampedeBody<B> {
             },
             KindProj::Failed { prefix, error } => Poll::Ready(match prefix.pop() {
                 Some(frame) => Some(Ok(frame)),
-                None => error.take().map(Err),
+                None => error.take().map(|e| Err(BodyError::inner(e))),
             }),
+            KindProj::Shared { reader } => reader.poll_frame(cx),
         }
     }
 
@@ -140,6 +161,7 @@ impl<B: Body> Body for StampedeBody<B> {
             Kind::Buffered { data, trailers } => data.is_none() && trailers.is_none(),
             Kind::Replay { prefix, rest } => prefix.is_empty() && rest.is_end_stream(),
             Kind::Failed { prefix, error } => prefix.is_empty() && error.is_none(),
+            Kind::Shared { reader } => reader.is_end_stream(),
         }
     }
 
@@ -163,6 +185,7 @@ impl<B: Body> Body for StampedeBody<B> {
                 hint
             }
             Kind::Failed { .. } => SizeHint::default(),
+            Kind::Shared { reader } => reader.size_hint(),
         }
     }
 }

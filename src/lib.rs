@@ -146,7 +146,7 @@ pub mod clock; // injected time
 mod body; // the response body
 mod sync; // std's locks, or shuttle's for the concurrency models
 
-pub use body::StampedeBody;
+pub use body::{BodyError, BoxError, StampedeBody};
 pub use entry::{DecodeError, Entry};
 pub use future::ResponseFuture;
 pub use key::RouteError;

@@ -46,6 +46,19 @@ pub(crate) fn from_entry<B: Body>(
     with_status(response, &status)
 }
 
+/// A response with `head`'s status and headers and `body`: a response
+/// whose body streams to the flight.
+pub(crate) fn from_head<B: Body>(
+    head: &Entry,
+    body: StampedeBody<B>,
+    status: CacheStatus,
+) -> Response<StampedeBody<B>> {
+    let mut response = Response::new(body);
+    *response.status_mut() = head.status;
+    *response.headers_mut() = head.headers.clone();
+    with_status(response, &status)
+}
+
 /// A response built from an entry the origin just answered with: `Age`
 /// only when it came already aged (from a cache before the origin, or by
 /// its `Date`), as it then was not made for this request.

@@ -12,7 +12,7 @@ use http_body::Body;
 use tower_service::Service;
 
 use crate::{
-    body::StampedeBody,
+    body::{BoxError, StampedeBody},
     future::ResponseFuture,
     plan::{Plan, plan},
     request::{self, NoReplay, Reader},
@@ -99,7 +99,7 @@ where
     ReqBody: Send + 'static,
     ResBody: Body + Send + 'static,
     ResBody::Data: Send,
-    ResBody::Error: Send,
+    ResBody::Error: Into<BoxError> + Send,
 {
     type Response = Response<StampedeBody<ResBody>>;
     type Error = S::Error;

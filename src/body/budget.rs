@@ -68,7 +68,7 @@ impl Reservation {
         taken
     }
 
-    #[cfg(test)]
+    /// The bytes taken so far.
     pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }

@@ -39,6 +39,17 @@ pub(crate) struct Held {
     pub(crate) over_budget: bool,
 }
 
+impl Held {
+    /// What a read says that may hold a reservation until the flight ends:
+    /// `held`, and whether the budget was spent.
+    pub(crate) fn holding(held: Option<Reservation>, over_budget: bool) -> Self {
+        Self {
+            _reservation: held,
+            over_budget,
+        }
+    }
+}
+
 /// What was read so far, copied into one buffer of its own: the budget
 /// then counts what the process holds (the buffer's capacity), and no frame
 /// keeps alive the larger read buffer of the connection it came from.

@@ -1,6 +1,6 @@
 //! Reading origin bodies up to a limit, and replaying what was read.
 
-use std::{convert::Infallible, time::Duration};
+use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, StreamBody};
 
@@ -18,7 +18,13 @@ fn data(s: &'static str) -> Result<Frame<Bytes>, &'static str> {
     Ok(Frame::data(Bytes::from_static(s.as_bytes())))
 }
 
-async fn read_all<B: Body<Data = Bytes>>(body: B) -> (Vec<u8>, Option<HeaderMap>, Option<B::Error>) {
+/// The body's bytes, trailers and error, if any, as the innermost error's
+/// message (the origin's, which a `BodyError` carries as its source).
+async fn read_all<B>(body: B) -> (Vec<u8>, Option<HeaderMap>, Option<String>)
+where
+    B: Body<Data = Bytes>,
+    B::Error: std::error::Error + 'static,
+{
     let mut body = Box::pin(body);
     let (mut out, mut trailers) = (Vec::new(), None);
     while let Some(frame) = body.frame().await {
@@ -27,7 +33,13 @@ async fn read_all<B: Body<Data = Bytes>>(body: B) -> (Vec<u8>, Option<HeaderMap>
                 Ok(d) => out.extend_from_slice(&d),
                 Err(frame) => trailers = frame.into_trailers().ok(),
             },
-            Err(e) => return (out, trailers, Some(e)),
+            Err(e) => {
+                let mut root: &dyn std::error::Error = &e;
+                while let Some(source) = root.source() {
+                    root = source;
+                }
+                return (out, trailers, Some(root.to_string()));
+            }
         }
     }
     (out, trailers, None)
@@ -70,7 +82,7 @@ async fn a_body_whose_length_is_known_to_be_too_large_is_not_read() {
     };
     let hint = partial.size_hint();
     assert_eq!((hint.lower(), hint.upper()), (10, Some(10)));
-    let (bytes, _, error): (_, _, Option<Infallible>) = read_all(partial).await;
+    let (bytes, _, error) = read_all(partial).await;
     assert_eq!((&bytes[..], error), (&b"0123456789"[..], None));
 }
 
@@ -81,7 +93,10 @@ async fn a_body_that_fails_midway_gives_what_was_read_then_the_error() {
         panic!("a failed body is not complete");
     };
     let (bytes, _, error) = read_all(partial).await;
-    assert_eq!((&bytes[..], error), (&b"part"[..], Some("connection reset")));
+    assert_eq!(
+        (&bytes[..], error),
+        (&b"part"[..], Some("connection reset".to_owned()))
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -220,7 +235,7 @@ async fn a_body_of_announced_length_is_reserved_whole_or_not_read_at_all() {
     assert!(second.over_budget);
     assert_eq!(budget.used(), 10, "nothing of the second body was taken");
     assert_eq!(partial.size_hint().exact(), Some(10), "nor read");
-    let (bytes, _, error): (_, _, Option<Infallible>) = read_all(partial).await;
+    let (bytes, _, error) = read_all(partial).await;
     assert_eq!((&bytes[..], error), (&b"abcdefghij"[..], None));
     drop(held);
     assert_eq!(budget.used(), 0);

@@ -127,6 +127,27 @@ impl<T> Leader<T> {
         }
     }
 
+    /// Hands every waiter `value` now while the flight goes on: requests
+    /// that join later get it too, until [`Leader::close`] or the end.
+    pub(crate) fn publish(&self, value: T) {
+        if let Some(tx) = &self.tx {
+            tx.send_replace(Some(value));
+        }
+    }
+
+    /// Ends a flight whose value was published: the key is free, and
+    /// waiters not yet woken get the published value.
+    pub(crate) fn end(mut self) {
+        self.remove();
+        self.tx = None;
+    }
+
+    /// Takes no more waiters: later requests for the key start a flight of
+    /// their own. Those already waiting keep theirs.
+    pub(crate) fn close(&self) {
+        self.remove();
+    }
+
     pub(crate) fn key(&self) -> &str {
         &self.key
     }

@@ -2,13 +2,21 @@
 
 use std::sync::Arc;
 
-use crate::entry::Entry;
+use crate::{body::Shared, entry::Entry};
 
 /// The end of a flight, as its waiters see it.
 #[derive(Clone)]
 pub(crate) enum Outcome {
     /// A whole response others may have, and whether it was stored.
     Shared { entry: Arc<Entry>, stored: bool },
+    /// A response others may have whose body is read from the origin as
+    /// they read it: `head` has its status and headers (and no body);
+    /// `kept` says whether it may still be stored.
+    Streaming {
+        head: Arc<Entry>,
+        body: Arc<Shared>,
+        kept: bool,
+    },
     /// A response only the leader's client may have, and why: waiters go
     /// forward.
     Private(&'static str),

@@ -13,21 +13,22 @@ use crate::{
 };
 
 impl<St: Store, R> StampedeLayer<St, R> {
-    /// The largest body that is buffered to be stored and shared. A larger
-    /// response streams to its own client untouched and is not stored. A
-    /// body is also bounded by [`max_buffered_bytes`](Self::max_buffered_bytes),
-    /// which all flights share. Default: 8 MiB.
+    /// The largest body that is kept whole to be stored. A larger response
+    /// still streams, as it arrives, to its own client and to every request
+    /// collapsed onto its flight, from one origin call; it is not stored,
+    /// and its key does not pass. A body is also bounded by
+    /// [`max_buffered_bytes`](Self::max_buffered_bytes), which all flights
+    /// share. Default: 8 MiB.
     pub fn max_body_bytes(mut self, limit: usize) -> Self {
         self.config().max_body_bytes = limit;
         self
     }
 
-    /// How long the layer waits for a response body to end before it gives
-    /// up sharing it: the leader's client then gets what arrived and the
-    /// rest as it streams, its waiters go to the origin themselves, and
-    /// nothing is stored. Keeps a stream (a log tail, server-sent events)
-    /// on a cached route from holding its client and its waiters. Default:
-    /// 30 s.
+    /// How long a response body may take to end and still be stored. Every
+    /// request of the flight reads the body as it comes either way; past
+    /// this, it is not kept for the store (a log tail, server-sent events
+    /// on a cached route), and later requests start a flight of their own
+    /// once its start is no longer kept. Default: 30 s.
     pub fn max_body_wait(mut self, wait: Duration) -> Self {
         self.config().max_body_wait = wait;
         self
@@ -79,17 +80,18 @@ impl<St: Store, R> StampedeLayer<St, R> {
     /// so that a 1 KiB body takes 1 KiB. It is given back once the flight
     /// has ended, its entry written.
     ///
-    /// A body the budget cannot take is given up as one over
-    /// [`max_body_bytes`](Self::max_body_bytes) is: the leader's client
-    /// gets what was read, then the rest as it streams; the waiters go to
-    /// the origin themselves; nothing is stored
-    /// (`Cache-Status: ...; detail=body-not-stored`). It is counted in
+    /// A body the budget cannot take is not kept, as one over
+    /// [`max_body_bytes`](Self::max_body_bytes) is: it streams to the
+    /// requests of its flight as they read it and is not stored
+    /// (`Cache-Status: ...; detail=body-not-stored` when that is known from
+    /// its head). It is counted in
     /// [`Stats::over_budget`](crate::Stats::over_budget), and the key does
     /// not pass for [`pass_for`](Self::pass_for): the next request may find
-    /// room. What was read of such a body stays counted until it is sent or
-    /// its client is gone; the chunk that did not fit (as the connection
-    /// delivered it) is held beside the budget meanwhile. A body of
-    /// announced length that does not fit is not read at all.
+    /// room. A body that is not kept holds at most its first 4 MiB (from
+    /// the budget, while it has room: for requests that join late), then
+    /// only what its readers have yet to read, at most 4 MiB; the origin is
+    /// read no faster than the fastest of them takes it. A body of
+    /// announced length that does not fit is not kept at all.
     ///
     /// A body larger than the whole budget is treated as one over
     /// `max_body_bytes`. The budget is per layer: with one layer per route

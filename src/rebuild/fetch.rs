@@ -8,11 +8,13 @@ use http::{HeaderMap, Request, Response, StatusCode, header, response};
 use http_body::Body;
 use tower_service::Service;
 
+use super::stream::{self, Streamer};
 use crate::{
-    body::{Budget, Collected, Held, StampedeBody, collect_within},
+    body::{BoxError, Budget, Collected, Held, StampedeBody, collect_within},
     entry::Entry,
     rules::{
         cache_control::CacheControl,
+        grpc,
         storable::{self, Credentials, Private, Sharing},
     },
 };
@@ -41,6 +43,10 @@ pub(super) enum Fetched<B: Body> {
     },
     /// The origin's `304` to the validators this layer sent.
     NotModified { parts: response::Parts },
+    /// A body handed to the flight's requests as it came, not kept whole:
+    /// too large, too slow, past the budget, or failed midway (its readers
+    /// got the error).
+    Streamed { parts: response::Parts },
 }
 
 impl<B: Body> Fetched<B> {
@@ -49,7 +55,8 @@ impl<B: Body> Fetched<B> {
             Self::Whole { parts, .. }
             | Self::Private { parts, .. }
             | Self::Partial { parts, .. }
-            | Self::NotModified { parts } => parts.status,
+            | Self::NotModified { parts }
+            | Self::Streamed { parts } => parts.status,
         }
     }
 }
@@ -77,10 +84,12 @@ pub(super) async fn fetch<S, ReqBody, B>(
     asked: Credentials,
     revalidates: bool,
     limits: Limits<'_>,
+    streamer: &mut impl Streamer,
 ) -> Result<(Fetched<B>, Held), S::Error>
 where
     S: Service<Request<ReqBody>, Response = Response<B>>,
     B: Body,
+    B::Error: Into<BoxError>,
 {
     let mut validated = false;
     if let Some(old) = last_good.filter(|old| old.status == StatusCode::OK) {
@@ -104,6 +113,12 @@ where
         Ok(sharing) => sharing,
         Err(reason) => return Ok((Fetched::Private { parts, body, reason }, Held::default())),
     };
+    // A gRPC call is stored on its trailers' word, and a failure status may
+    // have the last good response stand in: those are read whole first.
+    let failing = matches!(parts.status.as_u16(), 500 | 502 | 503 | 504);
+    if !grpc::is_grpc(&parts.headers) && !failing {
+        return Ok(stream::read(parts, body, sharing, limits, streamer).await);
+    }
     // A body the budget could never hold is one over the limit: not a
     // sign that the budget is spent.
     let bytes = limits.bytes.min(limits.budget.limit());

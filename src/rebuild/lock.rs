@@ -58,7 +58,7 @@ pub(super) async fn acquire<St: Store>(
     let mut guard = LockGuard {
         shared: Arc::clone(shared),
         key: key.clone(),
-        token: None,
+        token: std::sync::Mutex::new(None),
         unavailable: false,
     };
     loop {
@@ -67,7 +67,7 @@ pub(super) async fn acquire<St: Store>(
             .await
         {
             Some(Some(token)) => {
-                guard.token = Some(token);
+                *guard.token() = Some(token);
                 break;
             }
             None => {
@@ -163,7 +163,9 @@ impl Written {
 pub(super) struct LockGuard<St: Store> {
     shared: Arc<Shared<St>>,
     key: String,
-    token: Option<LockToken>,
+    /// Behind a lock of its own so that a rebuild can give it back while it
+    /// still reads the body ([`LockGuard::let_go`]).
+    token: std::sync::Mutex<Option<LockToken>>,
     /// The store could not be asked for the lock: what is built goes to
     /// the in-process fallback instead.
     unavailable: bool,
@@ -174,6 +176,25 @@ impl<St: Store> LockGuard<St> {
         &self.key
     }
 
+    fn token(&self) -> std::sync::MutexGuard<'_, Option<LockToken>> {
+        self.token
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Gives the lock back now, while the rebuild goes on: what it builds
+    /// will not be written (a body too large to store), so the next
+    /// rebuild, here or on another layer, need not wait for it.
+    pub(super) fn let_go(&self) {
+        let Some(token) = self.token().take() else {
+            return;
+        };
+        let (store, key) = (self.shared.store.clone(), self.key.clone());
+        tokio::spawn(async move {
+            let _ = store.unlock(&key, &token).await;
+        });
+    }
+
     /// Runs `work` while keeping the lock alive: a rebuild that takes
     /// longer than the lock's ttl must not let a second one start. Up to
     /// `lock_wait` only, as long as other layers wait for it: past that the
@@ -181,9 +202,9 @@ impl<St: Store> LockGuard<St> {
     /// layer's leader takes it over and stores what it builds (this
     /// rebuild's own write is then refused).
     pub(super) async fn hold<F: Future>(&self, work: F) -> F::Output {
-        let Some(token) = &self.token else {
+        if self.token().is_none() {
             return work.await;
-        };
+        }
         let (shared, key) = (&self.shared, self.key.as_str());
         let (ttl, timeout) = (shared.config.lock_ttl, shared.config.store_timeout);
         let give_up = tokio::time::Instant::now() + shared.config.lock_wait;
@@ -200,7 +221,11 @@ impl<St: Store> LockGuard<St> {
             tokio::select! {
                 output = &mut work => return output,
                 () = tokio::time::sleep_until(next) => {
-                    let extend = shared.store.extend_lock(key, token, ttl);
+                    let Some(token) = self.token().clone() else {
+                        // Given back meanwhile.
+                        return work.await;
+                    };
+                    let extend = shared.store.extend_lock(key, &token, ttl);
                     if shared.store_call("extend lock", key, timeout, extend).await != Some(true) {
                         debug!(key, "rebuild lock lost while the origin was still working");
                     }
@@ -212,8 +237,8 @@ impl<St: Store> LockGuard<St> {
     /// Writes `entry` fenced by the lock, which also releases it; keeps it
     /// in process instead when the store cannot be reached. Whether the
     /// store took it.
-    pub(super) async fn store(mut self, entry: Arc<Entry>, keep_for: Duration, write: Write) -> bool {
-        let Some(token) = self.token.take() else {
+    pub(super) async fn store(self, entry: Arc<Entry>, keep_for: Duration, write: Write) -> bool {
+        let Some(token) = self.token().take() else {
             if self.unavailable {
                 self.shared.keep_in_process(&self.key, entry, keep_for).await;
             }
@@ -250,8 +275,9 @@ impl<St: Store> LockGuard<St> {
     }
 
     /// Gives the lock back without writing.
-    pub(super) async fn release(mut self) {
-        if let Some(token) = self.token.take() {
+    pub(super) async fn release(self) {
+        let token = self.token().take();
+        if let Some(token) = token {
             let (shared, key) = (&self.shared, self.key.as_str());
             let unlock = shared.store.unlock(key, &token);
             shared
@@ -263,7 +289,7 @@ impl<St: Store> LockGuard<St> {
 
 impl<St: Store> Drop for LockGuard<St> {
     fn drop(&mut self) {
-        let Some(token) = self.token.take() else {
+        let Some(token) = self.token().take() else {
             return;
         };
         // The leader unwound: free the key for the next rebuild now rather

@@ -48,13 +48,14 @@ pub(crate) fn refresh<S, St, ReqBody, B>(
         let _permit = permit;
         // Nobody waits for this response: waiters of the flight, if any,
         // were answered by the leader.
-        let _ = lead(
+        lead(
             shared,
             inner,
             origin_request(request),
             job,
             leader,
             Some(last_good),
+            None,
         )
         .await;
     });

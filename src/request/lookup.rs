@@ -4,6 +4,7 @@
 use std::{panic, sync::Arc};
 
 use http::{HeaderMap, Request, Response};
+use tokio::{sync::oneshot, task::JoinError};
 use tracing::debug;
 
 use super::{forward::forward, wait::wait};
@@ -109,6 +110,7 @@ where
         Join::Leader(leader) => {
             debug!(key = job.key, "leading a flight");
             let primary = job.primary().to_owned();
+            let (reply, answer) = oneshot::channel();
             let task = tokio::spawn(lead(
                 Arc::clone(&shared),
                 inner,
@@ -116,18 +118,21 @@ where
                 job,
                 leader,
                 last_good,
+                Some(reply),
             ));
-            match task.await {
+            match answer.await {
                 Ok(response) => response.map(|response| {
                     let names = vary::vary_names(response.headers()).unwrap_or_default();
                     shared.state.varies.learn(&primary, &names);
                     ask.shape(response)
                 }),
-                Err(error) => match error.try_into_panic() {
+                // The task ended without a response: it panicked or was
+                // cancelled (the runtime shutting down).
+                Err(_) => match task.await.map_err(JoinError::try_into_panic) {
                     // As if the layer were not there: the panic is the
                     // leader's client's to see.
-                    Ok(payload) => panic::resume_unwind(payload),
-                    Err(_) => Ok(bad_gateway("leader-cancelled")),
+                    Err(Ok(payload)) => panic::resume_unwind(payload),
+                    _ => Ok(bad_gateway("leader-cancelled")),
                 },
             }
         }

@@ -239,15 +239,17 @@ mod tests {
         assert_eq!(read_key("k".into(), &headers, b"m"), None);
     }
 
-    type Boxed = http_body_util::combinators::UnsyncBoxBody<Bytes, std::convert::Infallible>;
+    type Boxed = http_body_util::combinators::UnsyncBoxBody<Bytes, crate::BoxError>;
 
     fn replay() -> Replay<impl Fn(StampedeBody<Boxed>) -> Boxed + Send + Sync, Boxed> {
-        Replay::new(|body: StampedeBody<Boxed>| body.boxed_unsync())
+        Replay::new(|body: StampedeBody<Boxed>| body.map_err(crate::BoxError::from).boxed_unsync())
     }
 
     #[tokio::test]
     async fn a_whole_body_is_handed_back_unchanged() {
-        let body = Full::new(Bytes::from_static(b"hello")).boxed_unsync();
+        let body = Full::new(Bytes::from_static(b"hello"))
+            .map_err(crate::BoxError::from)
+            .boxed_unsync();
         let (body, whole) = replay().read(body, 16, Duration::from_secs(1)).await;
         assert_eq!(whole.as_deref(), Some(&b"hello"[..]));
         let replayed = body.collect().await.expect("infallible").to_bytes();
@@ -259,7 +261,9 @@ mod tests {
         let chunks = ["0123", "4567", "89ab", "cdef"].map(|c| {
             Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from_static(c.as_bytes())))
         });
-        let body = StreamBody::new(futures_util::stream::iter(chunks)).boxed_unsync();
+        let body = StreamBody::new(futures_util::stream::iter(chunks))
+            .map_err(crate::BoxError::from)
+            .boxed_unsync();
         let (body, whole) = replay().read(body, 6, Duration::from_secs(1)).await;
         assert_eq!(whole, None);
         let replayed = body.collect().await.expect("infallible").to_bytes();
@@ -271,7 +275,9 @@ mod tests {
         use futures_util::StreamExt;
         let first = Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from_static(b"first")));
         let stalled = futures_util::stream::iter([first]).chain(futures_util::stream::pending());
-        let body = StreamBody::new(stalled).boxed_unsync();
+        let body = StreamBody::new(stalled)
+            .map_err(crate::BoxError::from)
+            .boxed_unsync();
         let (mut body, whole) = replay().read(body, 1024, Duration::from_secs(30)).await;
         assert_eq!(whole, None, "not read whole: not keyed, not cached");
         let frame = body.frame().await.expect("a frame").expect("infallible");

@@ -10,11 +10,11 @@ use crate::{
     flight::{Outcome, Waiter},
     plan::Job,
     rebuild::{Origin, SendBody},
-    response::{bad_gateway, from_answer, from_entry, ttl_left},
+    response::{bad_gateway, from_answer, from_entry, from_head, ttl_left},
     reuse::{Fit, fit},
     rules::{
         conditional::Ask,
-        status::{CacheStatus, Fwd, STALE_IF_ERROR},
+        status::{BODY_NOT_STORED, CacheStatus, Fwd, STALE_IF_ERROR},
     },
     shared::Shared,
     store::Store,
@@ -55,12 +55,29 @@ where
                 .ttl(ttl);
             Ok(ask.shape(from_answer(&entry, status, now)))
         }
+        Some(Outcome::Streaming { head, body, kept })
+            if fit(&head, request.headers(), job.credentials) == Fit::Yes =>
+        {
+            let Some(reader) = body.try_reader() else {
+                // Its start is gone: it cannot be read whole.
+                debug!(key = job.key, "the shared body has moved on; going forward");
+                return forward(shared, fallback, request, CacheStatus::forward(Fwd::Miss)).await;
+            };
+            shared.state.varies.learn(job.primary(), &head.vary);
+            let mut status = CacheStatus::forward(Fwd::Miss)
+                .fwd_status(head.status)
+                .collapsed();
+            if !kept {
+                status = status.detail(BODY_NOT_STORED);
+            }
+            Ok(ask.shape(from_head(&head, StampedeBody::shared(reader), status)))
+        }
         Some(Outcome::LastGood(entry)) if fit(&entry, request.headers(), job.credentials) == Fit::Yes => {
             let status = CacheStatus::forward(Fwd::Miss).collapsed().detail(STALE_IF_ERROR);
             Ok(ask.shape(from_entry(&entry, status, Some(shared.now()))))
         }
         Some(Outcome::Failed) | None => Ok(bad_gateway("origin-error")),
-        Some(Outcome::Shared { .. } | Outcome::LastGood(_)) => {
+        Some(Outcome::Shared { .. } | Outcome::Streaming { .. } | Outcome::LastGood(_)) => {
             debug!(
                 key = job.key,
                 "leader's response does not fit this request; going forward"

@@ -57,7 +57,7 @@ impl Ask {
     }
 
     /// This client's answer, made from a response for a plain `GET`.
-    pub(crate) fn shape<B: Body>(
+    pub(crate) fn shape<B: Body<Error: Into<crate::body::BoxError>>>(
         &self,
         mut response: Response<StampedeBody<B>>,
     ) -> Response<StampedeBody<B>> {

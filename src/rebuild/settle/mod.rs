@@ -19,7 +19,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, Response, StatusCode};
+use http::{HeaderMap, HeaderName, Response, StatusCode, response};
 use http_body::Body;
 
 use super::fetch::Fetched;
@@ -83,6 +83,8 @@ pub(super) enum Settled<B: Body, E> {
     },
     /// The origin failed and the last good entry stands in, for everyone.
     StandIn { entry: Arc<Entry>, status: CacheStatus },
+    /// The body went to everyone as it came and was not kept whole.
+    Streamed,
     /// An entry for everyone, written to the store when `write` says so.
     /// `status` still lacks what the write decides (`stored`, `ttl`).
     Share {
@@ -145,6 +147,7 @@ where
                 pass: true,
             };
         }
+        Ok(Fetched::Streamed { .. }) => return Settled::Streamed,
         Ok(Fetched::NotModified { parts }) => match cx.last_good {
             Some(old) => return renew(old, &parts.headers, &mut cx),
             // Validators are only sent from a last good entry.
@@ -191,6 +194,26 @@ where
         entry: Arc::new(entry),
         write: lifetime.map(|lifetime| (Write::Whole, cx.policy.keep_for(&lifetime, now, &origin))),
     }
+}
+
+/// The head of a response whose body streams, as waiters fit it against
+/// their requests: its status and storable headers, the `Vary` names it
+/// gives and the values `request` had for them; no body.
+pub(super) fn head(parts: &response::Parts, request: &HeaderMap, now: SystemTime) -> Entry {
+    let mut headers = parts.headers.clone();
+    strip_unstorable_headers(&mut headers);
+    let names = vary::vary_names(&headers).unwrap_or_default();
+    let values = vary::vary_values(&names, request);
+    Entry::new(
+        parts.status,
+        headers,
+        Bytes::new(),
+        None,
+        (names, values),
+        now,
+        Lifetime::expired(now),
+        Duration::ZERO,
+    )
 }
 
 impl<R> Context<'_, R> {

@@ -57,7 +57,7 @@ fn seen(settled: Settled<Body, &'static str>) -> String {
             let outcome = match outcome {
                 Outcome::Failed => "failed",
                 Outcome::Private(why) => why,
-                Outcome::Shared { .. } | Outcome::LastGood(_) => "shared?",
+                Outcome::Shared { .. } | Outcome::Streaming { .. } | Outcome::LastGood(_) => "shared?",
             };
             let reply = match reply {
                 Ok(response) => format!("{:?}", response.headers()[crate::rules::status::CACHE_STATUS]),
@@ -65,6 +65,7 @@ fn seen(settled: Settled<Body, &'static str>) -> String {
             };
             format!("own waiters={outcome} pass={pass} {reply}")
         }
+        Settled::Streamed => "streamed".to_owned(),
         Settled::StandIn { entry, status } => {
             format!("stand-in body={:?} {:?}", entry.body, status.value())
         }
