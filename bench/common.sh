@@ -5,7 +5,7 @@
 #   source "$(dirname "$0")/common.sh"    (after `cd` to the repository)
 
 cargo build --quiet --release --example origin --example proxy --example loadgen
-bin=target/release/examples
+bin=${CARGO_TARGET_DIR:-target}/release/examples
 dir=$(mktemp -d)
 cleanup() {
   kill $(jobs -p) 2>/dev/null || true

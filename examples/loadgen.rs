@@ -152,6 +152,30 @@ where
     Ok((status, kind))
 }
 
+/// As [`read`], and when the first byte of the body came, after `sent`.
+async fn read_timed<B>(response: hyper::Response<B>, sent: Instant) -> (Outcome, Option<Duration>)
+where
+    B: hyper::body::Body,
+    B::Error: std::fmt::Display,
+{
+    let (status, kind) = (
+        response.status().as_u16(),
+        kind(response.headers().get("cache-status")),
+    );
+    let mut body = std::pin::pin!(response.into_body());
+    let mut first = None;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) if frame.is_data() => {
+                first.get_or_insert_with(|| sent.elapsed());
+            }
+            Ok(_) => {}
+            Err(error) => return (Err(error.to_string()), first),
+        }
+    }
+    (Ok((status, kind)), first)
+}
+
 async fn text(url: &Uri) -> Result<String, String> {
     let mut sender = connect(url).await?;
     let response = sender
@@ -252,26 +276,29 @@ async fn burst(args: &Args) -> Result<String, String> {
                 // would pass it.
                 start.wait().await;
                 let sent = Instant::now();
-                let outcome = match connected {
+                let (outcome, first_byte) = match connected {
                     Ok(mut sender) => match sender.send_request(get(&url, host.as_deref())?).await {
-                        Ok(response) => read(response).await,
-                        Err(error) => Err(error.to_string()),
+                        Ok(response) => read_timed(response, sent).await,
+                        Err(error) => (Err(error.to_string()), None),
                     },
-                    Err(error) => Err(error),
+                    Err(error) => (Err(error), None),
                 };
-                Ok::<_, String>((outcome, sent.elapsed()))
+                Ok::<_, String>((outcome, sent.elapsed(), first_byte))
             })
         })
         .collect();
-    let (mut tally, mut latencies) = (Tally::default(), Vec::new());
+    let (mut tally, mut latencies, mut first_bytes) = (Tally::default(), Vec::new(), Vec::new());
     for task in tasks {
-        let (outcome, latency) = task.await.map_err(|e| e.to_string())??;
+        let (outcome, latency, first_byte) = task.await.map_err(|e| e.to_string())??;
         if outcome.is_ok() {
             latencies.push(latency);
+            first_bytes.extend(first_byte);
         }
         tally.add(&outcome);
     }
     let (p50, p99, max) = summary(&mut latencies);
+    let (first_p50, first_p99, _) = summary(&mut first_bytes);
+    let first_min = first_bytes.first().map_or(0.0, |d| d.as_secs_f64() * 1000.0);
     println!(
         "{} requests released together at {}",
         args.requests,
@@ -286,8 +313,10 @@ async fn burst(args: &Args) -> Result<String, String> {
         tally.statuses, tally.failed, tally.kinds
     );
     println!("latency ms: p50 {p50:.1}, p99 {p99:.1}, max {max:.1}");
+    println!("first byte ms: first {first_min:.1}, p50 {first_p50:.1}, p99 {first_p99:.1}");
     Ok(format!(
-        "mode=burst requests={} failed={} p50={p50:.1} p99={p99:.1} max={max:.1}",
+        "mode=burst requests={} failed={} p50={p50:.1} p99={p99:.1} max={max:.1} \
+         first_byte_min={first_min:.1} first_byte_p50={first_p50:.1} first_byte_p99={first_p99:.1}",
         args.requests, tally.failed
     ))
 }
