@@ -144,12 +144,7 @@ where
     B: hyper::body::Body,
     B::Error: std::fmt::Display,
 {
-    let (status, kind) = (
-        response.status().as_u16(),
-        kind(response.headers().get("cache-status")),
-    );
-    response.into_body().collect().await.map_err(|e| e.to_string())?;
-    Ok((status, kind))
+    read_timed(response, Instant::now()).await.0
 }
 
 /// As [`read`], and when the first byte of the body came, after `sent`.

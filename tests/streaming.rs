@@ -115,19 +115,32 @@ async fn serve(origin: Origin) -> SocketAddr {
 }
 
 /// The layer in front of the origin, over hyper's pooled client.
-async fn proxy(
-    layer: &StampedeLayer<MemoryStore>,
-) -> (
-    Origin,
-    impl Service<
+/// The layered service the tests call.
+trait Proxied:
+    Service<
         Request<Empty<Bytes>>,
         Response = Response<tower_stampede::StampedeBody<Incoming>>,
         Error = hyper_util::client::legacy::Error,
         Future: Send,
     > + Clone
     + Send
-    + 'static,
-) {
+    + 'static
+{
+}
+
+impl<S> Proxied for S where
+    S: Service<
+            Request<Empty<Bytes>>,
+            Response = Response<tower_stampede::StampedeBody<Incoming>>,
+            Error = hyper_util::client::legacy::Error,
+            Future: Send,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
+async fn proxy(layer: &StampedeLayer<MemoryStore>) -> (Origin, impl Proxied) {
     let origin = Origin {
         calls: Arc::default(),
         gate: watch::Sender::new(0),
@@ -224,14 +237,7 @@ async fn collapsed<S>(
     path: &str,
 ) -> Vec<Reading<tower_stampede::StampedeBody<Incoming>>>
 where
-    S: Service<
-            Request<Empty<Bytes>>,
-            Response = Response<tower_stampede::StampedeBody<Incoming>>,
-            Error = hyper_util::client::legacy::Error,
-            Future: Send,
-        > + Clone
-        + Send
-        + 'static,
+    S: Proxied,
 {
     let coalesced = layer.stats().coalesced;
     let tasks: Vec<_> = (0..n)
@@ -253,6 +259,17 @@ where
         heads.push(within("a head", task).await.expect("no panic"));
     }
     heads
+}
+
+/// Whether the layer's store holds an entry for `path`.
+async fn stored(layer: &StampedeLayer<MemoryStore>, path: &str) -> bool {
+    let key = format!("GET origin.test{path}");
+    layer
+        .store()
+        .get(&key)
+        .await
+        .expect("the store answers")
+        .is_some()
 }
 
 /// The leader's reading first, then the waiters'.
@@ -290,12 +307,10 @@ async fn waiters_get_the_first_byte_when_the_leader_does() {
     assert_eq!(origin.calls(), 1);
     let again = Reading::of(service.clone().oneshot(get("/body/4")).await.expect("answers"));
     assert!(again.status.contains("hit"), "stored whole: {}", again.status);
-    let stored = layer
-        .store()
-        .get("GET origin.test/body/4")
-        .await
-        .expect("the store answers");
-    assert!(stored.is_some(), "the key the tests look for");
+    assert!(
+        stored(&layer, "/body/4").await,
+        "the key the other tests look for"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -371,12 +386,7 @@ async fn a_body_that_breaks_midway_ends_every_waiter_s_body_with_an_error() {
         );
     }
     assert_eq!(origin.calls(), 1);
-    let stored = layer
-        .store()
-        .get("GET origin.test/broken/2")
-        .await
-        .expect("the store answers");
-    assert!(stored.is_none(), "nothing stored");
+    assert!(!stored(&layer, "/broken/2").await, "nothing stored");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
