@@ -275,7 +275,7 @@ impl State {
         self.chunks.iter().skip(read).map(Bytes::len).sum()
     }
 
-    /// Outside keep-all and past the first window, drops the chunks every
+    /// Outside keep-all and replay, drops the chunks every
     /// reader left has read.
     fn trim(&mut self) {
         if self.keep_all {

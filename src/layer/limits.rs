@@ -87,11 +87,11 @@ impl<St: Store, R> StampedeLayer<St, R> {
     /// its head). It is counted in
     /// [`Stats::over_budget`](crate::Stats::over_budget), and the key does
     /// not pass for [`pass_for`](Self::pass_for): the next request may find
-    /// room. A body that is not kept holds at most its first 4 MiB (from
-    /// the budget, while it has room: for requests that join late), then
+    /// room. A body that will not be stored is still kept from its first
+    /// byte while the budget has room (for requests that join late), then
     /// only what its readers have yet to read, at most 4 MiB; the origin is
     /// read no faster than the fastest of them takes it. A body of
-    /// announced length that does not fit is not kept at all.
+    /// announced length that does not fit is not kept for the store.
     ///
     /// A body larger than the whole budget is treated as one over
     /// `max_body_bytes`. The budget is per layer: with one layer per route
