@@ -52,8 +52,10 @@ where
         shared.state.varies.learn(job.primary(), &entry.vary);
         let now = shared.now();
         // A client may refuse stored responses, where the layer lets it.
-        let refused = (shared.config.honor_no_cache || asked.is_some())
-            && storable::request_says_no_cache(request.headers());
+        let refused = match &asked {
+            Some(asked) => storable::says_no_cache(request.headers(), asked),
+            None => shared.config.honor_no_cache && storable::request_says_no_cache(request.headers()),
+        };
         let decision = (!refused).then(|| {
             let decision = job
                 .policy

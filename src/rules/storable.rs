@@ -134,8 +134,13 @@ pub(crate) fn shareable(
 /// revalidation: `Cache-Control: no-cache` (or `max-age=0`), or
 /// `Pragma: no-cache` when there is no `Cache-Control`.
 pub(crate) fn request_says_no_cache(headers: &HeaderMap) -> bool {
+    says_no_cache(headers, &CacheControl::parse(headers))
+}
+
+/// As [`request_says_no_cache`], with the request's `Cache-Control`
+/// already read as `cc`.
+pub(crate) fn says_no_cache(headers: &HeaderMap, cc: &CacheControl) -> bool {
     if headers.contains_key(header::CACHE_CONTROL) {
-        let cc = CacheControl::parse(headers);
         return cc.no_cache || cc.max_age == Some(0);
     }
     headers.get_all(header::PRAGMA).iter().any(|v| {
