@@ -241,16 +241,18 @@ impl Entry {
         lifetime: Lifetime,
         recompute: Duration,
     ) -> Self {
-        let cc = CacheControl::parse(&headers);
-        Self {
+        let mut renewed = Self::new(
+            self.status,
             headers,
+            self.body.clone(),
+            self.trailers.clone(),
+            (self.vary.clone(), self.vary_values.clone()),
             stored_at,
             lifetime,
             recompute,
-            allows_authorized: cc.allows_authorized(),
-            allows_cookie: cc.allows_cookie(),
-            ..self.clone()
-        }
+        );
+        renewed.tags.clone_from(&self.tags);
+        renewed
     }
 
     /// Reads an entry that [`Entry::encode`] wrote. Anything else (another
