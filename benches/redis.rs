@@ -177,21 +177,11 @@ impl Replicas {
         head_start: Duration,
         wait: impl Future<Output = Instant> + Send + 'static,
     ) -> Duration {
-        let token = self
-            .leader
-            .try_lock(KEY, LOCK_TTL)
-            .await
-            .expect("redis answers")
-            .expect("the previous write released the lock");
+        let token = lock(&self.leader, KEY).await;
         let woken = tokio::spawn(wait);
         tokio::time::sleep(head_start).await;
         let written_at = Instant::now();
-        let written = self
-            .leader
-            .set(KEY, Arc::clone(&self.entry), &token, KEEP_FOR)
-            .await
-            .expect("redis answers");
-        assert!(written, "the leader still held the lock");
+        write_locked(&self.leader, KEY, Arc::clone(&self.entry), &token).await;
         let woken = woken.await.expect("the waiter does not panic");
         woken
             .checked_duration_since(written_at)
@@ -249,6 +239,24 @@ enum Seen {
     Pushed,
 }
 
+/// The rebuild lock of `key`, which the previous write released.
+async fn lock(store: &RedisStore, key: &str) -> tower_stampede::LockToken {
+    store
+        .try_lock(key, LOCK_TTL)
+        .await
+        .expect("redis answers")
+        .expect("the previous write released the lock")
+}
+
+/// Writes `entry` under the lock `token` still holds.
+async fn write_locked(store: &RedisStore, key: &str, entry: Arc<Entry>, token: &tower_stampede::LockToken) {
+    let written = store
+        .set(key, entry, token, KEEP_FOR)
+        .await
+        .expect("redis answers");
+    assert!(written, "the writer still held the lock");
+}
+
 fn versioned(version: u64) -> Arc<Entry> {
     let response = http::Response::new(Bytes::from(format!("version {version}")));
     Arc::new(Entry::from_response(
@@ -281,18 +289,8 @@ impl NearReplicas {
     }
 
     async fn write(&self, version: u64) {
-        let token = self
-            .writer
-            .try_lock(NEAR_KEY, LOCK_TTL)
-            .await
-            .expect("redis answers")
-            .expect("the previous write released the lock");
-        let written = self
-            .writer
-            .set(NEAR_KEY, versioned(version), &token, KEEP_FOR)
-            .await
-            .expect("redis answers");
-        assert!(written, "the writer still held the lock");
+        let token = lock(&self.writer, NEAR_KEY).await;
+        write_locked(&self.writer, NEAR_KEY, versioned(version), &token).await;
     }
 
     async fn read(&self) -> Bytes {
@@ -319,24 +317,14 @@ impl NearReplicas {
             "B's read before the write was a near hit"
         );
 
-        let token = self
-            .writer
-            .try_lock(NEAR_KEY, LOCK_TTL)
-            .await
-            .expect("redis answers")
-            .expect("the previous write released the lock");
+        let token = lock(&self.writer, NEAR_KEY).await;
         let mut updates = self.reader.near_updates().expect("a near cache");
         let before = updates.borrow().invalidations;
         // The clock starts as A's `set` starts, inside the future that B's
         // wait runs beside, so that neither waits for the other to start.
         let write = async {
             let sent = Instant::now();
-            let written = self
-                .writer
-                .set(NEAR_KEY, versioned(new), &token, KEEP_FOR)
-                .await
-                .expect("redis answers");
-            assert!(written, "the writer still held the lock");
+            write_locked(&self.writer, NEAR_KEY, versioned(new), &token).await;
             sent
         };
         let wait = async {
