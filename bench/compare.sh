@@ -1,23 +1,28 @@
 #!/usr/bin/env bash
-# Side by side, in one run: nginx (proxy_cache_lock), Varnish (grace) and
-# the `proxy` example (memory store, Redis store, Redis store with a 64 MiB
-# near cache) in front of one slow counting origin (200 ms, 1 KiB JSON,
-# Cache-Control: public, max-age=60).
+# Side by side, in one run: nginx (proxy_cache_lock), Varnish (grace), the
+# `proxy` example (memory store, Redis store, Redis store with a 64 MiB
+# near cache) and the Rust peers of bench/peers (moka 0.12's get_with by
+# hand, tower-http-cache 0.6, hitbox 0.2: axum proxies of the example's
+# shape, each crate set up as its docs recommend) in front of one slow
+# counting origin (200 ms, 1 KiB JSON, Cache-Control: public, max-age=60).
 #
-#   bench/compare.sh            # everything, about 7 minutes
+#   bench/compare.sh            # everything, about 9 minutes
 #   RATE_SECONDS=10 bench/compare.sh   # shorter fixed-rate runs
 #   HITS_ROUNDS=1 bench/compare.sh     # one round of (b) instead of three
 #
 # (a) a cold-key stampede, 1000 requests released together: origin calls,
-#     p50 / p99 / max;
+#     p50 / p99 / max, for every system;
 # (b) hits: wrk, one thread, 50 connections, 10 s, HITS_ROUNDS rounds with
-#     the systems interleaved: median req/s, p50 / p99, and the near
-#     cache's hits/s against the memory store's and the Redis store's;
+#     the systems interleaved (the Rust peers among them): median req/s,
+#     p50 / p99, and the near cache's hits/s against the memory store's and
+#     the Redis store's;
 # (c) a fixed rate (200/s over 10 keys for 30 s) on entries that live 2 s,
 #     under each policy: origin calls per key per 2 s window, p99 inside
 #     expiry windows against outside, requests that waited on the origin;
 # (d) four proxy processes on one Redis under (a), without and with near
 #     caches: origin calls.
+# (c) and (d) measure the layer's policies and its Redis store, which the
+# Rust peers, memory caches with a fixed TTL, have no counterpart of.
 #
 # Installs nginx, Varnish, wrk and redis-server from Debian's packages when
 # they are missing. Prints one table and appends it to BENCHMARKS.md with
@@ -41,6 +46,11 @@ fi
 ulimit -n 20000
 cargo build --quiet --release --example origin --example proxy --example loadgen
 bin=${CARGO_TARGET_DIR:-target}/release/examples
+# The peers are a workspace of their own (their caches stay out of the
+# crate's lock file and builds), so their binaries land in its target
+# folder unless CARGO_TARGET_DIR puts every build in one.
+cargo build --quiet --release --manifest-path bench/peers/Cargo.toml
+peers=${CARGO_TARGET_DIR:-bench/peers/target}/release
 
 dir=$(mktemp -d)
 chmod 755 "$dir"
@@ -159,11 +169,18 @@ url[memory]=$(start_example "$dir/proxy-memory.log" "$bin/proxy" --listen 127.0.
 url[redis]=$(start_example "$dir/proxy-redis.log" "$bin/proxy" --listen 127.0.0.1:0 --upstream "$origin" --redis "$redis")
 url[near]=$(start_example "$dir/proxy-near.log" "$bin/proxy" --listen 127.0.0.1:0 --upstream "$origin" --redis "$redis" \
   --near-cache 64MiB)
+# The Rust peers, in front of the same origin: the same server and upstream
+# client as the proxy example, another crate's cache in place of the layer.
+url[moka]=$(start_example "$dir/peer-moka.log" "$peers/moka-proxy" --listen 127.0.0.1:0 --upstream "$origin")
+url[http-cache]=$(start_example "$dir/peer-http-cache.log" "$peers/tower-http-cache-proxy" --listen 127.0.0.1:0 \
+  --upstream "$origin")
+url[hitbox]=$(start_example "$dir/peer-hitbox.log" "$peers/hitbox-proxy" --listen 127.0.0.1:0 --upstream "$origin")
 url[none]=$origin
-systems=(none nginx varnish memory redis near)
+systems=(none nginx varnish memory redis near moka http-cache hitbox)
 declare -A name=([none]="no cache (origin direct)" [nginx]="nginx 1.22 proxy_cache_lock" [varnish]="Varnish 7.1 grace"
   [memory]="tower-stampede proxy, memory" [redis]="tower-stampede proxy, Redis"
-  [near]="tower-stampede proxy, Redis + 64 MiB near cache")
+  [near]="tower-stampede proxy, Redis + 64 MiB near cache" [moka]="moka 0.12 get_with (by hand)"
+  [http-cache]="tower-http-cache 0.6 (moka)" [hitbox]="hitbox 0.2 (moka)")
 
 rows=()
 row() { rows+=("| $* |"); echo "| $* |"; }
@@ -175,7 +192,7 @@ for s in "${systems[@]}"; do
 done
 
 echo "== (b) hits: wrk -t1 -c50 -d10s, $HITS_ROUNDS round(s)"
-hit_systems=(nginx varnish memory redis near)
+hit_systems=(nginx varnish memory redis near moka http-cache hitbox)
 for s in "${hit_systems[@]}"; do
   # The first request stores the entry; the second is a hit (for the near
   # cache, the read from Redis that fills it).
@@ -246,7 +263,8 @@ row "(d) 4 replicas | tower-stampede proxy x4, one Redis, 64 MiB near caches | $
 
 cores=$(nproc)
 memory=$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
-commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src examples || echo "+changes")
+# The peers' sources count too: they are measured in the same table.
+commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src examples bench/peers || echo "+changes")
 {
   echo
   echo "### bench/compare.sh, $(date -u +%Y-%m-%d), $cores cores, $memory, commit $commit"
