@@ -20,8 +20,10 @@ pin_project! {
     ///
     /// A request that does not use the cache (a bypass route, a `POST`) is
     /// the inner service's future with a `Cache-Status` added on the way out:
-    /// no allocation. A cacheable request runs the cache flow in one boxed
-    /// future.
+    /// no allocation. A hit on an entry the store has at hand (the memory
+    /// store, a near cache) is answered in `call` itself: the response is
+    /// ready, again with no allocation. Any other cacheable request runs
+    /// the cache flow in one boxed future.
     pub struct ResponseFuture<F, B, E>
     where
         B: Body,
@@ -39,6 +41,7 @@ pin_project! {
     {
         Forward { #[pin] future: F, status: Option<HeaderValue> },
         Cached { future: CachedFuture<B, E> },
+        Ready { response: Option<Response<StampedeBody<B>>> },
     }
 }
 
@@ -55,6 +58,14 @@ impl<F, B: Body, E> ResponseFuture<F, B, E> {
     pub(crate) fn cached(future: CachedFuture<B, E>) -> Self {
         Self {
             kind: Kind::Cached { future },
+        }
+    }
+
+    pub(crate) fn ready(response: Response<StampedeBody<B>>) -> Self {
+        Self {
+            kind: Kind::Ready {
+                response: Some(response),
+            },
         }
     }
 }
@@ -76,6 +87,9 @@ where
                 Poll::Ready(Ok(response.map(StampedeBody::inner)))
             }
             KindProj::Cached { future } => future.as_mut().poll(cx),
+            KindProj::Ready { response } => Poll::Ready(Ok(response
+                .take()
+                .expect("ResponseFuture polled after completion"))),
         }
     }
 }
@@ -85,6 +99,7 @@ impl<F, B: Body, E> fmt::Debug for ResponseFuture<F, B, E> {
         let kind = match self.kind {
             Kind::Forward { .. } => "forward",
             Kind::Cached { .. } => "cached",
+            Kind::Ready { .. } => "ready",
         };
         f.debug_struct("ResponseFuture").field("kind", &kind).finish()
     }

@@ -135,9 +135,12 @@ where
                     target,
                 )))
             }
-            Plan::Cache(job) => {
-                ResponseFuture::cached(Box::pin(request::lookup(Arc::clone(shared), inner, request, job)))
-            }
+            Plan::Cache(job) => match request::at_once(shared, &request, &job) {
+                Some(response) => ResponseFuture::ready(response),
+                None => {
+                    ResponseFuture::cached(Box::pin(request::lookup(Arc::clone(shared), inner, request, job)))
+                }
+            },
             Plan::Read {
                 target,
                 policy,

@@ -88,6 +88,9 @@ async fn a_write_or_invalidation_on_one_replica_reaches_the_others_near_cache() 
     let (a, b) = (replica(&server.url()).await, replica(&server.url()).await);
     write(&a, "k", "v1", &b).await;
     warm(&b, "k", "v1").await;
+    // What the layer answers in `call` without a round trip.
+    let at_hand = |store: &RedisStore| store.get_now("k").map(|entry| entry.body().clone());
+    assert_eq!(at_hand(&b).as_deref(), Some(&b"v1"[..]));
 
     let mut seen = updates(&b);
     let before = seen.borrow().invalidations;
@@ -96,6 +99,7 @@ async fn a_write_or_invalidation_on_one_replica_reaches_the_others_near_cache() 
     assert!(a.set("k", entry("v2"), &token, TTL).await.expect("redis"));
     until(&mut seen, "the write's report", |s| s.invalidations > before).await;
     let arrived = written.elapsed();
+    assert_eq!(at_hand(&b), None, "the replaced value is no longer at hand");
     assert_eq!(body(&b, "k").await.as_deref(), Some(&b"v2"[..]));
     eprintln!("report of a write reached the other replica {arrived:?} after the write began");
 
@@ -106,6 +110,7 @@ async fn a_write_or_invalidation_on_one_replica_reaches_the_others_near_cache() 
         s.invalidations > before
     })
     .await;
+    assert_eq!(at_hand(&b), None);
     assert_eq!(body(&b, "k").await, None);
 }
 

@@ -1,9 +1,14 @@
 //! A cacheable request: served from the store (perhaps with a background
 //! refresh), or a miss that leads a flight or waits on one.
 
-use std::{panic, sync::Arc};
+use std::{
+    panic,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use http::{HeaderMap, Request, Response};
+use http_body::Body;
 use tokio::{sync::oneshot, task::JoinError};
 use tracing::debug;
 
@@ -41,36 +46,12 @@ where
 {
     let counters = &shared.state.counters;
     let ask = Ask::of(&request);
-    // The request's own directives, where the policy follows HTTP's rules.
-    let asked = job
-        .policy
-        .follows_origin()
-        .then(|| CacheControl::parse(request.headers()));
+    let asked = asked(&job, request.headers());
     let mut last_good = None;
     if let Some(entry) = find(&shared, &job, request.headers()).await {
-        // What this key's responses vary on, for the keys of later requests.
-        shared.state.varies.learn(job.primary(), &entry.vary);
         let now = shared.now();
-        // A client may refuse stored responses, where the layer lets it.
-        let refused = match &asked {
-            Some(asked) => storable::says_no_cache(request.headers(), asked),
-            None => shared.config.honor_no_cache && storable::request_says_no_cache(request.headers()),
-        };
-        let decision = (!refused).then(|| {
-            let decision = job
-                .policy
-                .decide(entry.lifetime, entry.recompute, now, || shared.random());
-            match &asked {
-                Some(asked) => as_asked(decision, asked, &entry, now),
-                None => decision,
-            }
-        });
-        match reuse(decision, fit(&entry, request.headers(), job.credentials)) {
-            Reuse::Serve { ttl } => {
-                counters.hits.incr();
-                debug!(key = job.key, "hit");
-                return Ok(ask.shape(from_entry(&entry, CacheStatus::hit(ttl), Some(now))));
-            }
+        match judge(&shared, &job, request.headers(), asked.as_ref(), &entry, now) {
+            Reuse::Serve { ttl } => return Ok(ask.shape(hit(&shared, &job, &entry, ttl, now))),
             Reuse::ServeAndRefresh(why) => {
                 let status = match why {
                     Refresh::Stale { late } => {
@@ -153,6 +134,74 @@ where
             })
         }
     }
+}
+
+/// A hit answered without waiting: the entry the store has at hand
+/// ([`Store::get_now`]), fresh for this request. `None` sends the request
+/// to [`lookup`], which reads the store again and takes every other turn.
+pub(crate) fn at_once<St, ReqBody, B>(
+    shared: &Shared<St>,
+    request: &Request<ReqBody>,
+    job: &Job,
+) -> Option<Response<StampedeBody<B>>>
+where
+    St: Store,
+    B: SendBody,
+{
+    let entry = shared.get_now(&job.key)?;
+    let asked = asked(job, request.headers());
+    let now = shared.now();
+    match judge(shared, job, request.headers(), asked.as_ref(), &entry, now) {
+        Reuse::Serve { ttl } => Some(Ask::of(request).shape(hit(shared, job, &entry, ttl, now))),
+        _ => None,
+    }
+}
+
+/// The request's own directives, where the policy follows HTTP's rules.
+fn asked(job: &Job, headers: &HeaderMap) -> Option<CacheControl> {
+    job.policy.follows_origin().then(|| CacheControl::parse(headers))
+}
+
+/// What `entry`, stored at `job`'s key, may do for a request with
+/// `headers` (and `asked`, its directives) at `now`.
+fn judge<St: Store>(
+    shared: &Shared<St>,
+    job: &Job,
+    headers: &HeaderMap,
+    asked: Option<&CacheControl>,
+    entry: &Entry,
+    now: SystemTime,
+) -> Reuse {
+    // What this key's responses vary on, for the keys of later requests.
+    shared.state.varies.learn(job.primary(), &entry.vary);
+    // A client may refuse stored responses, where the layer lets it.
+    let refused = match asked {
+        Some(asked) => storable::says_no_cache(headers, asked),
+        None => shared.config.honor_no_cache && storable::request_says_no_cache(headers),
+    };
+    let decision = (!refused).then(|| {
+        let decision = job
+            .policy
+            .decide(entry.lifetime, entry.recompute, now, || shared.random());
+        match asked {
+            Some(asked) => as_asked(decision, asked, entry, now),
+            None => decision,
+        }
+    });
+    reuse(decision, fit(entry, headers, job.credentials))
+}
+
+/// A fresh entry's response, counted as a hit.
+fn hit<St: Store, B: Body>(
+    shared: &Shared<St>,
+    job: &Job,
+    entry: &Entry,
+    ttl: Duration,
+    now: SystemTime,
+) -> Response<StampedeBody<B>> {
+    shared.state.counters.hits.incr();
+    debug!(key = job.key, "hit");
+    from_entry(entry, CacheStatus::hit(ttl), Some(now))
 }
 
 /// The stored entry of `job`'s key. An entry stored at the plain key before

@@ -15,7 +15,7 @@ mod post_read;
 mod wait;
 mod write;
 
-pub(crate) use lookup::lookup;
+pub(crate) use lookup::{at_once, lookup};
 pub use post_read::{NoReplay, Replay};
 pub(crate) use post_read::{Reader, post_read};
 pub(crate) use write::write;

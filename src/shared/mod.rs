@@ -231,6 +231,17 @@ impl<St: Store> Shared<St> {
         }
     }
 
+    /// The stored entry of `key` if the store has it at hand
+    /// ([`Store::get_now`]). Not while the store rests after a failure, nor
+    /// while this process keeps entries through an outage: those reads go
+    /// through [`Shared::get`], which serves what was kept or drops it.
+    pub(crate) fn get_now(&self, key: &str) -> Option<Arc<Entry>> {
+        if self.state.breaker.is_open() || self.state.kept.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.store.get_now(key)
+    }
+
     /// Keeps `entry` in this process, for as long as it would have been
     /// stored, when the store could not take it.
     pub(crate) async fn keep_in_process(&self, key: &str, entry: Arc<Entry>, keep_for: Duration) {

@@ -38,6 +38,17 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// miss, and the next rebuild replaces it.
     fn get(&self, key: &str) -> impl Future<Output = Result<Option<Arc<Entry>>, StoreError>> + Send;
 
+    /// The entry stored at `key` if the store holds it in this process's
+    /// memory, found without waiting: the layer then answers a hit in
+    /// [`Service::call`](tower_service::Service::call) itself, with no
+    /// future to allocate or poll. `None` says only that it has none at
+    /// hand; the layer then calls [`Store::get`], which must find whatever
+    /// this would have. The default has none at hand.
+    fn get_now(&self, key: &str) -> Option<Arc<Entry>> {
+        let _ = key;
+        None
+    }
+
     /// Takes the rebuild lock for `key` for `ttl`, or returns `None` while
     /// another holder has it.
     fn try_lock(

@@ -267,7 +267,11 @@ impl fmt::Debug for MemoryStore {
 
 impl Store for MemoryStore {
     async fn get(&self, key: &str) -> Result<Option<Arc<Entry>>, StoreError> {
-        Ok(self.inner.cache.get(key).map(|slot| slot.entry))
+        Ok(self.get_now(key))
+    }
+
+    fn get_now(&self, key: &str) -> Option<Arc<Entry>> {
+        self.inner.cache.get(key).map(|slot| slot.entry)
     }
 
     async fn try_lock(&self, key: &str, ttl: Duration) -> Result<Option<LockToken>, StoreError> {

@@ -42,6 +42,13 @@ impl Store for RedisStore {
         Either::Right(Box::pin(async move { this.read(&entry_key, reservation).await }))
     }
 
+    fn get_now(&self, key: &str) -> Option<Arc<Entry>> {
+        let tracking = self.inner.tracking.as_ref()?;
+        self.inner.wakeups.start();
+        tracking.start();
+        tracking.near.get(&self.entry_key(key))
+    }
+
     async fn try_lock(&self, key: &str, ttl: Duration) -> Result<Option<LockToken>, StoreError> {
         self.inner.wakeups.start();
         let token = LockToken::new(fastrand::u128(..));

@@ -1,0 +1,124 @@
+//! A hit on an entry the store has at hand (the memory store) is answered
+//! in `Service::call` itself: its response future is ready, and holds no
+//! boxed cache flow. Every other turn still goes through that flow.
+
+mod common;
+
+use std::time::Duration;
+
+use axum::{Router, extract::State, routing::get};
+use axum::{
+    body::Body,
+    http::{Request, StatusCode},
+};
+use common::{Calls, get_request, send, slow_app, tokio_clock};
+use tower::{Layer, Service, ServiceExt};
+use tower_stampede::{MemoryStore, Policy, StampedeLayer};
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// The kind of response future `call` returns for `request`, and the
+/// response it ends with.
+async fn call<S>(service: &mut S, request: Request<Body>) -> (String, S::Response)
+where
+    S: Service<Request<Body>>,
+    S::Future: std::fmt::Debug,
+    S::Error: std::fmt::Debug,
+{
+    let future = service.ready().await.expect("ready").call(request);
+    let kind = format!("{future:?}");
+    (kind, future.await.expect("infallible"))
+}
+
+/// An origin whose answers carry a validator and their own freshness.
+fn tagged_app(calls: &Calls) -> Router {
+    async fn tagged(State(calls): State<Calls>) -> ([(&'static str, &'static str); 2], String) {
+        let n = calls.record();
+        (
+            [("etag", "\"v1\""), ("cache-control", "max-age=60")],
+            format!("call {n}"),
+        )
+    }
+    Router::new().route("/a", get(tagged)).with_state(calls.clone())
+}
+
+const READY: &str = r#"ResponseFuture { kind: "ready" }"#;
+const CACHED: &str = r#"ResponseFuture { kind: "cached" }"#;
+
+#[tokio::test(start_paused = true)]
+async fn a_fresh_hit_in_memory_is_ready_in_call() {
+    let calls = Calls::default();
+    let layer = StampedeLayer::new(MemoryStore::new())
+        .policy(Policy::ttl(secs(60)))
+        .clock(tokio_clock());
+    let mut service = layer.layer(slow_app(&calls));
+
+    let (kind, _) = call(&mut service, get_request("/a")).await;
+    assert_eq!(kind, CACHED, "a miss runs the cache flow");
+    tokio::time::advance(secs(5)).await;
+    let (kind, response) = call(&mut service, get_request("/a")).await;
+    assert_eq!(kind, READY);
+    assert_eq!(response.headers()["cache-status"], "tower-stampede; hit; ttl=55");
+    assert_eq!(response.headers()["age"], "5");
+    assert_eq!((calls.get(), layer.stats().hits), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_conditional_request_gets_its_304_from_a_ready_hit() {
+    let calls = Calls::default();
+    let layer = StampedeLayer::new(MemoryStore::new()).policy(Policy::origin(secs(3600)));
+    let mut service = layer.layer(tagged_app(&calls));
+    send(service.clone(), get_request("/a")).await;
+
+    let request = Request::get("/a")
+        .header("if-none-match", "\"v1\"")
+        .body(Body::empty())
+        .expect("valid request");
+    let (kind, response) = call(&mut service, request).await;
+    assert_eq!(kind, READY);
+    assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(calls.get(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stale_entry_goes_through_the_cache_flow_and_refreshes() {
+    let calls = Calls::default();
+    let layer = StampedeLayer::new(MemoryStore::new())
+        .policy(Policy::stale_while_revalidate(secs(10), secs(60)))
+        .clock(tokio_clock());
+    let mut service = layer.layer(slow_app(&calls));
+    send(service.clone(), get_request("/a")).await;
+
+    tokio::time::advance(secs(15)).await;
+    let (kind, response) = call(&mut service, get_request("/a")).await;
+    assert_eq!(kind, CACHED, "a stale hit starts a refresh: not answered in call");
+    assert_eq!(
+        response.headers()["cache-status"],
+        "tower-stampede; fwd=stale; ttl=-5"
+    );
+    assert_eq!(layer.stats().refreshes, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_that_refuses_stored_responses_is_not_answered_in_call() {
+    let calls = Calls::default();
+    let layer = StampedeLayer::new(MemoryStore::new()).policy(Policy::origin(secs(3600)));
+    let mut service = layer.layer(tagged_app(&calls));
+    send(service.clone(), get_request("/a")).await;
+    let (kind, _) = call(&mut service, get_request("/a")).await;
+    assert_eq!(kind, READY, "stored, and fresh");
+
+    let request = Request::get("/a")
+        .header("cache-control", "no-cache")
+        .body(Body::empty())
+        .expect("valid request");
+    let (kind, response) = call(&mut service, request).await;
+    assert_eq!(kind, CACHED);
+    assert_eq!(
+        response.headers()["cache-status"],
+        "tower-stampede; fwd=miss; fwd-status=200; stored; ttl=60"
+    );
+    assert_eq!(calls.get(), 2, "no-cache asked the origin");
+}
