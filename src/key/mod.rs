@@ -198,12 +198,17 @@ impl MakeKey for DefaultKey {
             key[start..].make_ascii_lowercase();
         }
         key.push_str(path);
-        for name in FORWARDED.iter().chain(&self.headers) {
-            for value in request.headers.get_all(name) {
-                key.push(' ');
-                key.push_str(name.as_str());
-                key.push('=');
-                push_escaped(&mut key, value.to_str().ok()?);
+        // Most requests carry none: one pass over their names tells, where
+        // looking each one up would hash it.
+        let named = |name: &header::HeaderName| FORWARDED.contains(name) || self.headers.contains(name);
+        if request.headers.keys().any(named) {
+            for name in FORWARDED.iter().chain(&self.headers) {
+                for value in request.headers.get_all(name) {
+                    key.push(' ');
+                    key.push_str(name.as_str());
+                    key.push('=');
+                    push_escaped(&mut key, value.to_str().ok()?);
+                }
             }
         }
         for name in &self.cookies {
