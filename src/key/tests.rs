@@ -63,6 +63,20 @@ fn a_host_that_is_not_a_bare_authority_is_not_cached() {
     );
 }
 
+proptest::proptest! {
+    #![proptest_config(crate::rules::proptest_config())]
+
+    /// The quick acceptance of plain hosts takes nothing the parse refuses.
+    #[test]
+    fn a_host_taken_without_a_parse_is_one_the_parse_takes(host in "[a-zA-Z0-9.:@/?#\\[\\] -]{0,12}") {
+        if let Some(taken) = bare_authority(&host) {
+            let parsed: http::uri::Authority = taken.parse().expect("a valid authority");
+            proptest::prop_assert_eq!(parsed.as_str(), taken);
+            proptest::prop_assert!(!taken.contains('@'));
+        }
+    }
+}
+
 #[test]
 fn what_links_are_built_from_is_keyed_and_escaped() {
     let plain = key(Request::get("/x").body(()).expect("valid"));
