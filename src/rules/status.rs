@@ -1,6 +1,6 @@
 //! The `Cache-Status` response header (RFC 9211) and `Age`.
 
-use std::time::Duration;
+use std::{cell::RefCell, time::Duration};
 
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 
@@ -116,6 +116,17 @@ impl CacheStatus {
     }
 
     pub(crate) fn value(&self) -> HeaderValue {
+        let plain_hit = Self {
+            ttl: self.ttl,
+            ..Self::default()
+        };
+        match self.ttl.map(u64::try_from) {
+            Some(Ok(ttl)) if *self == plain_hit => kept(Table::Hit, ttl, || self.format()),
+            _ => self.format(),
+        }
+    }
+
+    fn format(&self) -> HeaderValue {
         // Sized for the longest member, so that it is built without
         // reallocating, and with integers written without `fmt`: this runs
         // on every hit.
@@ -159,12 +170,70 @@ impl CacheStatus {
 
 /// Sets `Age` to the whole seconds an entry has been stored.
 pub(crate) fn set_age(headers: &mut HeaderMap, age: Duration) {
-    headers.insert(header::AGE, HeaderValue::from(age.as_secs()));
+    let seconds = age.as_secs();
+    headers.insert(
+        header::AGE,
+        kept(Table::Age, seconds, || HeaderValue::from(seconds)),
+    );
+}
+
+/// The values kept below this many seconds: every hit carries an `Age` and
+/// a `Cache-Status` with its `ttl`, and formatting them cost two
+/// allocations a hit. At most 2 x 1024 values a thread, made as first
+/// needed (some 100 KiB if every one is).
+const KEPT_SECONDS: u64 = 1024;
+
+#[derive(Clone, Copy)]
+enum Table {
+    Age,
+    Hit,
+}
+
+thread_local! {
+    /// Per thread, so that cloning a value touches no count that another
+    /// thread's hits touch too.
+    static KEPT: RefCell<[Vec<Option<HeaderValue>>; 2]> = const { RefCell::new([Vec::new(), Vec::new()]) };
+}
+
+/// `make`'s value for `seconds`, made once per thread below
+/// [`KEPT_SECONDS`] and cloned after.
+fn kept(table: Table, seconds: u64, make: impl FnOnce() -> HeaderValue) -> HeaderValue {
+    let index = match usize::try_from(seconds) {
+        Ok(index) if seconds < KEPT_SECONDS => index,
+        _ => return make(),
+    };
+    KEPT.with(|kept| {
+        let mut kept = kept.borrow_mut();
+        let values = &mut kept[table as usize];
+        if values.len() <= index {
+            values.resize(index + 1, None);
+        }
+        values[index].get_or_insert_with(make).clone()
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kept_values_are_the_values_formatted() {
+        for seconds in [0, 1, 59, KEPT_SECONDS - 1, KEPT_SECONDS, 86_400] {
+            let ttl = Duration::from_secs(seconds);
+            for _ in 0..2 {
+                let mut headers = HeaderMap::new();
+                set_age(&mut headers, ttl);
+                assert_eq!(headers[header::AGE], seconds.to_string());
+                let hit = CacheStatus::hit(ttl);
+                assert_eq!(hit.value(), hit.format());
+                let early = hit.clone().detail("early-refresh");
+                assert_eq!(
+                    early.value(),
+                    format!("tower-stampede; hit; ttl={seconds}; detail=early-refresh")
+                );
+            }
+        }
+    }
 
     #[test]
     fn members_follow_rfc_9211() {
