@@ -1,6 +1,6 @@
 //! Counters shared by every service a layer makes.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// A snapshot of a layer's counters, from [`StampedeLayer::stats`].
 ///
@@ -148,29 +148,52 @@ pub(crate) fn record_origin(took: std::time::Duration) {
     let _ = took;
 }
 
+/// A count that threads add to at once: each thread adds to a stripe of
+/// its own (on a cache line of its own), and a read sums them. One shared
+/// count would move its cache line between cores on every hit.
 #[derive(Debug)]
 pub(crate) struct Counter {
-    value: AtomicU64,
+    stripes: [Stripe; STRIPES],
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     metric: &'static str,
+}
+
+/// Stripes a counter has: enough that the threads of a runtime on a
+/// machine of a few cores seldom share one.
+const STRIPES: usize = 8;
+
+#[derive(Debug)]
+#[repr(align(128))]
+struct Stripe(AtomicU64);
+
+/// This thread's stripe, assigned in turn as threads first count.
+fn stripe() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+    }
+    STRIPE.with(|stripe| *stripe)
 }
 
 impl Counter {
     const fn named(metric: &'static str) -> Self {
         Self {
-            value: AtomicU64::new(0),
+            stripes: [const { Stripe(AtomicU64::new(0)) }; STRIPES],
             metric,
         }
     }
 
     pub(crate) fn incr(&self) {
-        self.value.fetch_add(1, Ordering::Relaxed);
+        self.stripes[stripe()].0.fetch_add(1, Ordering::Relaxed);
         #[cfg(feature = "metrics")]
         metrics::counter!(self.metric).increment(1);
     }
 
     fn get(&self) -> u64 {
-        self.value.load(Ordering::Relaxed)
+        self.stripes
+            .iter()
+            .map(|stripe| stripe.0.load(Ordering::Relaxed))
+            .fold(0, u64::wrapping_add)
     }
 }
 
