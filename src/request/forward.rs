@@ -20,5 +20,8 @@ where
     B: Body,
 {
     shared.state.counters.origin_calls.incr();
-    Ok(forwarded(inner.oneshot(request).await?, status))
+    // Boxed: the inner service's future (an HTTP client's is kilobytes)
+    // would otherwise be part of every cacheable request's future, though
+    // few go forward: a thousand waiters of one flight would each carry it.
+    Ok(forwarded(Box::pin(inner.oneshot(request)).await?, status))
 }
