@@ -38,7 +38,7 @@
 //! that cannot be reached answers `502`. `RUST_LOG=tower_stampede=debug`
 //! shows the layer's decisions.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -206,8 +206,9 @@ fn strip_hop_by_hop(headers: &mut header::HeaderMap) {
 /// keep-alive connections.
 #[derive(Clone)]
 struct Upstream {
-    client: Client<HttpConnector, Body>,
-    base: Uri,
+    // Behind an `Arc`: every request clones the service (axum's router,
+    // the layer's readied-service swap), and a client is some 350 bytes.
+    inner: Arc<(Client<HttpConnector, Body>, Uri)>,
 }
 
 impl Upstream {
@@ -218,22 +219,25 @@ impl Upstream {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(1024)
             .build(connector);
-        Self { client, base }
+        Self {
+            inner: Arc::new((client, base)),
+        }
     }
 
     async fn forward(self, mut request: Request<Body>) -> Response<Body> {
+        let (client, base) = &*self.inner;
         let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
         let target = format!(
             "{}://{}{path}",
-            self.base.scheme_str().unwrap_or("http"),
-            self.base.authority().map_or("", |a| a.as_str())
+            base.scheme_str().unwrap_or("http"),
+            base.authority().map_or("", |a| a.as_str())
         );
         match target.parse() {
             Ok(uri) => *request.uri_mut() = uri,
             Err(_) => return status(StatusCode::BAD_REQUEST),
         }
         strip_hop_by_hop(request.headers_mut());
-        match self.client.request(request).await {
+        match client.request(request).await {
             Ok(response) => {
                 let mut response = response.map(Body::new);
                 strip_hop_by_hop(response.headers_mut());

@@ -8,7 +8,7 @@
 //! runtime, a legacy hyper-util client with `TCP_NODELAY`, idle connections
 //! kept 90 s and up to 1024 per host, and `502` when the upstream fails.
 
-use std::{convert::Infallible, io::Write, net::SocketAddr, process::ExitCode, time::Duration};
+use std::{convert::Infallible, io::Write, net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -115,8 +115,9 @@ pub fn status(code: StatusCode) -> Response<UpstreamBody> {
 /// over pooled keep-alive connections.
 #[derive(Clone, Debug)]
 pub struct Upstream {
-    client: Client<HttpConnector, Body>,
-    base: Uri,
+    // Behind an `Arc`: every request clones the service (axum's router,
+    // the layer's readied-service swap), and a client is some 350 bytes.
+    inner: Arc<(Client<HttpConnector, Body>, Uri)>,
 }
 
 impl Upstream {
@@ -128,25 +129,28 @@ impl Upstream {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(1024)
             .build(connector);
-        Self { client, base }
+        Self {
+            inner: Arc::new((client, base)),
+        }
     }
 
     /// `request`'s method, path, query, headers (less the hop-by-hop ones;
     /// `Host` kept) and body, sent to the upstream; its answer, less its
     /// hop-by-hop headers, or `502` if it cannot be reached.
     pub async fn forward(self, mut request: Request<Body>) -> Response<UpstreamBody> {
+        let (client, base) = &*self.inner;
         let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
         let target = format!(
             "{}://{}{path}",
-            self.base.scheme_str().unwrap_or("http"),
-            self.base.authority().map_or("", |a| a.as_str())
+            base.scheme_str().unwrap_or("http"),
+            base.authority().map_or("", |a| a.as_str())
         );
         match target.parse() {
             Ok(uri) => *request.uri_mut() = uri,
             Err(_) => return status(StatusCode::BAD_REQUEST),
         }
         strip_hop_by_hop(request.headers_mut());
-        match self.client.request(request).await {
+        match client.request(request).await {
             Ok(response) => {
                 let mut response = response.map(BodyExt::boxed);
                 strip_hop_by_hop(response.headers_mut());
