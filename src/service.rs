@@ -136,10 +136,14 @@ where
                 )))
             }
             Plan::Cache(job) => match request::at_once(shared, &request, &job) {
-                Some(response) => ResponseFuture::ready(response),
-                None => {
-                    ResponseFuture::cached(Box::pin(request::lookup(Arc::clone(shared), inner, request, job)))
-                }
+                Ok(response) => ResponseFuture::ready(response),
+                Err(judged) => ResponseFuture::cached(Box::pin(request::lookup(
+                    Arc::clone(shared),
+                    inner,
+                    request,
+                    job,
+                    judged,
+                ))),
             },
             Plan::Read {
                 target,

@@ -4,7 +4,13 @@
 
 mod common;
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use axum::{Router, extract::State, routing::get};
 use axum::{
@@ -121,4 +127,39 @@ async fn a_request_that_refuses_stored_responses_is_not_answered_in_call() {
         "tower-stampede; fwd=miss; fwd-status=200; stored; ttl=60"
     );
     assert_eq!(calls.get(), 2, "no-cache asked the origin");
+}
+
+/// One request, one draw: an early refresh decided in `call` is the one the
+/// flow carries out, not drawn again (two draws would make it rarer than
+/// the policy says).
+#[tokio::test(start_paused = true)]
+async fn an_early_refresh_is_drawn_once_per_request() {
+    let calls = Calls::default();
+    let draws = Arc::new(AtomicUsize::new(0));
+    // Draws alternate: one that refreshes at any age, one that never
+    // refreshes early.
+    let random = {
+        let draws = Arc::clone(&draws);
+        move || match draws.fetch_add(1, Ordering::SeqCst) % 2 {
+            0 => 1.0,
+            _ => 0.0,
+        }
+    };
+    let layer = StampedeLayer::new(MemoryStore::new())
+        .policy(Policy::xfetch(secs(60)))
+        .clock(tokio_clock())
+        .random(random);
+    let mut service = layer.layer(slow_app(&calls));
+    send(service.clone(), get_request("/a")).await;
+    draws.store(0, Ordering::SeqCst);
+
+    tokio::time::advance(secs(1)).await;
+    let (kind, response) = call(&mut service, get_request("/a")).await;
+    assert_eq!(kind, CACHED, "a refresh runs in the cache flow");
+    assert_eq!(
+        response.headers()["cache-status"],
+        "tower-stampede; hit; ttl=59; detail=early-refresh"
+    );
+    assert_eq!(draws.load(Ordering::SeqCst), 1);
+    assert_eq!(layer.stats().refreshes, 1);
 }

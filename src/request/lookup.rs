@@ -32,11 +32,16 @@ use crate::{
 };
 
 /// The cache flow of one cacheable request for `job`'s key.
+///
+/// `judged` is what [`at_once`] found and decided, if it did: the entry is
+/// not read and judged again (a second draw of a probabilistic early
+/// refresh would make it rarer than its policy says).
 pub(crate) async fn lookup<S, St, ReqBody, B>(
     shared: Arc<Shared<St>>,
     inner: S,
     request: Request<ReqBody>,
     job: Job,
+    judged: Option<Judged>,
 ) -> Result<Response<StampedeBody<B>>, S::Error>
 where
     S: Origin<ReqBody, B> + Clone,
@@ -47,10 +52,17 @@ where
     let counters = &shared.state.counters;
     let ask = Ask::of(&request);
     let asked = asked(&job, request.headers());
+    let judged = match judged {
+        Some(judged) => Some(judged),
+        None => find(&shared, &job, request.headers()).await.map(|entry| {
+            let now = shared.now();
+            let reuse = judge(&shared, &job, request.headers(), asked.as_ref(), &entry, now);
+            Judged { entry, reuse, now }
+        }),
+    };
     let mut last_good = None;
-    if let Some(entry) = find(&shared, &job, request.headers()).await {
-        let now = shared.now();
-        match judge(&shared, &job, request.headers(), asked.as_ref(), &entry, now) {
+    if let Some(Judged { entry, reuse, now }) = judged {
+        match reuse {
             Reuse::Serve { ttl } => return Ok(ask.shape(hit(&shared, &job, &entry, ttl, now))),
             Reuse::ServeAndRefresh(why) => {
                 let status = match why {
@@ -136,24 +148,32 @@ where
     }
 }
 
+/// A stored entry and what it may do for a request, decided at `now`.
+pub(crate) struct Judged {
+    entry: Arc<Entry>,
+    reuse: Reuse,
+    now: SystemTime,
+}
+
 /// A hit answered without waiting: the entry the store has at hand
-/// ([`Store::get_now`]), fresh for this request. `None` sends the request
-/// to [`lookup`], which reads the store again and takes every other turn.
+/// ([`Store::get_now`]), fresh for this request. Otherwise the request
+/// goes to [`lookup`], with the entry and the decision if one was at hand
+/// (a stale entry, a refused one), else to read the store itself.
 pub(crate) fn at_once<St, ReqBody, B>(
     shared: &Shared<St>,
     request: &Request<ReqBody>,
     job: &Job,
-) -> Option<Response<StampedeBody<B>>>
+) -> Result<Response<StampedeBody<B>>, Option<Judged>>
 where
     St: Store,
     B: SendBody,
 {
-    let entry = shared.get_now(&job.key)?;
+    let entry = shared.get_now(&job.key).ok_or(None)?;
     let asked = asked(job, request.headers());
     let now = shared.now();
     match judge(shared, job, request.headers(), asked.as_ref(), &entry, now) {
-        Reuse::Serve { ttl } => Some(Ask::of(request).shape(hit(shared, job, &entry, ttl, now))),
-        _ => None,
+        Reuse::Serve { ttl } => Ok(Ask::of(request).shape(hit(shared, job, &entry, ttl, now))),
+        reuse => Err(Some(Judged { entry, reuse, now })),
     }
 }
 

@@ -148,7 +148,7 @@ where
     match whole.and_then(|whole| read_key(target, request.headers(), &whole)) {
         Some(key) => {
             let job = Job::new(&shared.state.varies, key, request.headers(), policy, credentials);
-            lookup(shared, inner, request, job).await
+            lookup(shared, inner, request, job, None).await
         }
         None => {
             shared.state.counters.bypassed.incr();
