@@ -131,9 +131,14 @@ async fn a_tag_purged_on_one_replica_leaves_no_near_hit_on_another() {
     let (a, b) = (StampedeLayer::new(a), StampedeLayer::new(b));
     let app_b = Router::new().route("/post", get(tagged)).layer(b.clone());
 
+    let mut seen = updates(b.store());
+    let before = seen.borrow().invalidations;
     assert_eq!(send(app_b.clone(), get_request("/post")).await.text(), "post 1");
-    // The write does not fill the near cache (Redis reports it to this
-    // replica too); the first read from Redis does.
+    // The write does not fill the near cache: Redis reports it to this
+    // replica too (its miss read the key). A read before that report would
+    // fill the near cache only for the report to empty it again.
+    until(&mut seen, "the write's report", |s| s.invalidations > before).await;
+    // The first read from Redis fills it.
     for near_hits in [0, 1] {
         let hit = send(app_b.clone(), get_request("/post")).await;
         assert!(hit.cache_status().contains("hit"), "{}", hit.cache_status());
@@ -142,7 +147,6 @@ async fn a_tag_purged_on_one_replica_leaves_no_near_hit_on_another() {
 
     assert_eq!(b.stats().near_hits, 1, "the layer reports its store's near hits");
 
-    let mut seen = updates(b.store());
     let before = seen.borrow().invalidations;
     assert_eq!(a.invalidate_tag("posts").await.expect("redis"), 1);
     until(&mut seen, "the purge's report", |s| s.invalidations > before).await;
