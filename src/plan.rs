@@ -9,6 +9,7 @@ use crate::{
     key::Varies,
     policy::Policy,
     rules::{
+        cache_control::CacheControl,
         grpc,
         status::Fwd,
         storable::{self, Credentials},
@@ -43,6 +44,8 @@ pub(crate) struct Job {
     /// What the request carries that keeps others' responses from it, and
     /// the response to it from others.
     pub(crate) credentials: Credentials,
+    /// The request's `Cache-Control`, read once while planning.
+    pub(crate) asked: CacheControl,
 }
 
 impl Job {
@@ -54,6 +57,7 @@ impl Job {
         headers: &HeaderMap,
         policy: Policy,
         credentials: Credentials,
+        asked: CacheControl,
     ) -> Self {
         let (key, variant_of) = match varies.key(&primary, headers) {
             Some(variant) => (variant, Some(primary)),
@@ -64,6 +68,7 @@ impl Job {
             variant_of,
             policy,
             credentials,
+            asked,
         }
     }
 
@@ -126,13 +131,21 @@ pub(crate) fn plan(config: &Config, varies: &Varies, parts: &mut Parts, reads: b
     if !storable::method_is_cacheable(&parts.method) {
         return Plan::Forward(Fwd::Method);
     }
-    if storable::request_skips_cache(&parts.headers) {
+    let asked = CacheControl::parse(&parts.headers);
+    if storable::skips_cache(&parts.headers, &asked) {
         return Plan::Forward(Fwd::Request);
     }
     // HEAD is answered from the GET response: one key for both.
     let (policy, credentials) = (policy.clone(), credentials(config, parts));
     match config.keys.of_get(parts) {
-        Some(primary) => Plan::Cache(Job::new(varies, primary, &parts.headers, policy, credentials)),
+        Some(primary) => Plan::Cache(Job::new(
+            varies,
+            primary,
+            &parts.headers,
+            policy,
+            credentials,
+            asked,
+        )),
         None => Plan::Forward(Fwd::Bypass),
     }
 }
@@ -272,6 +285,7 @@ mod tests {
             &headers,
             Policy::default(),
             Credentials::default(),
+            CacheControl::default(),
         );
         assert_eq!(job.key, "GET a/ vary[accept-language=de]");
         assert_eq!(job.primary(), "GET a/");

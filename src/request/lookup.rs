@@ -51,7 +51,7 @@ where
 {
     let counters = &shared.state.counters;
     let ask = Ask::of(&request);
-    let asked = asked(&job, request.headers());
+    let asked = asked(&job);
     let judged = match judged {
         Some(judged) => Some(judged),
         None => find(&shared, &job, request.headers()).await.map(|entry| {
@@ -169,7 +169,7 @@ where
     B: SendBody,
 {
     let entry = shared.get_now(&job.key).ok_or(None)?;
-    let asked = asked(job, request.headers());
+    let asked = asked(job);
     let now = shared.now();
     match judge(shared, job, request.headers(), asked.as_ref(), &entry, now) {
         Reuse::Serve { ttl } => Ok(Ask::of(request).shape(hit(shared, job, &entry, ttl, now))),
@@ -178,8 +178,8 @@ where
 }
 
 /// The request's own directives, where the policy follows HTTP's rules.
-fn asked(job: &Job, headers: &HeaderMap) -> Option<CacheControl> {
-    job.policy.follows_origin().then(|| CacheControl::parse(headers))
+fn asked(job: &Job) -> Option<CacheControl> {
+    job.policy.follows_origin().then_some(job.asked)
 }
 
 /// What `entry`, stored at `job`'s key, may do for a request with
@@ -197,7 +197,7 @@ fn judge<St: Store>(
     // A client may refuse stored responses, where the layer lets it.
     let refused = match asked {
         Some(asked) => storable::says_no_cache(headers, asked),
-        None => shared.config.honor_no_cache && storable::request_says_no_cache(headers),
+        None => shared.config.honor_no_cache && storable::says_no_cache(headers, &job.asked),
     };
     let decision = (!refused).then(|| {
         let decision = job

@@ -16,6 +16,7 @@ use crate::{
     policy::Policy,
     rebuild::{Origin, SendBody},
     rules::{
+        cache_control::CacheControl,
         status::{CacheStatus, Fwd},
         storable::Credentials,
     },
@@ -147,7 +148,15 @@ where
     let request = Request::from_parts(parts, body);
     match whole.and_then(|whole| read_key(target, request.headers(), &whole)) {
         Some(key) => {
-            let job = Job::new(&shared.state.varies, key, request.headers(), policy, credentials);
+            let asked = CacheControl::parse(request.headers());
+            let job = Job::new(
+                &shared.state.varies,
+                key,
+                request.headers(),
+                policy,
+                credentials,
+                asked,
+            );
             lookup(shared, inner, request, job, None).await
         }
         None => {

@@ -55,7 +55,13 @@ pub(crate) fn is_unsafe(method: &Method) -> bool {
 /// Whether the request asks to skip the cache altogether: `no-store`, or a
 /// `Range` that a stored full response would answer wrongly.
 pub(crate) fn request_skips_cache(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::RANGE) || CacheControl::parse(headers).no_store
+    skips_cache(headers, &CacheControl::parse(headers))
+}
+
+/// As [`request_skips_cache`], with the request's `Cache-Control` already
+/// read as `cc`.
+pub(crate) fn skips_cache(headers: &HeaderMap, cc: &CacheControl) -> bool {
+    headers.contains_key(header::RANGE) || cc.no_store
 }
 
 /// What a request carries that makes the answer to it its own, unless the
@@ -133,6 +139,7 @@ pub(crate) fn shareable(
 /// Whether the client asks not to be served from the cache without
 /// revalidation: `Cache-Control: no-cache` (or `max-age=0`), or
 /// `Pragma: no-cache` when there is no `Cache-Control`.
+#[cfg(test)]
 pub(crate) fn request_says_no_cache(headers: &HeaderMap) -> bool {
     says_no_cache(headers, &CacheControl::parse(headers))
 }
