@@ -50,6 +50,14 @@ fn tagged_app(calls: &Calls) -> Router {
     Router::new().route("/a", get(tagged)).with_state(calls.clone())
 }
 
+/// A `GET /a` with one more header.
+fn get_with(name: &str, value: &str) -> Request<Body> {
+    Request::get("/a")
+        .header(name, value)
+        .body(Body::empty())
+        .expect("valid request")
+}
+
 const READY: &str = r#"ResponseFuture { kind: "ready" }"#;
 const CACHED: &str = r#"ResponseFuture { kind: "cached" }"#;
 
@@ -78,11 +86,7 @@ async fn a_conditional_request_gets_its_304_from_a_ready_hit() {
     let mut service = layer.layer(tagged_app(&calls));
     send(service.clone(), get_request("/a")).await;
 
-    let request = Request::get("/a")
-        .header("if-none-match", "\"v1\"")
-        .body(Body::empty())
-        .expect("valid request");
-    let (kind, response) = call(&mut service, request).await;
+    let (kind, response) = call(&mut service, get_with("if-none-match", "\"v1\"")).await;
     assert_eq!(kind, READY);
     assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
     assert_eq!(calls.get(), 1);
@@ -116,11 +120,7 @@ async fn a_request_that_refuses_stored_responses_is_not_answered_in_call() {
     let (kind, _) = call(&mut service, get_request("/a")).await;
     assert_eq!(kind, READY, "stored, and fresh");
 
-    let request = Request::get("/a")
-        .header("cache-control", "no-cache")
-        .body(Body::empty())
-        .expect("valid request");
-    let (kind, response) = call(&mut service, request).await;
+    let (kind, response) = call(&mut service, get_with("cache-control", "no-cache")).await;
     assert_eq!(kind, CACHED);
     assert_eq!(
         response.headers()["cache-status"],
