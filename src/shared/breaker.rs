@@ -29,7 +29,20 @@ impl Breaker {
 
     /// Whether the store should be skipped now.
     pub(crate) fn is_open(&self) -> bool {
-        self.now() < self.open_until.load(Ordering::Relaxed)
+        // Every hit asks: a breaker never tripped, or closed again, answers
+        // without reading the clock.
+        let until = self.open_until.load(Ordering::Relaxed);
+        if until == 0 {
+            return false;
+        }
+        if self.now() < until {
+            return true;
+        }
+        // A trip in between raised `until`: it stays.
+        let _ = self
+            .open_until
+            .compare_exchange(until, 0, Ordering::Relaxed, Ordering::Relaxed);
+        false
     }
 
     /// Skips the store for `pause` from now.
@@ -55,6 +68,9 @@ mod tests {
         assert!(breaker.is_open());
         tokio::time::advance(Duration::from_millis(1)).await;
         assert!(!breaker.is_open());
+        // Closed again, it trips as a new one does.
+        breaker.trip(Duration::from_secs(1));
+        assert!(breaker.is_open());
     }
 
     #[tokio::test(start_paused = true)]
