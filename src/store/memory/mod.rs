@@ -58,8 +58,13 @@ pub struct MemoryStore {
     inner: Arc<Inner>,
 }
 
+/// Seeded per store from the process's random source, so that keys chosen
+/// to collide in one process do not in another; quicker than std's
+/// SipHash on keys of a path's length.
+type Hasher = foldhash::quality::RandomState;
+
 struct Inner {
-    cache: Cache<String, Slot>,
+    cache: Cache<String, Slot, Hasher>,
     locks: Mutex<HashMap<String, Lock>>,
     /// Keys by tag, for purges, each with the entry it was indexed for, so
     /// that only the leaving entry (not its replacement) un-tags its key;
@@ -127,7 +132,7 @@ impl MemoryStore {
             .eviction_listener(move |key: Arc<String>, slot: Slot, _| {
                 untag(&index, &key, &slot.entry);
             })
-            .build();
+            .build_with_hasher(Hasher::default());
         Self {
             inner: Arc::new(Inner {
                 cache,
