@@ -10,6 +10,7 @@ use crate::{
     policy::Policy,
     rules::{
         cache_control::CacheControl,
+        fields::Fields,
         grpc,
         status::Fwd,
         storable::{self, Credentials},
@@ -46,6 +47,8 @@ pub(crate) struct Job {
     pub(crate) credentials: Credentials,
     /// The request's `Cache-Control`, read once while planning.
     pub(crate) asked: CacheControl,
+    /// The fields the rules read that the request carries.
+    pub(crate) fields: Fields,
 }
 
 impl Job {
@@ -57,7 +60,7 @@ impl Job {
         headers: &HeaderMap,
         policy: Policy,
         credentials: Credentials,
-        asked: CacheControl,
+        (asked, fields): (CacheControl, Fields),
     ) -> Self {
         let (key, variant_of) = match varies.key(&primary, headers) {
             Some(variant) => (variant, Some(primary)),
@@ -69,6 +72,7 @@ impl Job {
             policy,
             credentials,
             asked,
+            fields,
         }
     }
 
@@ -94,8 +98,9 @@ pub(crate) fn plan(config: &Config, varies: &Varies, parts: &mut Parts, reads: b
     if policy.is_bypass() {
         return Plan::Forward(Fwd::Bypass);
     }
+    let fields = Fields::of(&parts.headers);
     if !storable::is_unsafe(&parts.method)
-        && let Some(reason) = target::unclear(path, &parts.headers)
+        && let Some(reason) = target::unclear(path, &parts.headers, fields)
     {
         // Not for this route's policy, nor for its key: the origin may
         // answer for another target.
@@ -111,7 +116,7 @@ pub(crate) fn plan(config: &Config, varies: &Varies, parts: &mut Parts, reads: b
                 Some(target) => Plan::Read {
                     target,
                     policy: policy.clone(),
-                    credentials: credentials(config, parts),
+                    credentials: credentials(config, parts, fields),
                 },
                 None => Plan::Forward(Fwd::Bypass),
             };
@@ -131,12 +136,16 @@ pub(crate) fn plan(config: &Config, varies: &Varies, parts: &mut Parts, reads: b
     if !storable::method_is_cacheable(&parts.method) {
         return Plan::Forward(Fwd::Method);
     }
-    let asked = CacheControl::parse(&parts.headers);
-    if storable::skips_cache(&parts.headers, &asked) {
+    let asked = if fields.cache_control {
+        CacheControl::parse(&parts.headers)
+    } else {
+        CacheControl::default()
+    };
+    if storable::skips_cache(fields, &asked) {
         return Plan::Forward(Fwd::Request);
     }
     // HEAD is answered from the GET response: one key for both.
-    let (policy, credentials) = (policy.clone(), credentials(config, parts));
+    let (policy, credentials) = (policy.clone(), credentials(config, parts, fields));
     match config.keys.of_get(parts) {
         Some(primary) => Plan::Cache(Job::new(
             varies,
@@ -144,7 +153,7 @@ pub(crate) fn plan(config: &Config, varies: &Varies, parts: &mut Parts, reads: b
             &parts.headers,
             policy,
             credentials,
-            asked,
+            (asked, fields),
         )),
         None => Plan::Forward(Fwd::Bypass),
     }
@@ -152,9 +161,9 @@ pub(crate) fn plan(config: &Config, varies: &Varies, parts: &mut Parts, reads: b
 
 /// The request's credentials. Its cookies count unless its route ignores
 /// them or keys by the ones that matter.
-fn credentials(config: &Config, parts: &Parts) -> Credentials {
+fn credentials(config: &Config, parts: &Parts, fields: Fields) -> Credentials {
     let path = parts.uri.path();
-    Credentials::of(&parts.headers, || {
+    Credentials::of(fields, || {
         config.ignore_cookies.get(path).is_some() || config.keys.cover_cookies(path)
     })
 }
@@ -285,7 +294,7 @@ mod tests {
             &headers,
             Policy::default(),
             Credentials::default(),
-            CacheControl::default(),
+            (CacheControl::default(), Fields::default()),
         );
         assert_eq!(job.key, "GET a/ vary[accept-language=de]");
         assert_eq!(job.primary(), "GET a/");

@@ -95,7 +95,7 @@ pub struct DefaultKey {
 }
 
 /// Request headers that applications behind proxies build links from.
-const FORWARDED: [header::HeaderName; 5] = [
+static FORWARDED: [header::HeaderName; 5] = [
     header::HeaderName::from_static("x-forwarded-host"),
     header::FORWARDED,
     header::HeaderName::from_static("x-forwarded-proto"),

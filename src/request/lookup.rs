@@ -50,7 +50,7 @@ where
     B: SendBody,
 {
     let counters = &shared.state.counters;
-    let ask = Ask::of(&request);
+    let ask = Ask::of(&request, job.fields);
     let asked = asked(&job);
     let judged = match judged {
         Some(judged) => Some(judged),
@@ -172,7 +172,7 @@ where
     let asked = asked(job);
     let now = shared.now();
     match judge(shared, job, request.headers(), asked.as_ref(), &entry, now) {
-        Reuse::Serve { ttl } => Ok(Ask::of(request).shape(hit(shared, job, &entry, ttl, now))),
+        Reuse::Serve { ttl } => Ok(Ask::of(request, job.fields).shape(hit(shared, job, &entry, ttl, now))),
         reuse => Err(Some(Judged { entry, reuse, now })),
     }
 }
@@ -196,8 +196,8 @@ fn judge<St: Store>(
     shared.state.varies.learn(job.primary(), &entry.vary);
     // A client may refuse stored responses, where the layer lets it.
     let refused = match asked {
-        Some(asked) => storable::says_no_cache(headers, asked),
-        None => shared.config.honor_no_cache && storable::says_no_cache(headers, &job.asked),
+        Some(asked) => storable::says_no_cache(headers, job.fields, asked),
+        None => shared.config.honor_no_cache && storable::says_no_cache(headers, job.fields, &job.asked),
     };
     let decision = (!refused).then(|| {
         let decision = job

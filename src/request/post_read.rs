@@ -17,6 +17,7 @@ use crate::{
     rebuild::{Origin, SendBody},
     rules::{
         cache_control::CacheControl,
+        fields::Fields,
         status::{CacheStatus, Fwd},
         storable::Credentials,
     },
@@ -148,15 +149,9 @@ where
     let request = Request::from_parts(parts, body);
     match whole.and_then(|whole| read_key(target, request.headers(), &whole)) {
         Some(key) => {
-            let asked = CacheControl::parse(request.headers());
-            let job = Job::new(
-                &shared.state.varies,
-                key,
-                request.headers(),
-                policy,
-                credentials,
-                asked,
-            );
+            let (headers, varies) = (request.headers(), &shared.state.varies);
+            let read = (CacheControl::parse(headers), Fields::of(headers));
+            let job = Job::new(varies, key, headers, policy, credentials, read);
             lookup(shared, inner, request, job, None).await
         }
         None => {

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body::Body;
 
-use crate::body::StampedeBody;
+use crate::{body::StampedeBody, rules::fields::Fields};
 
 /// The parts of a request that shape its answer from a shared response.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -19,10 +19,17 @@ pub(crate) struct Ask {
 }
 
 impl Ask {
-    pub(crate) fn of<B>(request: &Request<B>) -> Self {
+    /// What `request`, which carries `fields`, asks.
+    pub(crate) fn of<B>(request: &Request<B>, fields: Fields) -> Self {
         // Conditions only apply to a GET or HEAD (RFC 9110 section 13.2.1).
         if ![Method::GET, Method::HEAD].contains(request.method()) {
             return Self::default();
+        }
+        if !fields.conditions {
+            return Self {
+                head: request.method() == Method::HEAD,
+                ..Self::default()
+            };
         }
         let headers = request.headers();
         let text = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
@@ -44,16 +51,14 @@ impl Ask {
             };
             return wanted.trim() == "*" || wanted.split(',').any(|tag| weak_eq(tag, etag));
         }
-        let (Some(since), Some(modified)) = (
-            self.if_modified_since,
-            headers
-                .get(header::LAST_MODIFIED)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| httpdate::parse_http_date(v).ok()),
-        ) else {
+        let Some(since) = self.if_modified_since else {
             return false;
         };
-        modified <= since
+        headers
+            .get(header::LAST_MODIFIED)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+            .is_some_and(|modified| modified <= since)
     }
 
     /// This client's answer, made from a response for a plain `GET`.
@@ -150,7 +155,8 @@ mod tests {
         for (name, value) in pairs {
             request = request.header(*name, *value);
         }
-        Ask::of(&request.body(()).expect("valid"))
+        let request = request.body(()).expect("valid");
+        Ask::of(&request, Fields::of(request.headers()))
     }
 
     fn response(pairs: &[(&'static str, &'static str)]) -> HeaderMap {

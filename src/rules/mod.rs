@@ -4,6 +4,7 @@
 //!
 //! | file | question |
 //! | --- | --- |
+//! | `fields` | which of the fields the rules read does a request carry? |
 //! | `storable` | may this request use the cache; may this response be stored and shared? |
 //! | `target` | can the cache tell from the head what a request asks for? |
 //! | `cache_control` | what do `Cache-Control` and targeted fields say? |
@@ -16,6 +17,7 @@
 
 pub(crate) mod cache_control;
 pub(crate) mod conditional;
+pub(crate) mod fields;
 pub(crate) mod freshness;
 pub(crate) mod grpc;
 pub(crate) mod hop;

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use http::{HeaderMap, Method, StatusCode, header};
 
-use crate::rules::{cache_control::CacheControl, freshness::OriginFreshness, vary::vary_names};
+use crate::rules::{
+    cache_control::CacheControl, fields::Fields, freshness::OriginFreshness, vary::vary_names,
+};
 
 /// Why a response is given only to the request that caused it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,13 +57,13 @@ pub(crate) fn is_unsafe(method: &Method) -> bool {
 /// Whether the request asks to skip the cache altogether: `no-store`, or a
 /// `Range` that a stored full response would answer wrongly.
 pub(crate) fn request_skips_cache(headers: &HeaderMap) -> bool {
-    skips_cache(headers, &CacheControl::parse(headers))
+    skips_cache(Fields::of(headers), &CacheControl::parse(headers))
 }
 
-/// As [`request_skips_cache`], with the request's `Cache-Control` already
-/// read as `cc`.
-pub(crate) fn skips_cache(headers: &HeaderMap, cc: &CacheControl) -> bool {
-    headers.contains_key(header::RANGE) || cc.no_store
+/// As [`request_skips_cache`], for a request that carries `fields`, its
+/// `Cache-Control` already read as `cc`.
+pub(crate) fn skips_cache(fields: Fields, cc: &CacheControl) -> bool {
+    fields.range || cc.no_store
 }
 
 /// What a request carries that makes the answer to it its own, unless the
@@ -76,13 +78,14 @@ pub(crate) struct Credentials {
 }
 
 impl Credentials {
-    /// The credentials of a request with `headers`; `cookies_accounted`
-    /// says whether its route keys by the cookies that matter or ignores
-    /// them, and is asked only of a request that has a `Cookie`.
-    pub(crate) fn of(headers: &HeaderMap, cookies_accounted: impl FnOnce() -> bool) -> Self {
+    /// The credentials of a request that carries `fields`;
+    /// `cookies_accounted` says whether its route keys by the cookies that
+    /// matter or ignores them, and is asked only of a request that has a
+    /// `Cookie`.
+    pub(crate) fn of(fields: Fields, cookies_accounted: impl FnOnce() -> bool) -> Self {
         Self {
-            authorization: headers.contains_key(header::AUTHORIZATION),
-            cookie: headers.contains_key(header::COOKIE) && !cookies_accounted(),
+            authorization: fields.authorization,
+            cookie: fields.cookie && !cookies_accounted(),
         }
     }
 }
@@ -141,19 +144,20 @@ pub(crate) fn shareable(
 /// `Pragma: no-cache` when there is no `Cache-Control`.
 #[cfg(test)]
 pub(crate) fn request_says_no_cache(headers: &HeaderMap) -> bool {
-    says_no_cache(headers, &CacheControl::parse(headers))
+    says_no_cache(headers, Fields::of(headers), &CacheControl::parse(headers))
 }
 
-/// As [`request_says_no_cache`], with the request's `Cache-Control`
-/// already read as `cc`.
-pub(crate) fn says_no_cache(headers: &HeaderMap, cc: &CacheControl) -> bool {
-    if headers.contains_key(header::CACHE_CONTROL) {
+/// As [`request_says_no_cache`], for a request with `headers` that carries
+/// `fields`, its `Cache-Control` already read as `cc`.
+pub(crate) fn says_no_cache(headers: &HeaderMap, fields: Fields, cc: &CacheControl) -> bool {
+    if fields.cache_control {
         return cc.no_cache || cc.max_age == Some(0);
     }
-    headers.get_all(header::PRAGMA).iter().any(|v| {
-        v.to_str()
-            .is_ok_and(|v| v.to_ascii_lowercase().contains("no-cache"))
-    })
+    fields.pragma
+        && headers.get_all(header::PRAGMA).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.to_ascii_lowercase().contains("no-cache"))
+        })
 }
 
 /// Whether a response of `status` is stored: the successful statuses a
@@ -275,16 +279,19 @@ mod tests {
     fn a_cookie_counts_unless_the_route_accounts_for_it() {
         let cookie = headers(&[("cookie", "session=alice")]);
         assert_eq!(
-            Credentials::of(&cookie, || false),
+            Credentials::of(Fields::of(&cookie), || false),
             Credentials {
                 authorization: false,
                 cookie: true
             }
         );
-        assert_eq!(Credentials::of(&cookie, || true), Credentials::default());
+        assert_eq!(
+            Credentials::of(Fields::of(&cookie), || true),
+            Credentials::default()
+        );
         let both = headers(&[("cookie", "a=1"), ("authorization", "Bearer x")]);
         assert_eq!(
-            Credentials::of(&both, || true),
+            Credentials::of(Fields::of(&both), || true),
             Credentials {
                 authorization: true,
                 cookie: false
