@@ -12,7 +12,7 @@ use crate::{
     body::StampedeBody,
     entry::Entry,
     policy::Lifetime,
-    rules::status::{CacheStatus, Fwd, set_age},
+    rules::status::{CACHE_STATUS, CacheStatus, Fwd, set_age},
 };
 
 /// The detail of a request turned away by `max_waiters`.
@@ -27,6 +27,15 @@ pub(crate) fn from_entry<B: Body>(
 ) -> Response<StampedeBody<B>> {
     let mut response = Response::new(StampedeBody::buffered(entry.body.clone(), entry.trailers.clone()));
     *response.status_mut() = entry.status;
+    let age = served_at.map(|now| now.duration_since(entry.stored_at).unwrap_or_default());
+    if let (Some(age), Some(ready)) = (age, entry.ready()) {
+        // Its `Age` and `Cache-Status` are set in place: no slot is added.
+        let headers = response.headers_mut();
+        *headers = ready.clone();
+        set_age(headers, age);
+        headers.insert(CACHE_STATUS, status.value());
+        return response;
+    }
     // Room for `Age` and `Cache-Status` up front: a clone has none, and
     // growing it on every hit cost more than this copy.
     let headers = response.headers_mut();
@@ -37,11 +46,8 @@ pub(crate) fn from_entry<B: Body>(
             .iter()
             .map(|(name, value)| (name.clone(), value.clone())),
     );
-    if let Some(now) = served_at {
-        set_age(
-            response.headers_mut(),
-            now.duration_since(entry.stored_at).unwrap_or_default(),
-        );
+    if let Some(age) = age {
+        set_age(response.headers_mut(), age);
     }
     with_status(response, &status)
 }
@@ -121,4 +127,77 @@ fn empty<B: Body>(status: StatusCode) -> Response<StampedeBody<B>> {
     let mut response = Response::new(StampedeBody::buffered(Bytes::new(), None));
     *response.status_mut() = status;
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use http::{HeaderMap, header::HeaderName};
+    use http_body_util::Full;
+
+    use super::*;
+    use crate::rules::headers;
+
+    fn entry(pairs: &[(&'static str, &'static str)]) -> Entry {
+        let mut response = Response::new(Bytes::from_static(b"hello"));
+        *response.headers_mut() = headers(pairs);
+        let stored = SystemTime::UNIX_EPOCH;
+        Entry::from_response(response, stored, Duration::from_secs(60), Duration::ZERO)
+    }
+
+    fn fields(headers: &HeaderMap) -> Vec<(HeaderName, &str)> {
+        headers
+            .iter()
+            .map(|(name, value)| (name.clone(), value.to_str().expect("ascii")))
+            .collect()
+    }
+
+    /// The head from an entry's ready copy is the one built field by field:
+    /// the entry's fields in order, its `Age` replaced, and this layer's
+    /// `Cache-Status` after any the entry had.
+    #[test]
+    fn every_hit_gets_the_head_built_field_by_field() {
+        let served = SystemTime::UNIX_EPOCH + Duration::from_secs(7);
+        for pairs in [
+            &[("content-type", "text/plain"), ("etag", "\"a\"")][..],
+            &[
+                ("age", "3"),
+                ("content-type", "text/plain"),
+                ("x-a", "1"),
+                ("x-a", "2"),
+            ],
+            &[("cache-status", "upstream; hit"), ("content-type", "text/plain")],
+        ] {
+            let entry = entry(pairs);
+            let mut by_hand = headers(pairs);
+            set_age(&mut by_hand, Duration::from_secs(7));
+            CacheStatus::hit(Duration::from_secs(53)).apply(&mut by_hand);
+            for round in 0..2 {
+                let response: Response<StampedeBody<Full<Bytes>>> =
+                    from_entry(&entry, CacheStatus::hit(Duration::from_secs(53)), Some(served));
+                assert_eq!(
+                    fields(response.headers()),
+                    fields(&by_hand),
+                    "{pairs:?}, hit {round}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_answer_not_aged_has_no_age() {
+        let entry = entry(&[("content-type", "text/plain")]);
+        let response: Response<StampedeBody<Full<Bytes>>> = from_answer(
+            &entry,
+            CacheStatus::hit(Duration::from_secs(60)),
+            SystemTime::UNIX_EPOCH,
+        );
+        assert!(!response.headers().contains_key(header::AGE));
+        assert!(
+            response
+                .headers()
+                .contains_key(crate::rules::status::CACHE_STATUS)
+        );
+    }
 }

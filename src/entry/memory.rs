@@ -1,12 +1,14 @@
 //! What an entry holds in memory: a copy that owns its bytes, for stores
-//! that keep entries, and the weight they count it by.
+//! that keep entries, the weight they count it by, and the head its hits
+//! start from.
 
-use std::mem::size_of;
+use std::{mem::size_of, sync::OnceLock};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 use super::Entry;
+use crate::rules::status::CACHE_STATUS;
 
 /// What the `http` crate keeps per slot of a header map: the entry (hash,
 /// name, value, links) and its share of the index, measured on x86-64 (a
@@ -31,8 +33,37 @@ impl Entry {
             vary: self.vary.clone(),
             vary_values: owned_map(&self.vary_values),
             tags: self.tags.clone(),
+            ready: OnceLock::new(),
             ..*self
         }
+    }
+
+    /// The headers every hit on this entry starts from: its own, then an
+    /// `Age` and a `Cache-Status` for each hit to set in place. Made once,
+    /// at the first hit: building a header map name by name cost a hit as
+    /// much as the rest of its response. `None` when the entry carries a
+    /// `Cache-Status` of its own, which a hit's follows as another value.
+    /// The entry's headers are not changed once it is served.
+    pub(crate) fn ready(&self) -> Option<&HeaderMap> {
+        self.ready
+            .get_or_init(|| {
+                if self.headers.contains_key(CACHE_STATUS) {
+                    return None;
+                }
+                let mut head = HeaderMap::with_capacity(self.headers.len() + 2);
+                head.extend(
+                    self.headers
+                        .iter()
+                        .map(|(name, value)| (name.clone(), value.clone())),
+                );
+                head.insert(header::AGE, HeaderValue::from_static("0"));
+                head.insert(CACHE_STATUS, HeaderValue::from_static(""));
+                // A full map grows before it looks for the field an insert
+                // replaces: one free slot keeps every hit's copy from it.
+                head.reserve(1);
+                Some(head)
+            })
+            .as_ref()
     }
 
     /// An estimate of the memory the entry holds, in bytes: its body,
@@ -47,6 +78,9 @@ impl Entry {
             + self.vary.capacity() * size_of::<HeaderName>()
             + self.tags.capacity() * size_of::<String>()
             + self.tags.iter().map(String::capacity).sum::<usize>()
+            // The head hits start from, counted whether or not one came:
+            // a bound must hold before the first hit makes it.
+            + (self.headers.len() + 2) * HEADER_SLOT
     }
 
     /// A bound on [`Entry::encode`]'s output, to size its buffer once.

@@ -3,6 +3,7 @@
 use std::{
     error::Error,
     fmt,
+    sync::OnceLock,
     time::{Duration, SystemTime},
 };
 
@@ -54,6 +55,9 @@ pub struct Entry {
     /// Tags to purge it by, from the layer's tag header; set by the layer,
     /// kept by stores in their tag index, not encoded.
     pub(crate) tags: Vec<String>,
+    /// The head a hit answers with, made at the first hit ([`Entry::ready`]);
+    /// not encoded.
+    pub(super) ready: OnceLock<Option<HeaderMap>>,
 }
 
 /// Why bytes could not be read as an [`Entry`].
@@ -141,6 +145,7 @@ impl Entry {
             allows_authorized,
             allows_cookie,
             tags: Vec::new(),
+            ready: OnceLock::new(),
         }
     }
 
