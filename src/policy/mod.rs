@@ -2,9 +2,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::HeaderName;
-
 use crate::rules::freshness::OriginFreshness;
+use origin::Targeted;
 
 /// How long responses stay fresh, and what happens around their expiry.
 ///
@@ -31,7 +30,7 @@ pub struct Policy {
     respect_origin: bool,
     /// The fields read before `Cache-Control` by [`Policy::origin`], most
     /// specific first.
-    targeted: Vec<HeaderName>,
+    targeted: Targeted,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -121,7 +120,7 @@ impl Policy {
             stale_if_error: Duration::ZERO,
             jitter: 0.0,
             respect_origin: false,
-            targeted: Vec::new(),
+            targeted: Targeted::None,
         }
     }
 

@@ -1,6 +1,9 @@
 //! The origin-driven policy: freshness from the response's own headers.
 
-use std::time::{Duration, SystemTime};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use http::HeaderName;
 
@@ -49,7 +52,7 @@ impl Policy {
     /// ```
     pub fn origin(max: Duration) -> Self {
         let mut policy = Self::new(Kind::Origin { max, beta: 0.0 });
-        policy.targeted = vec![HeaderName::from_static("cdn-cache-control")];
+        policy.targeted = Targeted::Cdn;
         policy
     }
 
@@ -59,7 +62,8 @@ impl Policy {
     /// Fields named later are read first. Has no effect on other policies.
     pub fn targeted(mut self, field: HeaderName) -> Self {
         if matches!(self.kind, Kind::Origin { .. }) {
-            self.targeted.insert(0, field);
+            let fields = std::iter::once(field).chain(self.targeted_fields().iter().cloned());
+            self.targeted = Targeted::Named(fields.collect());
         }
         self
     }
@@ -73,7 +77,11 @@ impl Policy {
     /// The targeted fields an origin-driven policy reads, most specific
     /// first; none for other policies.
     pub(crate) fn targeted_fields(&self) -> &[HeaderName] {
-        &self.targeted
+        match &self.targeted {
+            Targeted::None => &[],
+            Targeted::Cdn => &CDN,
+            Targeted::Named(fields) => fields,
+        }
     }
 
     /// How long a store should keep an entry of `lifetime` written at
@@ -146,3 +154,16 @@ impl Policy {
         })
     }
 }
+
+/// The targeted fields a policy reads. Every request carries its route's
+/// policy: the usual lists are kept in place, and others shared, so that
+/// carrying it allocates nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Targeted {
+    None,
+    /// `CDN-Cache-Control` alone.
+    Cdn,
+    Named(Arc<[HeaderName]>),
+}
+
+static CDN: [HeaderName; 1] = [HeaderName::from_static("cdn-cache-control")];
