@@ -127,6 +127,9 @@
 // | what waiters get                 | rebuild/settle/, served by request/wait.rs       |
 // | what an invalidation cancels     | shared/mod.rs (`Shared::invalidate`)             |
 mod layer; // the builder
+#[cfg(feature = "config")]
+#[cfg_attr(docsrs, doc(cfg(feature = "config")))]
+pub mod config; // the builder's settings from a file
 mod service; // `Service::call`: plan, then one stage
 mod request; // the stages: forward, write, post_read, lookup, wait
 mod rebuild; // a leader's work: lock, fetch, settle, commit
@@ -145,8 +148,13 @@ mod stats; // counters
 pub mod clock; // injected time
 mod body; // the response body
 mod sync; // std's locks, or shuttle's for the concurrency models
+#[cfg(feature = "config")]
+mod human; // durations and sizes as people write them
 
 pub use body::{BodyError, BoxError, StampedeBody};
+#[cfg(feature = "config")]
+#[cfg_attr(docsrs, doc(cfg(feature = "config")))]
+pub use config::{Config, ConfigError};
 pub use entry::{DecodeError, Entry};
 pub use future::ResponseFuture;
 pub use key::RouteError;

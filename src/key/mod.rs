@@ -7,11 +7,13 @@ use std::{mem, sync::Arc};
 use http::{Method, header, request::Parts};
 use tracing::debug;
 
+#[cfg(feature = "config")]
+mod config;
 mod route;
 mod variant;
 
 pub use route::RouteError;
-pub(crate) use route::Routes;
+pub(crate) use route::{Routes, check_pattern};
 pub(crate) use variant::{Varies, is_variant_of, variant_tag};
 
 /// Derives the cache key of a request; `None` sends the request straight to
@@ -86,7 +88,7 @@ where
 /// let key = DefaultKey::new().with_header("x-tenant").without_query();
 /// # let _ = key;
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DefaultKey {
     headers: Vec<header::HeaderName>,
     cookies: Vec<String>,
@@ -143,11 +145,10 @@ impl DefaultKey {
     /// If `name` is empty or has a character a cookie name cannot have
     /// (white space, `=`, `;`, `,`, control characters).
     pub fn with_cookie(mut self, name: &str) -> Self {
-        let valid = !name.is_empty()
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
-        assert!(valid, "invalid cookie name {name:?} for a cache key");
+        assert!(
+            cookie_name_is_valid(name),
+            "invalid cookie name {name:?} for a cache key"
+        );
         self.cookies.push(name.to_owned());
         self
     }
@@ -166,6 +167,15 @@ impl DefaultKey {
         self.without_authority = true;
         self
     }
+}
+
+/// Whether `name` can be a cookie's name (RFC 6265's token): not empty,
+/// no white space, `=`, `;`, `,` or other separator, no control character.
+fn cookie_name_is_valid(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
 }
 
 impl MakeKey for DefaultKey {

@@ -57,6 +57,14 @@ impl fmt::Display for RouteError {
 
 impl std::error::Error for RouteError {}
 
+/// Whether `pattern` is one the route table takes.
+pub(crate) fn check_pattern(pattern: &str) -> Result<(), RouteError> {
+    parse(pattern).map(drop).map_err(|rule| RouteError {
+        pattern: pattern.to_owned(),
+        rule,
+    })
+}
+
 impl<T> Routes<T> {
     /// Adds a route, or says why the pattern is invalid.
     pub(crate) fn try_insert(&mut self, pattern: &str, policy: T) -> Result<(), RouteError> {

@@ -16,6 +16,8 @@ use crate::{
     store::{Store, StoreError},
 };
 
+#[cfg(feature = "config")]
+mod config;
 mod limits;
 mod reads;
 
@@ -67,7 +69,7 @@ mod reads;
 /// beats a shorter one; requests no route matches take
 /// [`policy`](Self::policy).
 pub struct StampedeLayer<St, R = NoReplay> {
-    shared: Arc<Shared<St>>,
+    pub(crate) shared: Arc<Shared<St>>,
     replay: R,
 }
 

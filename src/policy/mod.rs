@@ -314,6 +314,8 @@ impl Default for Policy {
     }
 }
 
+#[cfg(feature = "config")]
+mod config;
 mod origin;
 
 #[cfg(test)]
