@@ -1,4 +1,5 @@
 //! Run with: `cargo run --release --example proxy -- --upstream http://127.0.0.1:8081`
+//! (or `-- --config examples/proxy.toml`)
 //!
 //! A caching reverse proxy: the layer in front of a pooled keep-alive hyper
 //! client, so that a cache stampede on any URL of the upstream becomes one
@@ -6,10 +7,15 @@
 //! and a sidecar users can run as it is.
 //!
 //! ```text
+//! proxy --config FILE [--upstream URL] [--listen ADDR]
 //! proxy --upstream URL [--listen ADDR] [--policy origin:1d|ttl:60s|xfetch:60s|swr:50s,120s] [--redis URL]
 //!       [--near-cache 64MiB] [--max-bytes 128MiB] [--max-buffered-bytes 64MiB] [--report-every 10s]
 //! ```
 //!
+//! - `--config FILE`: the upstream, the listen address, the store and the
+//!   layer's settings with a policy per route, from a TOML file
+//!   (`examples/proxy.toml` is one, commented); `--upstream` and
+//!   `--listen` replace the file's, the other flags are the file's to set.
 //! - `--listen ADDR`: where to serve (default `127.0.0.1:8080`; port 0
 //!   picks one). The first line printed is `listening on http://ADDR`.
 //! - `--upstream URL`: the origin, `http://host:port` (TLS to the upstream is
@@ -49,67 +55,69 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
+use serde::Deserialize;
 use tower::Layer;
-use tower_stampede::{MemoryStore, Policy, RedisStore, StampedeLayer, Store};
+use tower_stampede::{
+    Config, MemoryStore, Policy, RedisStore, StampedeLayer, Store,
+    config::{from_toml, parse_duration, parse_size},
+};
 use tracing_subscriber::{
     filter::{LevelFilter, Targets},
     prelude::*,
 };
 
-const USAGE: &str = "usage: proxy --upstream URL [--listen ADDR] [--policy origin:1d|ttl:60s|xfetch:60s|swr:50s,120s] \
+const USAGE: &str = "usage: proxy --config FILE [--upstream URL] [--listen ADDR]\n       proxy --upstream URL [--listen ADDR] [--policy origin:1d|ttl:60s|xfetch:60s|swr:50s,120s] \
      [--redis URL] [--near-cache 64MiB] [--max-bytes 128MiB] [--max-buffered-bytes 64MiB] [--report-every 10s]";
 
-struct Args {
+pub(crate) struct Args {
     listen: SocketAddr,
     upstream: Uri,
-    policy: Policy,
+    /// The layer's settings: the file's `[cache]`, or what the flags set.
+    cache: Config,
     redis: Option<String>,
     near_cache: Option<u64>,
     max_bytes: Option<u64>,
-    max_buffered_bytes: Option<u64>,
     report_every: Option<Duration>,
 }
 
-fn duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("{text:?} is not a duration like 500ms, 60s, 2m, 1h or 1d");
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?);
-    let number: u64 = number.parse().map_err(|_| bad())?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(number)),
-        "s" => Ok(Duration::from_secs(number)),
-        "m" => Ok(Duration::from_secs(number * 60)),
-        "h" => Ok(Duration::from_secs(number * 60 * 60)),
-        "d" => Ok(Duration::from_secs(number * 24 * 60 * 60)),
-        _ => Err(bad()),
-    }
+/// The file `--config` names (examples/proxy.toml is one, with comments).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    upstream: Option<String>,
+    listen: Option<SocketAddr>,
+    #[serde(default, with = "tower_stampede::config::duration")]
+    report_every: Option<Duration>,
+    #[serde(default)]
+    store: StoreFile,
+    /// Every field of `tower_stampede::Config`.
+    #[serde(default)]
+    cache: Config,
 }
 
-/// `64MiB`, `512KiB`, `1GiB` or a number of bytes.
-fn size(text: &str) -> Result<u64, String> {
-    let bad = || format!("{text:?} is not a size like 64MiB, 512KiB or 1048576");
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
-    let number: u64 = number.parse().map_err(|_| bad())?;
-    let unit: u64 = match unit {
-        "" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        _ => return Err(bad()),
-    };
-    number.checked_mul(unit).ok_or_else(bad)
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreFile {
+    redis: Option<String>,
+    #[serde(default, with = "tower_stampede::config::size")]
+    near_cache: Option<u64>,
+    #[serde(default, with = "tower_stampede::config::size")]
+    max_bytes: Option<u64>,
 }
 
-/// `origin:1d`, `ttl:60s`, `xfetch:60s` or `swr:50s,120s`.
 fn policy(text: &str) -> Result<Policy, String> {
     match text.split_once(':') {
-        Some(("origin" | "http", max)) => Ok(Policy::origin(duration(max)?)),
-        Some(("ttl", ttl)) => Ok(Policy::ttl(duration(ttl)?)),
-        Some(("xfetch", ttl)) => Ok(Policy::xfetch(duration(ttl)?)),
+        Some(("origin" | "http", max)) => Ok(Policy::origin(parse_duration(max)?)),
+        Some(("ttl", ttl)) => Ok(Policy::ttl(parse_duration(ttl)?)),
+        Some(("xfetch", ttl)) => Ok(Policy::xfetch(parse_duration(ttl)?)),
         Some(("swr", windows)) => {
             let (fresh, gone) = windows
                 .split_once(',')
                 .ok_or("swr takes two durations: swr:FRESH,GONE")?;
-            Ok(Policy::stale_while_revalidate(duration(fresh)?, duration(gone)?))
+            Ok(Policy::stale_while_revalidate(
+                parse_duration(fresh)?,
+                parse_duration(gone)?,
+            ))
         }
         _ => Err(format!(
             "unknown policy {text:?}: origin:1d, ttl:60s, xfetch:60s or swr:50s,120s"
@@ -117,44 +125,83 @@ fn policy(text: &str) -> Result<Policy, String> {
     }
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut listen = SocketAddr::from(([127, 0, 0, 1], 8080));
-    let (mut upstream, mut chosen, mut redis) =
-        (None, Policy::origin(Duration::from_secs(24 * 60 * 60)), None);
-    let (mut report_every, mut max_bytes, mut max_buffered_bytes) = (None, None, None);
-    let mut near_cache = None;
-    let mut args = std::env::args().skip(1);
+fn upstream(text: &str) -> Result<Uri, String> {
+    let uri: Uri = text.parse().map_err(|e| format!("--upstream: {e}"))?;
+    if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+        return Err(format!("--upstream takes http://host:port, not {uri}"));
+    }
+    Ok(uri)
+}
+
+/// The proxy's settings from its command line (without the program's
+/// name): from the flags, or from the file `--config` names, whose
+/// `upstream` and `listen` the flags may replace.
+pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
+    let (mut listen, mut upstream_flag, mut config) = (None, None, None);
+    let mut flags = Args {
+        listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        upstream: Uri::default(),
+        cache: Config::default(),
+        redis: None,
+        near_cache: None,
+        max_bytes: None,
+        report_every: None,
+    };
+    flags.cache.policy = Some(Policy::origin(Duration::from_secs(24 * 60 * 60)));
+    // Flags that the file sets instead, when there is one.
+    let mut layer_flags = Vec::new();
+    let mut args = args.into_iter();
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value\n{USAGE}"));
         match flag.as_str() {
-            "--listen" => listen = value()?.parse().map_err(|e| format!("--listen: {e}"))?,
-            "--upstream" => {
-                let uri: Uri = value()?.parse().map_err(|e| format!("--upstream: {e}"))?;
-                if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-                    return Err(format!("--upstream takes http://host:port, not {uri}"));
-                }
-                upstream = Some(uri);
-            }
-            "--policy" => chosen = policy(&value()?)?,
-            "--redis" => redis = Some(value()?),
-            "--report-every" => report_every = Some(duration(&value()?)?),
-            "--max-bytes" => max_bytes = Some(size(&value()?)?),
-            "--near-cache" => near_cache = Some(size(&value()?)?),
-            "--max-buffered-bytes" => max_buffered_bytes = Some(size(&value()?)?),
+            "--listen" => listen = Some(value()?.parse().map_err(|e| format!("--listen: {e}"))?),
+            "--upstream" => upstream_flag = Some(upstream(&value()?)?),
+            "--config" => config = Some(value()?),
+            "--policy" => flags.cache.policy = Some(policy(&value()?)?),
+            "--redis" => flags.redis = Some(value()?),
+            "--report-every" => flags.report_every = Some(parse_duration(&value()?)?),
+            "--max-bytes" => flags.max_bytes = Some(parse_size(&value()?)?),
+            "--near-cache" => flags.near_cache = Some(parse_size(&value()?)?),
+            "--max-buffered-bytes" => flags.cache.max_buffered_bytes = Some(parse_size(&value()?)?),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
+        if !matches!(flag.as_str(), "--listen" | "--upstream" | "--config") {
+            layer_flags.push(flag);
+        }
     }
-    Ok(Args {
-        listen,
-        upstream: upstream.ok_or(format!("--upstream is required\n{USAGE}"))?,
-        policy: chosen,
-        redis,
-        near_cache,
-        max_bytes,
-        max_buffered_bytes,
-        report_every,
-    })
+    let mut args = match config {
+        None => flags,
+        Some(path) => {
+            if let Some(flag) = layer_flags.first() {
+                return Err(format!("{flag} is set in the file that --config names"));
+            }
+            let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
+            let file: File = from_toml(&text).map_err(|e| format!("{path}: {e}"))?;
+            Args {
+                listen: file.listen.unwrap_or(flags.listen),
+                upstream: file
+                    .upstream
+                    .as_deref()
+                    .map(upstream)
+                    .transpose()?
+                    .unwrap_or_default(),
+                cache: file.cache,
+                redis: file.store.redis,
+                near_cache: file.store.near_cache,
+                max_bytes: file.store.max_bytes,
+                report_every: file.report_every,
+            }
+        }
+    };
+    args.listen = listen.unwrap_or(args.listen);
+    args.upstream = upstream_flag.unwrap_or(args.upstream);
+    if args.upstream.authority().is_none() {
+        return Err(format!(
+            "--upstream (or the file's `upstream`) is required\n{USAGE}"
+        ));
+    }
+    Ok(args)
 }
 
 /// The layer on the Redis at `url`, with a near cache if asked for, once
@@ -168,11 +215,17 @@ async fn redis_layer(url: &str, args: &Args) -> Result<StampedeLayer<RedisStore>
         .connect()
         .await
         .map_err(|e| format!("cannot reach Redis at {url}: {e}"))?;
-    let mut layer = StampedeLayer::new(store).policy(args.policy.clone());
-    if let Some(bytes) = args.max_bytes {
+    let mut layer = StampedeLayer::from_config(store, &args.cache).map_err(|e| e.to_string())?;
+    if let (Some(bytes), None) = (args.max_bytes, args.cache.fallback_max_bytes) {
         layer = layer.fallback_max_bytes(bytes);
     }
     Ok(layer)
+}
+
+/// The layer on a memory store of `--max-bytes` (128 MiB unless set).
+pub(crate) fn memory_layer(args: &Args) -> Result<StampedeLayer<MemoryStore>, String> {
+    let store = MemoryStore::with_max_bytes(args.max_bytes.unwrap_or(128 << 20));
+    StampedeLayer::from_config(store, &args.cache).map_err(|e| e.to_string())
 }
 
 /// Headers that belong to one connection (RFC 9110 section 7.6.1), not to
@@ -260,11 +313,18 @@ fn status(code: StatusCode) -> Response<Body> {
     response
 }
 
-async fn run<St: Store>(mut layer: StampedeLayer<St>, args: Args) -> Result<(), String> {
-    if let Some(bytes) = args.max_buffered_bytes {
-        let bytes = usize::try_from(bytes).map_err(|_| format!("--max-buffered-bytes {bytes}: too large"))?;
-        layer = layer.max_buffered_bytes(bytes);
-    }
+async fn run<St: Store>(layer: StampedeLayer<St>, args: Args) -> Result<(), String> {
+    let (addr, serving) = serve(layer, args).await?;
+    println!("listening on http://{addr}");
+    serving.await
+}
+
+/// The proxy bound to `args.listen`: its address, and the future that
+/// serves until ctrl-c, then prints the counters.
+pub(crate) async fn serve<St: Store>(
+    layer: StampedeLayer<St>,
+    args: Args,
+) -> Result<(SocketAddr, impl Future<Output = Result<(), String>>), String> {
     let upstream = Upstream::new(args.upstream.clone());
     let proxy = layer.layer(tower::service_fn(move |request: Request<Body>| {
         let upstream = upstream.clone();
@@ -274,32 +334,33 @@ async fn run<St: Store>(mut layer: StampedeLayer<St>, args: Args) -> Result<(), 
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    println!("listening on http://{addr}");
     tracing::info!(upstream = %args.upstream, "proxying");
     if let Some(every) = args.report_every {
         tokio::spawn(report(layer.clone(), every));
     }
-    axum::serve(listener, Router::new().fallback_service(proxy))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-    let stats = layer.stats();
-    println!(
-        "requests {}, hits {}, stale hits {}, coalesced {}, upstream calls {}, over budget {}, store errors {}",
-        stats.requests,
-        stats.hits,
-        stats.stale_hits,
-        stats.coalesced,
-        stats.origin_calls,
-        stats.over_budget,
-        stats.store_errors
-    );
-    Ok(())
+    let serving = async move {
+        axum::serve(listener, Router::new().fallback_service(proxy))
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        let stats = layer.stats();
+        println!(
+            "requests {}, hits {}, stale hits {}, coalesced {}, upstream calls {}, over budget {}, store errors {}",
+            stats.requests,
+            stats.hits,
+            stats.stale_hits,
+            stats.coalesced,
+            stats.origin_calls,
+            stats.over_budget,
+            stats.store_errors
+        );
+        Ok(())
+    };
+    Ok((addr, serving))
 }
 
-/// Resident memory in KiB, from /proc (Linux).
 fn rss_kib() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
     let pages: u64 = statm
@@ -358,16 +419,16 @@ async fn main() -> std::process::ExitCode {
         )
         .with(log_filter(LevelFilter::ERROR))
         .init();
-    let result = match parse_args() {
+    let result = match parse_args(std::env::args().skip(1)) {
         Ok(args) => match &args.redis {
             Some(url) => match redis_layer(url, &args).await {
                 Ok(layer) => run(layer, args).await,
                 Err(message) => Err(message),
             },
-            None => {
-                let store = MemoryStore::with_max_bytes(args.max_bytes.unwrap_or(128 << 20));
-                run(StampedeLayer::new(store).policy(args.policy.clone()), args).await
-            }
+            None => match memory_layer(&args) {
+                Ok(layer) => run(layer, args).await,
+                Err(message) => Err(message),
+            },
         },
         Err(message) => Err(message),
     };
@@ -385,16 +446,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_and_policies_parse() {
-        assert_eq!(size("64MiB"), Ok(64 << 20));
-        assert_eq!(size("1048576"), Ok(1 << 20));
-        assert!(size("64MB").is_err());
-        assert!(size("MiB").is_err());
-        assert_eq!(duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(duration("60").is_err());
-        assert!(duration("s").is_err());
-        assert_eq!(duration("1d"), Ok(Duration::from_secs(86_400)));
+    fn policies_parse() {
         assert_eq!(policy("ttl:60s"), Ok(Policy::ttl(Duration::from_secs(60))));
         assert_eq!(policy("origin:1h"), Ok(Policy::origin(Duration::from_secs(3600))));
         assert_eq!(policy("http:1h"), policy("origin:1h"));

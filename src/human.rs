@@ -100,40 +100,59 @@ enum SizeText {
     Text(String),
 }
 
-pub(crate) mod duration {
-    //! `#[serde(with)]` for an optional [`Duration`].
+pub mod duration {
+    //! `#[serde(with = "tower_stampede::config::duration", default)]` for
+    //! an `Option<Duration>` field of an application's own file, written
+    //! as this crate's files write durations (`"500ms"`, `"1h30m"`).
     use super::*;
 
-    pub(crate) fn serialize<S: Serializer>(
-        value: &Option<Duration>,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
+    /// Writes the duration as [`parse_duration`](crate::config::parse_duration) reads it.
+    ///
+    /// # Errors
+    ///
+    /// The serializer's.
+    pub fn serialize<S: Serializer>(value: &Option<Duration>, serializer: S) -> Result<S::Ok, S::Error> {
         match value {
             Some(duration) => serializer.serialize_str(&format(*duration)),
             None => serializer.serialize_none(),
         }
     }
 
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Option<Duration>, D::Error> {
+    /// Reads a duration as [`parse_duration`](crate::config::parse_duration) does.
+    ///
+    /// # Errors
+    ///
+    /// What is wrong with the text, as the deserializer's error.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
         let text = String::deserialize(deserializer)?;
         parse(&text).map(Some).map_err(D::Error::custom)
     }
 }
 
-pub(crate) mod size {
-    //! `#[serde(with)]` for an optional size in bytes.
+pub mod size {
+    //! `#[serde(with = "tower_stampede::config::size", default)]` for an
+    //! `Option<u64>` of bytes in an application's own file: a number, or
+    //! `"64MiB"`.
     use super::*;
 
-    pub(crate) fn serialize<S: Serializer>(value: &Option<u64>, serializer: S) -> Result<S::Ok, S::Error> {
+    /// Writes the size as a number of bytes.
+    ///
+    /// # Errors
+    ///
+    /// The serializer's.
+    pub fn serialize<S: Serializer>(value: &Option<u64>, serializer: S) -> Result<S::Ok, S::Error> {
         match value {
             Some(bytes) => serializer.serialize_u64(*bytes),
             None => serializer.serialize_none(),
         }
     }
 
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    /// Reads a size as [`parse_size`](crate::config::parse_size) does, or a number.
+    ///
+    /// # Errors
+    ///
+    /// What is wrong with the text, as the deserializer's error.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
         match SizeText::deserialize(deserializer)? {
             SizeText::Bytes(bytes) => Ok(Some(bytes)),
             SizeText::Text(text) => parse_size(&text).map(Some).map_err(D::Error::custom),

@@ -43,7 +43,6 @@ use http::HeaderName;
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _};
 
 use crate::{
-    human::{duration, size},
     key::{DefaultKey, check_pattern},
     policy::Policy,
 };
@@ -52,6 +51,7 @@ mod error;
 #[cfg(test)]
 mod tests;
 
+pub use crate::human::{duration, size};
 pub use error::ConfigError;
 
 /// Reads any serde type from a TOML document, with this module's errors:
