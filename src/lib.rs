@@ -165,7 +165,9 @@ pub use request::{NoReplay, Replay};
 pub use service::Stampede;
 pub use stats::Stats;
 #[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub use stats::describe_metrics;
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use store::RedisStore;
 pub use store::{LockToken, MemoryStore, NearStats, Store, StoreError};

@@ -27,6 +27,7 @@ struct Written {
 
 /// Written as a table of its options (the module's example); with the
 /// `config` feature.
+#[cfg_attr(docsrs, doc(cfg(feature = "config")))]
 impl Serialize for DefaultKey {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         Written {
@@ -42,6 +43,7 @@ impl Serialize for DefaultKey {
 /// Read from a table of its options (the module's example): a header or
 /// cookie name that cannot be one is an error naming it, where the builder
 /// methods panic; with the `config` feature.
+#[cfg_attr(docsrs, doc(cfg(feature = "config")))]
 impl<'de> Deserialize<'de> for DefaultKey {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let written = Written::deserialize(deserializer)?;

@@ -13,7 +13,9 @@ mod route;
 mod variant;
 
 pub use route::RouteError;
-pub(crate) use route::{Routes, check_pattern};
+pub(crate) use route::Routes;
+#[cfg(feature = "config")]
+pub(crate) use route::check_pattern;
 pub(crate) use variant::{Varies, is_variant_of, variant_tag};
 
 /// Derives the cache key of a request; `None` sends the request straight to

@@ -58,6 +58,7 @@ impl fmt::Display for RouteError {
 impl std::error::Error for RouteError {}
 
 /// Whether `pattern` is one the route table takes.
+#[cfg(feature = "config")]
 pub(crate) fn check_pattern(pattern: &str) -> Result<(), RouteError> {
     parse(pattern).map(drop).map_err(|rule| RouteError {
         pattern: pattern.to_owned(),

@@ -9,6 +9,7 @@ use crate::{
     store::Store,
 };
 
+#[cfg_attr(docsrs, doc(cfg(feature = "config")))]
 impl<St: Store> StampedeLayer<St, NoReplay> {
     /// A layer over `store` with `config`'s settings: for each one given,
     /// the builder method of its name, and the builder's default for the
@@ -51,6 +52,7 @@ impl<St: Store> StampedeLayer<St, NoReplay> {
     }
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "config")))]
 impl<St: Store, F, B> StampedeLayer<St, Replay<F, B>> {
     /// This layer, which reads request bodies, with `config`'s settings,
     /// `cache_posts` routes included; as

@@ -197,6 +197,7 @@ impl From<&Policy> for Written {
 
 /// Written as a table of its kind and options (the module's example);
 /// with the `config` feature.
+#[cfg_attr(docsrs, doc(cfg(feature = "config")))]
 impl Serialize for Policy {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         Written::from(self).serialize(serializer)
@@ -207,6 +208,7 @@ impl Serialize for Policy {
 /// option its kind does not take, one it needs and lacks, `gone` before
 /// `fresh`, or a `jitter` outside 0 to 1 is an error that names it; with
 /// the `config` feature.
+#[cfg_attr(docsrs, doc(cfg(feature = "config")))]
 impl<'de> Deserialize<'de> for Policy {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         Written::deserialize(deserializer)?

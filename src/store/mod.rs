@@ -155,11 +155,13 @@ impl LockToken {
     }
 
     /// The token, granted at `taken_at` ms on the store's clock.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code, reason = "only Redis says when"))]
     pub(crate) fn taken_at(self, taken_at: u64) -> Self {
         Self { taken_at, ..self }
     }
 
     /// When the lock was granted, if the store said: ms on its clock.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code, reason = "only Redis says when"))]
     pub(crate) fn granted(&self) -> Option<u64> {
         (self.taken_at > 0).then_some(self.taken_at)
     }
