@@ -325,8 +325,13 @@ impl Config {
 
     /// The settings as a TOML document, which [`Config::from_toml`]
     /// reads back as they are.
-    pub fn to_toml(&self) -> String {
-        toml::to_string(self).unwrap_or_default()
+    ///
+    /// # Errors
+    ///
+    /// None that this crate's types make; the error of the TOML writer,
+    /// should it refuse one.
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string(self).map_err(|error| ConfigError::new("", error.to_string()))
     }
 }
 

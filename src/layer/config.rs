@@ -137,36 +137,26 @@ fn apply<St: Store, R>(
     if let Some(limit) = config.max_request_bytes {
         layer = layer.max_request_bytes(bytes("max_request_bytes", limit)?);
     }
-    if let Some(limit) = config.fallback_max_bytes {
-        layer = layer.fallback_max_bytes(limit);
+    // Each setting given is the builder method of its name.
+    macro_rules! given {
+        ($($setting:ident),*) => {
+            $(if let Some(value) = config.$setting {
+                layer = layer.$setting(value);
+            })*
+        };
     }
-    if let Some(wait) = config.max_body_wait {
-        layer = layer.max_body_wait(wait);
-    }
-    if let Some(max) = config.max_waiters {
-        layer = layer.max_waiters(max);
-    }
-    if let Some(max) = config.max_refreshes {
-        layer = layer.max_refreshes(max);
-    }
-    if let Some(timeout) = config.store_timeout {
-        layer = layer.store_timeout(timeout);
-    }
-    if let Some(pause) = config.store_retry_after {
-        layer = layer.store_retry_after(pause);
-    }
-    if let Some(ttl) = config.lock_ttl {
-        layer = layer.lock_ttl(ttl);
-    }
-    if let Some(wait) = config.lock_wait {
-        layer = layer.lock_wait(wait);
-    }
-    if let Some(pause) = config.pass_for {
-        layer = layer.pass_for(pause);
-    }
-    if let Some(honor) = config.honor_no_cache {
-        layer = layer.honor_no_cache(honor);
-    }
+    given!(
+        fallback_max_bytes,
+        max_body_wait,
+        max_waiters,
+        max_refreshes,
+        store_timeout,
+        store_retry_after,
+        lock_ttl,
+        lock_wait,
+        pass_for,
+        honor_no_cache
+    );
     if let Some(name) = config::tag_header(config) {
         layer = layer.tag_header(name);
     }
