@@ -28,11 +28,16 @@ pub(crate) fn from_entry<B: Body>(
     let mut response = Response::new(StampedeBody::buffered(entry.body.clone(), entry.trailers.clone()));
     *response.status_mut() = entry.status;
     let age = served_at.map(|now| now.duration_since(entry.stored_at).unwrap_or_default());
-    if let (Some(age), Some(ready)) = (age, entry.ready()) {
+    if let Some(ready) = entry.ready() {
         // Its `Age` and `Cache-Status` are set in place: no slot is added.
         let headers = response.headers_mut();
         *headers = ready.clone();
-        set_age(headers, age);
+        match (age, entry.headers.get(header::AGE)) {
+            (Some(age), _) => set_age(headers, age),
+            // Not served from the store: the entry's own `Age`, if any.
+            (None, Some(own)) => drop(headers.insert(header::AGE, own.clone())),
+            (None, None) => drop(headers.remove(header::AGE)),
+        }
         headers.insert(CACHE_STATUS, status.value());
         return response;
     }
@@ -181,6 +186,24 @@ mod tests {
                     fields(&by_hand),
                     "{pairs:?}, hit {round}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn an_answer_not_aged_keeps_the_entrys_own_age_or_none() {
+        let status = || CacheStatus::forward(Fwd::Miss).collapsed();
+        for pairs in [
+            &[("content-type", "text/plain"), ("etag", "\"a\"")][..],
+            &[("content-type", "text/plain"), ("age", "3"), ("x-a", "1")],
+        ] {
+            let entry = entry(pairs);
+            let mut by_hand = headers(pairs);
+            status().apply(&mut by_hand);
+            for round in 0..2 {
+                let response: Response<StampedeBody<Full<Bytes>>> =
+                    from_answer(&entry, status(), SystemTime::UNIX_EPOCH);
+                assert_eq!(fields(response.headers()), fields(&by_hand), "{pairs:?}, {round}");
             }
         }
     }

@@ -120,8 +120,17 @@ impl CacheStatus {
             ttl: self.ttl,
             ..Self::default()
         };
+        // What each request collapsed onto a `200` that was stored gets.
+        let collapsed_ok = Self {
+            fwd: Some(Fwd::Miss),
+            fwd_status: Some(StatusCode::OK),
+            collapsed: true,
+            ttl: self.ttl,
+            ..Self::default()
+        };
         match self.ttl.map(u64::try_from) {
             Some(Ok(ttl)) if *self == plain_hit => kept(Table::Hit, ttl, || self.format()),
+            Some(Ok(ttl)) if *self == collapsed_ok => kept(Table::Collapsed, ttl, || self.format()),
             _ => self.format(),
         }
     }
@@ -179,20 +188,22 @@ pub(crate) fn set_age(headers: &mut HeaderMap, age: Duration) {
 
 /// The values kept below this many seconds: every hit carries an `Age` and
 /// a `Cache-Status` with its `ttl`, and formatting them cost two
-/// allocations a hit. At most 2 x 1024 values a thread, made as first
-/// needed (some 100 KiB if every one is).
+/// allocations a hit (and one for each of the requests collapsed onto a
+/// miss). At most 3 x 1024 values a thread, made as first needed (some
+/// 150 KiB if every one is).
 const KEPT_SECONDS: u64 = 1024;
 
 #[derive(Clone, Copy)]
 enum Table {
     Age,
     Hit,
+    Collapsed,
 }
 
 thread_local! {
     /// Per thread, so that cloning a value touches no count that another
     /// thread's hits touch too.
-    static KEPT: RefCell<[Vec<Option<HeaderValue>>; 2]> = const { RefCell::new([Vec::new(), Vec::new()]) };
+    static KEPT: RefCell<[Vec<Option<HeaderValue>>; 3]> = const { RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
 }
 
 /// `make`'s value for `seconds`, made once per thread below
@@ -226,6 +237,16 @@ mod tests {
                 assert_eq!(headers[header::AGE], seconds.to_string());
                 let hit = CacheStatus::hit(ttl);
                 assert_eq!(hit.value(), hit.format());
+                let collapsed = CacheStatus::forward(Fwd::Miss)
+                    .fwd_status(StatusCode::OK)
+                    .collapsed()
+                    .ttl(Some(ttl));
+                assert_eq!(
+                    collapsed.value(),
+                    format!("tower-stampede; fwd=miss; fwd-status=200; collapsed; ttl={seconds}")
+                );
+                let not_found = collapsed.clone().fwd_status(StatusCode::NOT_FOUND);
+                assert_eq!(not_found.value(), not_found.format());
                 let early = hit.clone().detail("early-refresh");
                 assert_eq!(
                     early.value(),
