@@ -12,33 +12,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-7}
 ulimit -n 20000
-cargo build --quiet --release --example origin --example proxy --example loadgen
+source "$(dirname "$0")/common.sh"
 cargo build --quiet --release --manifest-path bench/peers/Cargo.toml
-bin=${CARGO_TARGET_DIR:-target}/release/examples
 peers=${CARGO_TARGET_DIR:-bench/peers/target}/release
-dir=$(mktemp -d)
-trap 'kill $(cat "$dir/pids" 2>/dev/null) 2>/dev/null || true; rm -rf "$dir"' EXIT
-start() { # log, command...: prints the URL it listens on
-  local log=$1
-  shift
-  "$@" > "$log" 2>&1 &
-  echo $! >> "$dir/pids"
-  for _ in $(seq 100); do
-    if grep -q '^listening on ' "$log"; then
-      sed -n 's/^listening on //p' "$log" | head -1
-      return
-    fi
-    sleep 0.1
-  done
-  echo "no 'listening on' line from $*" >&2
-  exit 1
-}
-origin=$(start "$dir/origin.log" "$bin/origin" --listen 127.0.0.1:0)
+"$bin/origin" --listen 127.0.0.1:0 > "$dir/origin.log" 2>&1 &
+origin=$(listening "$dir/origin.log")
 declare -A url
-url[memory]=$(start "$dir/memory.log" "$bin/proxy" --listen 127.0.0.1:0 --upstream "$origin")
-url[moka]=$(start "$dir/moka.log" "$peers/moka-proxy" --listen 127.0.0.1:0 --upstream "$origin")
-url[http-cache]=$(start "$dir/http-cache.log" "$peers/tower-http-cache-proxy" --listen 127.0.0.1:0 --upstream "$origin")
-url[hitbox]=$(start "$dir/hitbox.log" "$peers/hitbox-proxy" --listen 127.0.0.1:0 --upstream "$origin")
+"$bin/proxy" --listen 127.0.0.1:0 --upstream "$origin" > "$dir/memory.log" 2>&1 &
+"$peers/moka-proxy" --listen 127.0.0.1:0 --upstream "$origin" > "$dir/moka.log" 2>&1 &
+"$peers/tower-http-cache-proxy" --listen 127.0.0.1:0 --upstream "$origin" > "$dir/http-cache.log" 2>&1 &
+"$peers/hitbox-proxy" --listen 127.0.0.1:0 --upstream "$origin" > "$dir/hitbox.log" 2>&1 &
+for s in memory moka http-cache hitbox; do
+  url[$s]=$(listening "$dir/$s.log")
+done
 systems=(memory moka http-cache hitbox)
 field() { sed -n 's/^RESULT //p' "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
