@@ -32,11 +32,13 @@ pub(crate) fn from_entry<B: Body>(
         // Its `Age` and `Cache-Status` are set in place: no slot is added.
         let headers = response.headers_mut();
         *headers = ready.clone();
-        match (age, entry.headers.get(header::AGE)) {
-            (Some(age), _) => set_age(headers, age),
+        match age {
+            Some(age) => set_age(headers, age),
             // Not served from the store: the entry's own `Age`, if any.
-            (None, Some(own)) => drop(headers.insert(header::AGE, own.clone())),
-            (None, None) => drop(headers.remove(header::AGE)),
+            None => match entry.headers.get(header::AGE) {
+                Some(own) => drop(headers.insert(header::AGE, own.clone())),
+                None => drop(headers.remove(header::AGE)),
+            },
         }
         headers.insert(CACHE_STATUS, status.value());
         return response;
