@@ -9,8 +9,7 @@ use crate::{
     key::Varies,
     policy::Policy,
     rules::{
-        cache_control::CacheControl,
-        fields::Fields,
+        fields::{Fields, Head},
         grpc,
         status::Fwd,
         storable::{self, Credentials},
@@ -29,11 +28,15 @@ pub(crate) enum Plan {
     Cache(Job),
     /// A `POST` cached as a read: its key is `target`'s and its body's,
     /// known once the body is read.
-    Read {
-        target: String,
-        policy: Policy,
-        credentials: Credentials,
-    },
+    Read(Read),
+}
+
+/// A `POST` read as planned from its head, before its body is read.
+pub(crate) struct Read {
+    pub(crate) target: String,
+    pub(crate) policy: Policy,
+    pub(crate) credentials: Credentials,
+    pub(crate) head: Head,
 }
 
 /// A key to serve or rebuild: the key, the plain key it is a `Vary` variant
@@ -45,10 +48,8 @@ pub(crate) struct Job {
     /// What the request carries that keeps others' responses from it, and
     /// the response to it from others.
     pub(crate) credentials: Credentials,
-    /// The request's `Cache-Control`, read once while planning.
-    pub(crate) asked: CacheControl,
-    /// The fields the rules read that the request carries.
-    pub(crate) fields: Fields,
+    /// What the rules read of the request's head.
+    pub(crate) head: Head,
 }
 
 impl Job {
@@ -60,7 +61,7 @@ impl Job {
         headers: &HeaderMap,
         policy: Policy,
         credentials: Credentials,
-        (asked, fields): (CacheControl, Fields),
+        head: Head,
     ) -> Self {
         let (key, variant_of) = match varies.key(&primary, headers) {
             Some(variant) => (variant, Some(primary)),
@@ -71,8 +72,7 @@ impl Job {
             variant_of,
             policy,
             credentials,
-            asked,
-            fields,
+            head,
         }
     }
 
@@ -98,9 +98,9 @@ pub(crate) fn plan(config: &Config, varies: &Varies, parts: &mut Parts, reads: b
     if policy.is_bypass() {
         return Plan::Forward(Fwd::Bypass);
     }
-    let fields = Fields::of(&parts.headers);
+    let head = Head::of(&parts.headers);
     if !storable::is_unsafe(&parts.method)
-        && let Some(reason) = target::unclear(path, &parts.headers, fields)
+        && let Some(reason) = target::unclear(path, &parts.headers, head.fields)
     {
         // Not for this route's policy, nor for its key: the origin may
         // answer for another target.
@@ -109,15 +109,16 @@ pub(crate) fn plan(config: &Config, varies: &Varies, parts: &mut Parts, reads: b
     }
     if parts.method == Method::POST {
         if reads && config.reads.get(path).is_some() {
-            if storable::request_skips_cache(&parts.headers) {
+            if storable::skips_cache(head.fields, &head.asked) {
                 return Plan::Forward(Fwd::Request);
             }
             return match config.keys.make(parts) {
-                Some(target) => Plan::Read {
+                Some(target) => Plan::Read(Read {
                     target,
                     policy: policy.clone(),
-                    credentials: credentials(config, parts, fields),
-                },
+                    credentials: credentials(config, parts, head.fields),
+                    head,
+                }),
                 None => Plan::Forward(Fwd::Bypass),
             };
         }
@@ -136,16 +137,11 @@ pub(crate) fn plan(config: &Config, varies: &Varies, parts: &mut Parts, reads: b
     if !storable::method_is_cacheable(&parts.method) {
         return Plan::Forward(Fwd::Method);
     }
-    let asked = if fields.cache_control {
-        CacheControl::parse(&parts.headers)
-    } else {
-        CacheControl::default()
-    };
-    if storable::skips_cache(fields, &asked) {
+    if storable::skips_cache(head.fields, &head.asked) {
         return Plan::Forward(Fwd::Request);
     }
     // HEAD is answered from the GET response: one key for both.
-    let (policy, credentials) = (policy.clone(), credentials(config, parts, fields));
+    let (policy, credentials) = (policy.clone(), credentials(config, parts, head.fields));
     match config.keys.of_get(parts) {
         Some(primary) => Plan::Cache(Job::new(
             varies,
@@ -153,7 +149,7 @@ pub(crate) fn plan(config: &Config, varies: &Varies, parts: &mut Parts, reads: b
             &parts.headers,
             policy,
             credentials,
-            (asked, fields),
+            head,
         )),
         None => Plan::Forward(Fwd::Bypass),
     }
@@ -221,7 +217,7 @@ mod tests {
             _ => panic!("a DELETE invalidates"),
         }
         match plan_of(&config, Request::post("/graphql").header("host", "a.example")) {
-            Plan::Read { target, .. } => assert_eq!(target, "POST a.example/graphql"),
+            Plan::Read(read) => assert_eq!(read.target, "POST a.example/graphql"),
             _ => panic!("a POST read is cached by its body"),
         }
     }
@@ -294,7 +290,7 @@ mod tests {
             &headers,
             Policy::default(),
             Credentials::default(),
-            (CacheControl::default(), Fields::default()),
+            Head::default(),
         );
         assert_eq!(job.key, "GET a/ vary[accept-language=de]");
         assert_eq!(job.primary(), "GET a/");

@@ -145,21 +145,9 @@ where
                     judged,
                 ))),
             },
-            Plan::Read {
-                target,
-                policy,
-                credentials,
-            } => {
+            Plan::Read(read) => {
                 let (shared, replay) = (Arc::clone(shared), self.replay.clone());
-                ResponseFuture::cached(Box::pin(request::post_read(
-                    shared,
-                    replay,
-                    inner,
-                    request,
-                    target,
-                    policy,
-                    credentials,
-                )))
+                ResponseFuture::cached(Box::pin(request::post_read(shared, replay, inner, request, read)))
             }
         }
     }

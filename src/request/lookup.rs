@@ -50,13 +50,12 @@ where
     B: SendBody,
 {
     let counters = &shared.state.counters;
-    let ask = Ask::of(&request, job.fields);
-    let asked = asked(&job);
+    let ask = Ask::of(&request, job.head.fields);
     let judged = match judged {
         Some(judged) => Some(judged),
         None => find(&shared, &job, request.headers()).await.map(|entry| {
             let now = shared.now();
-            let reuse = judge(&shared, &job, request.headers(), asked.as_ref(), &entry, now);
+            let reuse = judge(&shared, &job, request.headers(), &entry, now);
             Judged { entry, reuse, now }
         }),
     };
@@ -90,7 +89,7 @@ where
         }
     }
     counters.misses.incr();
-    if asked.as_ref().is_some_and(|asked| asked.only_if_cached) {
+    if asked(&job).is_some_and(|asked| asked.only_if_cached) {
         // Nothing stored will do, and the client said not to ask the origin.
         return Ok(only_if_cached());
     }
@@ -169,36 +168,35 @@ where
     B: SendBody,
 {
     let entry = shared.get_now(&job.key).ok_or(None)?;
-    let asked = asked(job);
     let now = shared.now();
-    match judge(shared, job, request.headers(), asked.as_ref(), &entry, now) {
-        Reuse::Serve { ttl } => Ok(Ask::of(request, job.fields).shape(hit(shared, job, &entry, ttl, now))),
+    match judge(shared, job, request.headers(), &entry, now) {
+        Reuse::Serve { ttl } => {
+            Ok(Ask::of(request, job.head.fields).shape(hit(shared, job, &entry, ttl, now)))
+        }
         reuse => Err(Some(Judged { entry, reuse, now })),
     }
 }
 
 /// The request's own directives, where the policy follows HTTP's rules.
-fn asked(job: &Job) -> Option<CacheControl> {
-    job.policy.follows_origin().then_some(job.asked)
+fn asked(job: &Job) -> Option<&CacheControl> {
+    job.policy.follows_origin().then_some(&job.head.asked)
 }
 
 /// What `entry`, stored at `job`'s key, may do for a request with
-/// `headers` (and `asked`, its directives) at `now`.
+/// `headers` at `now`.
 fn judge<St: Store>(
     shared: &Shared<St>,
     job: &Job,
     headers: &HeaderMap,
-    asked: Option<&CacheControl>,
     entry: &Entry,
     now: SystemTime,
 ) -> Reuse {
     // What this key's responses vary on, for the keys of later requests.
     shared.state.varies.learn(job.primary(), &entry.vary);
     // A client may refuse stored responses, where the layer lets it.
-    let refused = match asked {
-        Some(asked) => storable::says_no_cache(headers, job.fields, asked),
-        None => shared.config.honor_no_cache && storable::says_no_cache(headers, job.fields, &job.asked),
-    };
+    let asked = asked(job);
+    let refused = (asked.is_some() || shared.config.honor_no_cache)
+        && storable::says_no_cache(headers, job.head.fields, &job.head.asked);
     let decision = (!refused).then(|| {
         let decision = job
             .policy

@@ -12,15 +12,9 @@ use sha2::{Digest, Sha256};
 use super::{forward::forward, lookup::lookup};
 use crate::{
     body::{Collected, StampedeBody, collect},
-    plan::Job,
-    policy::Policy,
+    plan::{Job, Read},
     rebuild::{Origin, SendBody},
-    rules::{
-        cache_control::CacheControl,
-        fields::Fields,
-        status::{CacheStatus, Fwd},
-        storable::Credentials,
-    },
+    rules::status::{CacheStatus, Fwd},
     shared::Shared,
     store::Store,
 };
@@ -122,8 +116,8 @@ where
     }
 }
 
-/// The flow of a `POST` cached as a read, which carries `credentials`: its
-/// body is read, for its digest to complete the key `target`, and handed
+/// The flow of a `POST` cached as a read, planned as `read`: its body is
+/// read, for its digest to complete the key of `read.target`, and handed
 /// back unchanged; a body that
 /// cannot be read whole within the limits goes to the inner service as it
 /// comes.
@@ -132,9 +126,7 @@ pub(crate) async fn post_read<S, St, R, ReqBody, B>(
     replay: R,
     inner: S,
     request: Request<ReqBody>,
-    target: String,
-    policy: Policy,
-    credentials: Credentials,
+    read: Read,
 ) -> Result<Response<StampedeBody<B>>, S::Error>
 where
     S: Origin<ReqBody, B> + Clone,
@@ -147,11 +139,16 @@ where
     let (limit, patience) = (shared.config.max_request_bytes, shared.config.max_body_wait);
     let (body, whole) = replay.read(body, limit, patience).await;
     let request = Request::from_parts(parts, body);
+    let Read {
+        target,
+        policy,
+        credentials,
+        head,
+    } = read;
     match whole.and_then(|whole| read_key(target, request.headers(), &whole)) {
         Some(key) => {
             let (headers, varies) = (request.headers(), &shared.state.varies);
-            let read = (CacheControl::parse(headers), Fields::of(headers));
-            let job = Job::new(varies, key, headers, policy, credentials, read);
+            let job = Job::new(varies, key, headers, policy, credentials, head);
             lookup(shared, inner, request, job, None).await
         }
         None => {

@@ -4,7 +4,29 @@
 
 use http::{HeaderMap, header};
 
-use super::target::REWRITES;
+use super::{cache_control::CacheControl, target::REWRITES};
+
+/// What the rules read of a request's head, read once while planning:
+/// which of their fields it carries, and its `Cache-Control`.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Head {
+    pub(crate) fields: Fields,
+    pub(crate) asked: CacheControl,
+}
+
+impl Head {
+    /// The head of a request with `headers`.
+    pub(crate) fn of(headers: &HeaderMap) -> Self {
+        let fields = Fields::of(headers);
+        // Parsed only where there is one: most requests carry none.
+        let asked = if fields.cache_control {
+            CacheControl::parse(headers)
+        } else {
+            CacheControl::default()
+        };
+        Self { fields, asked }
+    }
+}
 
 /// The request fields the rules read that a request carries. A rule asks
 /// here before it looks a field up; where a field is present, the rule

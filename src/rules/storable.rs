@@ -56,6 +56,7 @@ pub(crate) fn is_unsafe(method: &Method) -> bool {
 
 /// Whether the request asks to skip the cache altogether: `no-store`, or a
 /// `Range` that a stored full response would answer wrongly.
+#[cfg(test)]
 pub(crate) fn request_skips_cache(headers: &HeaderMap) -> bool {
     skips_cache(Fields::of(headers), &CacheControl::parse(headers))
 }
