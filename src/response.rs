@@ -43,16 +43,8 @@ pub(crate) fn from_entry<B: Body>(
         headers.insert(CACHE_STATUS, status.value());
         return response;
     }
-    // Room for `Age` and `Cache-Status` up front: a clone has none, and
-    // growing it on every hit cost more than this copy.
-    let headers = response.headers_mut();
-    headers.reserve(entry.headers.len() + 2);
-    headers.extend(
-        entry
-            .headers
-            .iter()
-            .map(|(name, value)| (name.clone(), value.clone())),
-    );
+    // An entry with a `Cache-Status` of its own, which ours follows.
+    *response.headers_mut() = entry.headers.clone();
     if let Some(age) = age {
         set_age(response.headers_mut(), age);
     }
