@@ -116,23 +116,32 @@ impl CacheStatus {
     }
 
     pub(crate) fn value(&self) -> HeaderValue {
-        let plain_hit = Self {
-            ttl: self.ttl,
-            ..Self::default()
+        let Some(Ok(ttl)) = self.ttl.map(u64::try_from) else {
+            return self.format();
         };
-        // What each request collapsed onto a `200` that was stored gets.
-        let collapsed_ok = Self {
-            fwd: Some(Fwd::Miss),
-            fwd_status: Some(StatusCode::OK),
-            collapsed: true,
-            ttl: self.ttl,
-            ..Self::default()
+        // A plain hit, and what each request collapsed onto a stored `200`
+        // gets: the members that differ by their `ttl` alone.
+        // Every field named, so that a new one must say whether it counts.
+        let table = match self {
+            Self {
+                fwd: None,
+                fwd_status: None,
+                stored: false,
+                collapsed: false,
+                ttl: _,
+                detail: None,
+            } => Table::Hit,
+            Self {
+                fwd: Some(Fwd::Miss),
+                fwd_status: Some(StatusCode::OK),
+                stored: false,
+                collapsed: true,
+                ttl: _,
+                detail: None,
+            } => Table::Collapsed,
+            _ => return self.format(),
         };
-        match self.ttl.map(u64::try_from) {
-            Some(Ok(ttl)) if *self == plain_hit => kept(Table::Hit, ttl, || self.format()),
-            Some(Ok(ttl)) if *self == collapsed_ok => kept(Table::Collapsed, ttl, || self.format()),
-            _ => self.format(),
-        }
+        kept(table, ttl, || self.format())
     }
 
     fn format(&self) -> HeaderValue {
