@@ -1,7 +1,10 @@
-//! Durations and sizes as people write them in configuration files: `"60s"`, `"500ms"`, `"2m"`,
-//! `"1h30m"`; `"64MiB"`, `"512KiB"`, or a number of bytes.
+//! Durations, sizes and header names as people write them in
+//! configuration files: `"60s"`, `"500ms"`, `"2m"`, `"1h30m"`; `"64MiB"`,
+//! `"512KiB"`, or a number of bytes; `"x-tenant"`.
 
 use std::{fmt::Write, time::Duration};
+
+use http::HeaderName;
 
 use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
 
@@ -90,6 +93,11 @@ pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
         _ => return Err(bad()),
     };
     number.checked_mul(scale).ok_or_else(bad)
+}
+
+/// `name` as a header name, or what is wrong with it.
+pub(crate) fn header_name(name: &str) -> Result<HeaderName, String> {
+    HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("{name:?} is not a header name"))
 }
 
 /// A size in a file: bytes, or a string [`parse_size`] reads.

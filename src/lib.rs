@@ -149,7 +149,7 @@ pub mod clock; // injected time
 mod body; // the response body
 mod sync; // std's locks, or shuttle's for the concurrency models
 #[cfg(feature = "config")]
-mod human; // durations and sizes as people write them
+mod human; // durations, sizes and header names as people write them
 
 pub use body::{BodyError, BoxError, StampedeBody};
 #[cfg(feature = "config")]

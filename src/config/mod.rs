@@ -43,6 +43,7 @@ use http::HeaderName;
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _};
 
 use crate::{
+    human::header_name,
     key::{DefaultKey, check_pattern},
     policy::Policy,
 };
@@ -296,9 +297,7 @@ impl<'de> Deserialize<'de> for TagHeader {
             Written::Flag(true) => Err(D::Error::custom(
                 "`tag_header` is a header name, or false for none",
             )),
-            Written::Name(name) => HeaderName::from_bytes(name.as_bytes())
-                .map(Self::Name)
-                .map_err(|_| D::Error::custom(format!("{name:?} is not a header name"))),
+            Written::Name(name) => header_name(&name).map(Self::Name).map_err(D::Error::custom),
         }
     }
 }

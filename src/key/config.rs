@@ -7,10 +7,10 @@
 //! without_query = true
 //! ```
 
-use http::HeaderName;
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _};
 
 use super::{DefaultKey, cookie_name_is_valid};
+use crate::human::header_name;
 
 #[derive(Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,8 +49,7 @@ impl<'de> Deserialize<'de> for DefaultKey {
         let written = Written::deserialize(deserializer)?;
         let mut key = Self::new();
         for name in &written.headers {
-            let header = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| D::Error::custom(format!("`headers`: {name:?} is not a header name")))?;
+            let header = header_name(name).map_err(|e| D::Error::custom(format!("`headers`: {e}")))?;
             key.headers.push(header);
         }
         for name in &written.cookies {

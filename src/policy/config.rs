@@ -10,11 +10,10 @@
 
 use std::time::Duration;
 
-use http::HeaderName;
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _};
 
 use super::{Kind, Policy, origin::Targeted};
-use crate::human::duration;
+use crate::human::{self, duration, header_name};
 
 /// The file's form of a policy: every option of every kind, checked
 /// against its kind when read.
@@ -117,8 +116,8 @@ impl Written {
                 if gone < fresh {
                     return Err(format!(
                         "`gone` ({}) is before `fresh` ({}): both count from when the response was stored",
-                        crate::human::format(gone),
-                        crate::human::format(fresh)
+                        human::format(gone),
+                        human::format(fresh)
                     ));
                 }
                 Policy::stale_while_revalidate(fresh, gone)
@@ -132,8 +131,7 @@ impl Written {
         // Read as written: the first is read first, as a list of targeted
         // fields is read.
         for name in self.targeted.iter().rev() {
-            let field = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("`targeted`: {name:?} is not a header name"))?;
+            let field = header_name(name).map_err(|e| format!("`targeted`: {e}"))?;
             policy = policy.targeted(field);
         }
         if let Some(window) = self.stale_if_error {
