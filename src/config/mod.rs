@@ -267,7 +267,8 @@ pub enum TagHeader {
 }
 
 impl TagHeader {
-    fn header(&self) -> Option<HeaderName> {
+    /// What [`StampedeLayer::tag_header`](crate::StampedeLayer::tag_header) takes.
+    pub(crate) fn header(&self) -> Option<HeaderName> {
         match self {
             Self::Off => None,
             Self::Name(name) => Some(name.clone()),
@@ -332,8 +333,4 @@ impl Config {
     pub fn to_toml(&self) -> Result<String, ConfigError> {
         toml::to_string(self).map_err(|error| ConfigError::new("", error.to_string()))
     }
-}
-
-pub(crate) fn tag_header(config: &Config) -> Option<Option<HeaderName>> {
-    config.tag_header.as_ref().map(TagHeader::header)
 }

@@ -3,7 +3,7 @@
 
 use super::StampedeLayer;
 use crate::{
-    config::{self, Config, ConfigError},
+    config::{Config, ConfigError},
     key::check_pattern,
     request::{NoReplay, Replay},
     store::Store,
@@ -157,8 +157,8 @@ fn apply<St: Store, R>(
         pass_for,
         honor_no_cache
     );
-    if let Some(name) = config::tag_header(config) {
-        layer = layer.tag_header(name);
+    if let Some(tag) = &config.tag_header {
+        layer = layer.tag_header(tag.header());
     }
     Ok(layer)
 }
