@@ -148,8 +148,8 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args,
         report_every: None,
     };
     flags.cache.policy = Some(Policy::origin(Duration::from_secs(24 * 60 * 60)));
-    // Flags that the file sets instead, when there is one.
-    let mut layer_flags = Vec::new();
+    // The first flag that the file sets instead, when there is one.
+    let mut file_flag = None;
     let mut args = args.into_iter();
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value\n{USAGE}"));
@@ -167,13 +167,13 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args,
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
         if !matches!(flag.as_str(), "--listen" | "--upstream" | "--config") {
-            layer_flags.push(flag);
+            file_flag.get_or_insert(flag);
         }
     }
     let mut args = match config {
         None => flags,
         Some(path) => {
-            if let Some(flag) = layer_flags.first() {
+            if let Some(flag) = file_flag {
                 return Err(format!("{flag} is set in the file that --config names"));
             }
             let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
