@@ -1,12 +1,19 @@
 //! In-process single flight: one leader per key; waiters are woken by the
 //! leader's value, or by its disappearance, never by polling.
+//!
+//! Waiters are woken in the order they joined: the first requests of a
+//! stampede, which have waited longest, are answered first. (A `watch`
+//! channel spreads its receivers over eight lists and wakes them list by
+//! list, which answered some of the first requests last and added the
+//! spread of their arrivals to the stampede's tail.)
 
 use std::{
     collections::HashMap,
+    pin::pin,
     sync::{Arc, PoisonError, atomic::Ordering},
 };
 
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 // shuttle's under `--cfg shuttle`, so that the models drive this table.
 use crate::sync::{AtomicU64, AtomicUsize, Mutex, MutexGuard};
@@ -27,8 +34,30 @@ pub(crate) struct Flights<T> {
 
 struct Flight<T> {
     id: u64,
-    rx: watch::Receiver<Option<T>>,
-    waiters: Arc<AtomicUsize>,
+    state: Arc<State<T>>,
+}
+
+/// What a flight's leader and its waiters share.
+struct State<T> {
+    /// `None` while the leader works; then its value, or `None` inside if it
+    /// went away without one.
+    value: Mutex<Option<Option<T>>>,
+    /// Wakes waiters oldest first.
+    done: Notify,
+    /// How many waiters the flight has; each leaves the count when dropped.
+    waiters: AtomicUsize,
+}
+
+impl<T> State<T> {
+    fn value(&self) -> MutexGuard<'_, Option<Option<T>>> {
+        self.value.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sets the flight's value and wakes everyone waiting for it.
+    fn settle(&self, value: Option<T>) {
+        *self.value() = Some(value);
+        self.done.notify_waiters();
+    }
 }
 
 /// What a request becomes when it joins a key's flight.
@@ -40,25 +69,26 @@ pub(crate) enum Join<T> {
 }
 
 /// The one request of a flight that does the work. Dropping it without
-/// [`Leader::finish`] (a panic, a cancelled task) frees the key and tells
-/// the waiters that no value is coming.
+/// [`Leader::finish`] or [`Leader::end`] (a panic, a cancelled task) frees
+/// the key and tells the waiters that no value is coming, unless one was
+/// published.
 pub(crate) struct Leader<T> {
     flights: Arc<Flights<T>>,
     key: Arc<str>,
     id: u64,
-    tx: Option<watch::Sender<Option<T>>>,
+    state: Arc<State<T>>,
+    /// Whether the flight has ended ([`Leader::finish`], [`Leader::end`]).
+    ended: bool,
 }
 
 /// A request that waits for a leader's value.
 pub(crate) struct Waiter<T> {
-    rx: watch::Receiver<Option<T>>,
-    /// The flight's count of waiters, which this one leaves when dropped.
-    waiters: Arc<AtomicUsize>,
+    state: Arc<State<T>>,
 }
 
 impl<T> Drop for Waiter<T> {
     fn drop(&mut self) {
-        self.waiters.fetch_sub(1, Ordering::Relaxed);
+        self.state.waiters.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -91,27 +121,35 @@ impl<T> Flights<T> {
     pub(crate) fn join(self: &Arc<Self>, key: &str, max_waiters: usize) -> Join<T> {
         let mut map = self.map();
         if let Some(flight) = map.get(key) {
+            let waiters = &flight.state.waiters;
             // Counted under the table's lock: two joins cannot both take
             // the last place.
-            if flight.waiters.load(Ordering::Relaxed) >= max_waiters {
+            if waiters.load(Ordering::Relaxed) >= max_waiters {
                 return Join::Full;
             }
-            flight.waiters.fetch_add(1, Ordering::Relaxed);
+            waiters.fetch_add(1, Ordering::Relaxed);
             return Join::Waiter(Waiter {
-                rx: flight.rx.clone(),
-                waiters: Arc::clone(&flight.waiters),
+                state: Arc::clone(&flight.state),
             });
         }
-        let (tx, rx) = watch::channel(None);
+        let state = Arc::new(State {
+            value: Mutex::new(None),
+            done: Notify::new(),
+            waiters: AtomicUsize::new(0),
+        });
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let key: Arc<str> = Arc::from(key);
-        let waiters = Arc::new(AtomicUsize::new(0));
-        map.insert(Arc::clone(&key), Flight { id, rx, waiters });
+        let flight = Flight {
+            id,
+            state: Arc::clone(&state),
+        };
+        map.insert(Arc::clone(&key), flight);
         Join::Leader(Leader {
             flights: Arc::clone(self),
             key,
             id,
-            tx: Some(tx),
+            state,
+            ended: false,
         })
     }
 }
@@ -121,25 +159,21 @@ impl<T> Leader<T> {
     /// gets `value`.
     pub(crate) fn finish(mut self, value: T) {
         self.remove();
-        if let Some(tx) = self.tx.take() {
-            // No receivers left is fine: nobody was waiting.
-            let _ = tx.send(Some(value));
-        }
+        self.ended = true;
+        self.state.settle(Some(value));
     }
 
     /// Hands every waiter `value` now while the flight goes on: requests
     /// that join later get it too, until [`Leader::close`] or the end.
     pub(crate) fn publish(&self, value: T) {
-        if let Some(tx) = &self.tx {
-            tx.send_replace(Some(value));
-        }
+        self.state.settle(Some(value));
     }
 
     /// Ends a flight whose value was published: the key is free, and
     /// waiters not yet woken get the published value.
     pub(crate) fn end(mut self) {
         self.remove();
-        self.tx = None;
+        self.ended = true;
     }
 
     /// Takes no more waiters: later requests for the key start a flight of
@@ -155,10 +189,7 @@ impl<T> Leader<T> {
     /// How many requests wait on this flight.
     #[cfg(test)]
     pub(crate) fn waiters(&self) -> usize {
-        // The table holds one receiver of its own.
-        self.tx
-            .as_ref()
-            .map_or(0, |tx| tx.receiver_count().saturating_sub(1))
+        self.state.waiters.load(Ordering::Relaxed)
     }
 
     fn remove(&self) {
@@ -171,21 +202,32 @@ impl<T> Leader<T> {
 
 impl<T> Drop for Leader<T> {
     fn drop(&mut self) {
-        if self.tx.is_some() {
-            self.remove();
-            // Dropping the sender wakes every waiter with "no value".
+        if self.ended {
+            return;
         }
+        self.remove();
+        let mut value = self.state.value();
+        // A published value stands; else the waiters learn none is coming.
+        if value.is_none() {
+            *value = Some(None);
+        }
+        drop(value);
+        self.state.done.notify_waiters();
     }
 }
 
 impl<T: Clone> Waiter<T> {
     /// The leader's value, or `None` if the leader went away without one.
-    pub(crate) async fn wait(mut self) -> Option<T> {
-        self.rx
-            .wait_for(Option::is_some)
-            .await
-            .ok()
-            .and_then(|v| v.clone())
+    pub(crate) async fn wait(self) -> Option<T> {
+        loop {
+            let mut notified = pin!(self.state.done.notified());
+            // Listening before looking: a value set after the look wakes it.
+            notified.as_mut().enable();
+            if let Some(value) = &*self.state.value() {
+                return value.clone();
+            }
+            notified.await;
+        }
     }
 }
 
@@ -223,6 +265,42 @@ mod tests {
         assert_eq!(flights.len(), 1, "only b is still in flight");
         other.finish(1);
         assert_eq!(flights.len(), 0);
+    }
+
+    /// A stampede's first requests have waited longest: they are answered
+    /// first, not in an order of the wake-up's own.
+    #[tokio::test]
+    async fn waiters_are_woken_in_the_order_they_joined() {
+        let flights = Arc::new(Flights::new());
+        let lead = leader(flights.join("a", usize::MAX));
+        let (started, woken) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(std::sync::Mutex::new(Vec::new())),
+        );
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let waiter = waiter(flights.join("a", usize::MAX));
+                let (started, woken) = (Arc::clone(&started), Arc::clone(&woken));
+                tokio::spawn(async move {
+                    // In the same poll as the wait's first: once counted, it
+                    // listens.
+                    started.fetch_add(1, Ordering::Relaxed);
+                    let value = waiter.wait().await;
+                    woken.lock().expect("not poisoned").push(i);
+                    value
+                })
+            })
+            .collect();
+        // This runtime has one thread and runs tasks in the order spawned.
+        while started.load(Ordering::Relaxed) < 200 {
+            tokio::task::yield_now().await;
+        }
+        lead.finish(7);
+        for task in tasks {
+            assert_eq!(task.await.expect("no panic"), Some(7));
+        }
+        let woken = woken.lock().expect("not poisoned").clone();
+        assert_eq!(woken, (0..200).collect::<Vec<_>>());
     }
 
     #[tokio::test]
