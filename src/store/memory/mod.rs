@@ -1,5 +1,6 @@
 //! The embedded store: one process, bounded by bytes, nothing to run.
 
+mod table;
 mod tags;
 
 use std::{
@@ -12,10 +13,12 @@ use std::{
     time::Duration,
 };
 
-use moka::{Expiry, sync::Cache};
 use tokio::{sync::Notify, time::Instant};
 
-use self::tags::{Tags, untag};
+use self::{
+    table::{Gone, Table},
+    tags::{Tags, untag},
+};
 use super::{LockToken, Store, StoreError};
 use crate::entry::Entry;
 
@@ -25,21 +28,21 @@ const MAINTAIN_EVERY: Duration = Duration::from_secs(1);
 /// The default bound: 128 MiB of entries.
 const DEFAULT_MAX_BYTES: u64 = 128 * 1024 * 1024;
 
-/// An in-process [`Store`] built on [moka], bounded by the bytes its entries
-/// hold. Clones share one cache.
+/// An in-process [`Store`], bounded by the bytes its entries hold. Clones
+/// share one table.
 ///
 /// # Memory
 ///
 /// What the store keeps is what it counts: each entry is copied into
 /// allocations of its own size when stored (a response read off a
 /// connection is otherwise a slice of the connection's read buffer, which
-/// it would keep alive whole), and weighed with its key, moka's own
+/// it would keep alive whole), and weighed with its key, the table's own
 /// records of it and what its tags add to the index of keys by tag, so
 /// that the memory the entries hold stays within the bound
 /// ([`used_bytes`](Self::used_bytes) reports it). Entries past their
-/// lifetime are dropped within a second or so even when no request comes,
-/// by a task the store starts on the Tokio runtime it is first written
-/// from.
+/// lifetime are never served, and their memory is given back within a
+/// second or so even when no request comes, by a task the store starts on
+/// the Tokio runtime it is first written from.
 ///
 /// Layers that share a `MemoryStore` share its rebuild lock too, so two
 /// layers in one process (say, two `route_layer`s) make one origin call
@@ -51,20 +54,13 @@ const DEFAULT_MAX_BYTES: u64 = 128 * 1024 * 1024;
 /// let store = MemoryStore::with_max_bytes(16 * 1024 * 1024);
 /// assert_eq!(store.max_bytes(), 16 * 1024 * 1024);
 /// ```
-///
-/// [moka]: https://docs.rs/moka
 #[derive(Clone)]
 pub struct MemoryStore {
     inner: Arc<Inner>,
 }
 
-/// Seeded per store from the process's random source, so that keys chosen
-/// to collide in one process do not in another; quicker than std's
-/// SipHash on keys of a path's length.
-type Hasher = foldhash::quality::RandomState;
-
 struct Inner {
-    cache: Cache<String, Slot, Hasher>,
+    table: Table,
     locks: Mutex<HashMap<String, Lock>>,
     /// Keys by tag, for purges, each with the entry it was indexed for, so
     /// that only the leaving entry (not its replacement) un-tags its key;
@@ -76,38 +72,12 @@ struct Inner {
     maintained: AtomicBool,
 }
 
-#[derive(Clone)]
-struct Slot {
-    entry: Arc<Entry>,
-    keep_for: Duration,
-}
-
 struct Lock {
     token: LockToken,
     // tokio's clock, so that tests with a paused runtime move it.
     taken: Instant,
     deadline: Instant,
     released: Arc<Notify>,
-}
-
-/// Each entry expires from memory when its policy says it can no longer be
-/// served.
-struct KeepFor;
-
-impl Expiry<String, Slot> for KeepFor {
-    fn expire_after_create(&self, _: &String, slot: &Slot, _: std::time::Instant) -> Option<Duration> {
-        Some(slot.keep_for)
-    }
-
-    fn expire_after_update(
-        &self,
-        _: &String,
-        slot: &Slot,
-        _: std::time::Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(slot.keep_for)
-    }
 }
 
 impl MemoryStore {
@@ -122,22 +92,17 @@ impl MemoryStore {
     /// key again and about 320 bytes of the tag index's records. When
     /// full, the least useful entries are evicted; an entry larger than the
     /// whole bound is not kept at all.
+    ///
+    /// When full, an entry read since the last eviction looked at it is
+    /// kept, and the oldest one not read is evicted (SIEVE): an entry stored
+    /// and never asked for again leaves before one that is read, and a run
+    /// of one-off keys cannot push out the keys asked for.
     pub fn with_max_bytes(max_bytes: u64) -> Self {
-        let tags: Arc<Mutex<Tags>> = Arc::default();
-        let index = Arc::clone(&tags);
-        let cache = Cache::builder()
-            .max_capacity(max_bytes)
-            .weigher(|key: &String, slot: &Slot| weigh(key, &slot.entry))
-            .expire_after(KeepFor)
-            .eviction_listener(move |key: Arc<String>, slot: Slot, _| {
-                untag(&index, &key, &slot.entry);
-            })
-            .build_with_hasher(Hasher::default());
         Self {
             inner: Arc::new(Inner {
-                cache,
+                table: Table::new(max_bytes),
                 locks: Mutex::new(HashMap::new()),
-                tags,
+                tags: Arc::default(),
                 next_token: AtomicU64::new(1),
                 max_bytes,
                 maintained: AtomicBool::new(false),
@@ -151,30 +116,38 @@ impl MemoryStore {
     }
 
     /// The bytes the entries hold now (as weighed against
-    /// [`max_bytes`](Self::max_bytes)), after evictions that were pending.
+    /// [`max_bytes`](Self::max_bytes)).
     pub fn used_bytes(&self) -> u64 {
-        self.inner.cache.run_pending_tasks();
-        self.inner.cache.weighted_size()
+        self.inner.table.size().1
     }
 
-    /// Removes every entry (rebuild locks stay). Their tags leave the index
-    /// as each entry goes.
+    /// Removes every entry (rebuild locks stay), and their tags from the
+    /// index.
     pub fn clear(&self) {
-        self.inner.cache.invalidate_all();
-        self.inner.cache.run_pending_tasks();
+        self.untag(self.inner.table.clear());
     }
 
-    /// How many entries are held now, after evictions that were pending.
+    /// How many entries are held now.
     pub fn entry_count(&self) -> u64 {
-        self.inner.cache.run_pending_tasks();
-        self.inner.cache.entry_count()
+        self.inner.table.size().0
     }
 
-    /// Starts, once, where a Tokio runtime runs, the task that lets moka
-    /// drop expired entries every [`MAINTAIN_EVERY`]: moka only does its
-    /// housekeeping when the cache is used, so without it entries past
-    /// their lifetime would hold their memory until traffic came back. The
-    /// task ends with the store.
+    /// Drops the entries that expired, and their tags.
+    fn untag_swept(&self) {
+        self.untag(self.inner.table.sweep(std::time::Instant::now()));
+    }
+
+    /// Takes what left the table out of the tag index.
+    fn untag(&self, gone: impl IntoIterator<Item = Gone>) {
+        for (key, entry) in gone {
+            untag(&self.inner.tags, &key, &entry);
+        }
+    }
+
+    /// Starts, once, where a Tokio runtime runs, the task that drops
+    /// expired entries every [`MAINTAIN_EVERY`]: a read finds an expired
+    /// entry absent, but without this one nobody reads would hold its
+    /// memory until an eviction reached it. The task ends with the store.
     fn maintain(&self) {
         if self.inner.maintained.load(Ordering::Relaxed) {
             return;
@@ -192,7 +165,7 @@ impl MemoryStore {
             loop {
                 every.tick().await;
                 let Some(inner) = inner.upgrade() else { break };
-                inner.cache.run_pending_tasks();
+                MemoryStore { inner }.untag_swept();
             }
         });
     }
@@ -231,10 +204,12 @@ impl MemoryStore {
     }
 }
 
-/// What moka and this store keep per entry besides the entry itself: the
-/// cache's own records of it (its node, hash table slot, deques and timer
-/// wheel), the key's allocation and the slot, as measured by
-/// `tests/memory_bound.rs`.
+/// What the store keeps per entry besides the entry itself and its key's
+/// bytes: the table's node (64 bytes on x86-64) and index slot (25), the
+/// key's allocation header, and the spare room of tables that double as
+/// they grow: at most about 220 bytes, counted as 320, what moka (the
+/// table before) kept. `tests/memory_bound.rs` measures what a stored
+/// response holds in all against what is counted.
 const PER_ENTRY: usize = 320;
 
 /// What the tag index keeps per tag of an entry besides the tag's and the
@@ -246,8 +221,8 @@ const PER_ENTRY: usize = 320;
 /// share tags are counted more than they hold, never less.
 const PER_TAG: usize = 320;
 
-/// The bytes an entry at `key` costs the store: the entry, its key, moka's
-/// records of it, and its share of the tag index (a copy of each tag and,
+/// The bytes an entry at `key` costs the store: the entry, its key, the
+/// table's records of it, and its share of the tag index (a copy of each tag and,
 /// under each, of the key), which an entry with many tags, or a long key,
 /// makes as large as the entry.
 fn weigh(key: &str, entry: &Entry) -> u32 {
@@ -265,7 +240,7 @@ impl fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryStore")
             .field("max_bytes", &self.inner.max_bytes)
-            .field("entries", &self.inner.cache.entry_count())
+            .field("entries", &self.entry_count())
             .finish_non_exhaustive()
     }
 }
@@ -276,7 +251,7 @@ impl Store for MemoryStore {
     }
 
     fn get_now(&self, key: &str) -> Option<Arc<Entry>> {
-        self.inner.cache.get(key).map(|slot| slot.entry)
+        self.inner.table.get(key, std::time::Instant::now())
     }
 
     async fn try_lock(&self, key: &str, ttl: Duration) -> Result<Option<LockToken>, StoreError> {
@@ -324,7 +299,8 @@ impl Store for MemoryStore {
         self.maintain();
         // What is kept owns what it is counted by.
         let entry = Arc::new(entry.owned());
-        let fits = u64::from(weigh(key, &entry)) <= self.inner.max_bytes;
+        let weight = weigh(key, &entry);
+        let fits = u64::from(weight) <= self.inner.max_bytes;
         Ok(self.release(key, token, |lock| {
             // Checked and indexed under the index's mutex, which a purge
             // holds to mark the tag and take its keys: either the purge
@@ -337,8 +313,11 @@ impl Store for MemoryStore {
                 tags.index(key, &entry);
                 drop(tags);
                 // The entry replaced here un-tags the key for the tags it had
-                // alone, through the eviction listener.
-                self.inner.cache.insert(key.to_owned(), Slot { entry, keep_for });
+                // alone, as do those evicted.
+                // Entries expire by the real clock, as in moka, the table
+                // before: a test that pauses Tokio's keeps its entries.
+                let now = std::time::Instant::now();
+                self.untag(self.inner.table.insert(key, entry, weight, now, now + keep_for));
             }
             true
         }))
@@ -351,7 +330,7 @@ impl Store for MemoryStore {
 
     async fn invalidate(&self, key: &str) -> Result<(), StoreError> {
         let lock = self.locks().remove(key);
-        self.inner.cache.invalidate(key);
+        self.untag(self.inner.table.remove(key));
         if let Some(lock) = lock {
             lock.released.notify_waiters();
         }

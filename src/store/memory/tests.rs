@@ -180,7 +180,6 @@ async fn a_replaced_entry_leaves_the_tags_it_had_alone() {
                 .expect("memory")
         );
     }
-    memory.inner.cache.run_pending_tasks();
     assert_eq!(
         memory.invalidate_tag("home").await.expect("memory"),
         0,
@@ -229,9 +228,8 @@ async fn waiting_ends_at_the_timeout_or_the_lock_expiry() {
     assert_eq!(start.elapsed(), Duration::ZERO);
 }
 
-/// moka expires entries by its own (real) clock and drops them only when
-/// its housekeeping runs: this waits, in real time and bounded, for the
-/// store's own task to do it with no request coming.
+/// Entries expire by the real clock: this waits, in real time and
+/// bounded, for the store's own task to drop them with no request coming.
 #[tokio::test]
 async fn expired_entries_leave_memory_without_traffic() {
     let memory = MemoryStore::new();
@@ -248,31 +246,26 @@ async fn expired_entries_leave_memory_without_traffic() {
             .expect("memory");
         assert!(kept);
     }
-    memory.inner.cache.run_pending_tasks();
-    assert_eq!(memory.inner.cache.entry_count(), 50);
-    // From here on nothing touches the cache but the store's own task.
+    assert_eq!(memory.entry_count(), 50);
+    // From here on nothing touches the store but its own task.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while memory.inner.cache.entry_count() > 0 {
+    while memory.entry_count() > 0 {
         assert!(
             Instant::now() < deadline,
             "{} expired entries still held",
-            memory.inner.cache.entry_count()
+            memory.entry_count()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(memory.inner.cache.weighted_size(), 0);
+    assert_eq!(memory.used_bytes(), 0);
 }
 
 /// What the store holds: each entry as weighed before the tag index was
-/// counted (the entry, its key, moka's records), plus the tags and keys the
-/// index holds, counted from the index itself.
+/// counted (the entry, its key, the table's records), plus the tags and
+/// keys the index holds, counted from the index itself.
 fn held(memory: &MemoryStore) -> u64 {
-    memory.inner.cache.run_pending_tasks();
-    let entries: usize = memory
-        .inner
-        .cache
-        .iter()
-        .map(|(key, slot)| PER_ENTRY + key.len() + slot.entry.weight())
+    let entries: usize = (memory.inner.table.entries().iter())
+        .map(|(key, entry)| PER_ENTRY + key.len() + entry.weight())
         .sum();
     let index = memory.inner.tags.lock().unwrap_or_else(PoisonError::into_inner);
     let indexed: usize = index
