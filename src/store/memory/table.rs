@@ -33,6 +33,10 @@ type Hasher = foldhash::quality::RandomState;
 /// No slot: the end of the queue.
 const END: usize = usize::MAX;
 
+/// How many slots a sweep looks at under one hold of the write lock: some
+/// ten microseconds.
+const SWEEP_RUN: usize = 1024;
+
 /// An entry that left the table, and its key: what the tag index forgets.
 pub(super) type Gone = (Arc<str>, Arc<Entry>);
 
@@ -151,14 +155,24 @@ impl Table {
             .collect()
     }
 
-    /// Removes the entries expired by `now`.
+    /// Removes the entries expired by `now`, [`SWEEP_RUN`] slots at a
+    /// time, so that reads wait at most for one run of the scan.
     pub(super) fn sweep(&self, now: Instant) -> Vec<Gone> {
-        let mut inner = self.write();
-        let expired: Vec<usize> = (inner.slots.iter().enumerate())
-            .filter(|(_, slot)| slot.as_ref().is_some_and(|node| node.expires <= now))
-            .map(|(at, _)| at)
-            .collect();
-        expired.into_iter().map(|at| inner.unlink(at)).collect()
+        let mut gone = Vec::new();
+        let mut start = 0;
+        loop {
+            let mut inner = self.write();
+            let end = inner.slots.len().min(start + SWEEP_RUN);
+            for at in start..end {
+                if inner.slots[at].as_ref().is_some_and(|node| node.expires <= now) {
+                    gone.push(inner.unlink(at));
+                }
+            }
+            if end == inner.slots.len() {
+                return gone;
+            }
+            start = end;
+        }
     }
 
     /// How many entries it holds, and their weight.

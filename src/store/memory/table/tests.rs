@@ -174,3 +174,23 @@ fn the_queue_and_the_weight_stay_consistent() {
         assert!(inner.weight <= inner.max);
     }
 }
+
+/// A sweep looks at the table a run of slots at a time: entries on both
+/// sides of a run's end go, the live ones stay.
+#[test]
+fn a_sweep_over_several_runs_removes_every_expired_entry() {
+    let now = Instant::now();
+    let table = Table::new(u64::MAX);
+    let soon = now + Duration::from_secs(1);
+    for i in 0..3 * SWEEP_RUN + 7 {
+        let expires = if i % 3 == 0 { soon } else { now + LATER };
+        table.insert(&format!("k{i}"), entry(), 1, now, expires);
+    }
+    let gone = table.sweep(soon);
+    assert_eq!(gone.len(), SWEEP_RUN + 3);
+    assert!(
+        gone.iter()
+            .all(|(key, _)| key[1..].parse::<usize>().expect("a number") % 3 == 0)
+    );
+    assert_eq!(table.size().0, (3 * SWEEP_RUN + 7 - gone.len()) as u64);
+}
