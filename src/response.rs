@@ -5,14 +5,14 @@
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use http_body::Body;
 
 use crate::{
     body::StampedeBody,
     entry::Entry,
     policy::Lifetime,
-    rules::status::{CACHE_STATUS, CacheStatus, Fwd, set_age},
+    rules::status::{CACHE_STATUS, CacheStatus, Fwd, age_value, set_age},
 };
 
 /// The detail of a request turned away by `max_waiters`.
@@ -33,14 +33,18 @@ pub(crate) fn from_entry<B: Body>(
         let headers = response.headers_mut();
         *headers = ready.clone();
         match age {
-            Some(age) => set_age(headers, age),
+            // A hit: both set in one walk over the names, where looking
+            // each up would hash it.
+            Some(age) => set_in_place(headers, age_value(age), status.value()),
             // Not served from the store: the entry's own `Age`, if any.
-            None => match entry.headers.get(header::AGE) {
-                Some(own) => drop(headers.insert(header::AGE, own.clone())),
-                None => drop(headers.remove(header::AGE)),
-            },
+            None => {
+                match entry.headers.get(header::AGE) {
+                    Some(own) => drop(headers.insert(header::AGE, own.clone())),
+                    None => drop(headers.remove(header::AGE)),
+                }
+                headers.insert(CACHE_STATUS, status.value());
+            }
         }
-        headers.insert(CACHE_STATUS, status.value());
         return response;
     }
     // An entry with a `Cache-Status` of its own, which ours follows.
@@ -49,6 +53,27 @@ pub(crate) fn from_entry<B: Body>(
         set_age(response.headers_mut(), age);
     }
     with_status(response, &status)
+}
+
+/// Sets the one `Age` and the one `Cache-Status` of a ready head.
+fn set_in_place(headers: &mut HeaderMap, age: HeaderValue, status: HeaderValue) {
+    let (mut age, mut status) = (Some(age), Some(status));
+    for (name, value) in headers.iter_mut() {
+        let new = if *name == header::AGE {
+            &mut age
+        } else if *name == CACHE_STATUS {
+            &mut status
+        } else {
+            continue;
+        };
+        if let Some(new) = new.take() {
+            *value = new;
+        }
+    }
+    debug_assert!(
+        age.is_none() && status.is_none(),
+        "a ready head has both, once each"
+    );
 }
 
 /// A response with `head`'s status and headers and `body`: a response

@@ -188,11 +188,13 @@ impl CacheStatus {
 
 /// Sets `Age` to the whole seconds an entry has been stored.
 pub(crate) fn set_age(headers: &mut HeaderMap, age: Duration) {
+    headers.insert(header::AGE, age_value(age));
+}
+
+/// The value of `Age` for an entry stored `age` ago: its whole seconds.
+pub(crate) fn age_value(age: Duration) -> HeaderValue {
     let seconds = age.as_secs();
-    headers.insert(
-        header::AGE,
-        kept(Table::Age, seconds, || HeaderValue::from(seconds)),
-    );
+    kept(Table::Age, seconds, || HeaderValue::from(seconds))
 }
 
 /// The values kept below this many seconds: every hit carries an `Age` and
