@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Hits at a fixed rate, for the `proxy` example on its memory store and the
+# Rust peers of bench/peers: the tail of a hit under the same load for
+# every system.
+#
+# wrk in bench/compare.sh's (b) keeps 50 requests in flight however quick
+# the proxy is (a closed loop): the quicker it answers, the more wrk and
+# the proxy's two workers contend for the machine's two cores, and a
+# request waits whenever the thread holding it is descheduled, so its
+# p99 says as much about the machine as about the proxy. Here
+# `examples/loadgen.rs` sends RATE requests a second over 10 warm keys for
+# DURATION seconds without waiting for answers (an open loop), ROUNDS
+# rounds with the systems interleaved. Printed per round: the median over
+# the seconds after the first of each second's p50 and p99; per system,
+# the medians of those over the rounds.
+#
+#   bench/hit-tail.sh                        # 40000/s, 6 s, 5 rounds
+#   RATE=20000 ROUNDS=3 bench/hit-tail.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RATE=${RATE:-40000}
+DURATION=${DURATION:-6}
+ROUNDS=${ROUNDS:-5}
+ulimit -n 20000
+source "$(dirname "$0")/common.sh"
+cargo build --quiet --release --manifest-path bench/peers/Cargo.toml
+peers=${CARGO_TARGET_DIR:-bench/peers/target}/release
+"$bin/origin" --listen 127.0.0.1:0 > "$dir/origin.log" 2>&1 &
+origin=$(listening "$dir/origin.log")
+declare -A url
+"$bin/proxy" --listen 127.0.0.1:0 --upstream "$origin" > "$dir/memory.log" 2>&1 &
+"$peers/moka-proxy" --listen 127.0.0.1:0 --upstream "$origin" > "$dir/moka.log" 2>&1 &
+"$peers/tower-http-cache-proxy" --listen 127.0.0.1:0 --upstream "$origin" > "$dir/http-cache.log" 2>&1 &
+"$peers/hitbox-proxy" --listen 127.0.0.1:0 --upstream "$origin" > "$dir/hitbox.log" 2>&1 &
+systems=(memory moka http-cache hitbox)
+for s in "${systems[@]}"; do
+  url[$s]=$(listening "$dir/$s.log")
+  # Each key stored, then read once: every measured request is a hit.
+  for key in $(seq 0 9); do
+    curl -s -o /dev/null "${url[$s]}/t/$key"
+    curl -s -o /dev/null "${url[$s]}/t/$key"
+  done
+done
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# Column $1 (3: p50, 4: p99) of loadgen's table, seconds 1 to the last
+# whole one, as their median.
+per_second() { awk -v col="$1" -v last="$((DURATION - 1))" '$1 ~ /^[0-9]+$/ && $1 >= 1 && $1 <= last && NF == 5 { print $col }' "$2" | median; }
+for round in $(seq "$ROUNDS"); do
+  for s in "${systems[@]}"; do
+    out="$dir/$s-$round.txt"
+    "$bin/loadgen" --url "${url[$s]}/t" --keys 10 --rate "$RATE" --duration "$DURATION" > "$out"
+    grep -q ' failed=0 ' "$out" || { echo "$s: requests failed in round $round" >&2; cat "$out" >&2; exit 1; }
+    echo "round $round | $s | p50 $(per_second 3 "$out") | p99 $(per_second 4 "$out") ms"
+  done
+done
+echo "commit $(git rev-parse --short HEAD), $RATE/s for $DURATION s, $ROUNDS rounds, medians:"
+for s in "${systems[@]}"; do
+  p50=$(for r in $(seq "$ROUNDS"); do per_second 3 "$dir/$s-$r.txt"; done | median)
+  p99=$(for r in $(seq "$ROUNDS"); do per_second 4 "$dir/$s-$r.txt"; done | median)
+  echo "| $s | p50 $p50 ms | p99 $p99 ms |"
+done
