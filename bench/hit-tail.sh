@@ -11,8 +11,11 @@
 # `examples/loadgen.rs` sends RATE requests a second over 10 warm keys for
 # DURATION seconds without waiting for answers (an open loop), ROUNDS
 # rounds with the systems interleaved. Printed per round: the median over
-# the seconds after the first of each second's p50 and p99; per system,
-# the medians of those over the rounds.
+# the seconds after the first of each second's p50 and p99, and the CPU
+# time the proxy's process spent per request (user and system, from
+# /proc); per system, the medians of those over the rounds. With the same
+# load for all, the CPU time per request is what a hit costs each, where
+# wrk's hits/s for the quickest ones is bounded by wrk's own thread.
 #
 #   bench/hit-tail.sh                        # 40000/s, 6 s, 5 rounds
 #   RATE=20000 ROUNDS=3 bench/hit-tail.sh
@@ -27,11 +30,15 @@ cargo build --quiet --release --manifest-path bench/peers/Cargo.toml
 peers=${CARGO_TARGET_DIR:-bench/peers/target}/release
 "$bin/origin" --listen 127.0.0.1:0 > "$dir/origin.log" 2>&1 &
 origin=$(listening "$dir/origin.log")
-declare -A url
+declare -A url pid
 "$bin/proxy" --listen 127.0.0.1:0 --upstream "$origin" > "$dir/memory.log" 2>&1 &
+pid[memory]=$!
 "$peers/moka-proxy" --listen 127.0.0.1:0 --upstream "$origin" > "$dir/moka.log" 2>&1 &
+pid[moka]=$!
 "$peers/tower-http-cache-proxy" --listen 127.0.0.1:0 --upstream "$origin" > "$dir/http-cache.log" 2>&1 &
+pid[http-cache]=$!
 "$peers/hitbox-proxy" --listen 127.0.0.1:0 --upstream "$origin" > "$dir/hitbox.log" 2>&1 &
+pid[hitbox]=$!
 systems=(memory moka http-cache hitbox)
 for s in "${systems[@]}"; do
   url[$s]=$(listening "$dir/$s.log")
@@ -45,17 +52,25 @@ median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] 
 # Column $1 (3: p50, 4: p99) of loadgen's table, seconds 1 to the last
 # whole one, as their median.
 per_second() { awk -v col="$1" -v last="$((DURATION - 1))" '$1 ~ /^[0-9]+$/ && $1 >= 1 && $1 <= last && NF == 5 { print $col }' "$2" | median; }
+# The CPU time process $1 has spent, user and system, in clock ticks.
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
 for round in $(seq "$ROUNDS"); do
   for s in "${systems[@]}"; do
     out="$dir/$s-$round.txt"
+    before=$(ticks "${pid[$s]}")
     "$bin/loadgen" --url "${url[$s]}/t" --keys 10 --rate "$RATE" --duration "$DURATION" > "$out"
+    spent=$(($(ticks "${pid[$s]}") - before))
     grep -q ' failed=0 ' "$out" || { echo "$s: requests failed in round $round" >&2; cat "$out" >&2; exit 1; }
-    echo "round $round | $s | p50 $(per_second 3 "$out") | p99 $(per_second 4 "$out") ms"
+    # Microseconds of CPU per request.
+    awk -v t="$spent" -v hz="$hz" -v n="$((RATE * DURATION))" 'BEGIN { printf "%.2f\n", t / hz * 1e6 / n }' > "$out.cpu"
+    echo "round $round | $s | p50 $(per_second 3 "$out") | p99 $(per_second 4 "$out") ms | CPU $(cat "$out.cpu") us a request"
   done
 done
 echo "commit $(git rev-parse --short HEAD), $RATE/s for $DURATION s, $ROUNDS rounds, medians:"
 for s in "${systems[@]}"; do
   p50=$(for r in $(seq "$ROUNDS"); do per_second 3 "$dir/$s-$r.txt"; done | median)
   p99=$(for r in $(seq "$ROUNDS"); do per_second 4 "$dir/$s-$r.txt"; done | median)
-  echo "| $s | p50 $p50 ms | p99 $p99 ms |"
+  cpu=$(cat "$dir/$s"-*.txt.cpu | median)
+  echo "| $s | p50 $p50 ms | p99 $p99 ms | CPU $cpu us a request |"
 done
