@@ -24,31 +24,14 @@ cd "$(dirname "$0")/.."
 RATE=${RATE:-40000}
 DURATION=${DURATION:-6}
 ROUNDS=${ROUNDS:-5}
-ulimit -n 20000
-source "$(dirname "$0")/common.sh"
-cargo build --quiet --release --manifest-path bench/peers/Cargo.toml
-peers=${CARGO_TARGET_DIR:-bench/peers/target}/release
-"$bin/origin" --listen 127.0.0.1:0 > "$dir/origin.log" 2>&1 &
-origin=$(listening "$dir/origin.log")
-declare -A url pid
-"$bin/proxy" --listen 127.0.0.1:0 --upstream "$origin" > "$dir/memory.log" 2>&1 &
-pid[memory]=$!
-"$peers/moka-proxy" --listen 127.0.0.1:0 --upstream "$origin" > "$dir/moka.log" 2>&1 &
-pid[moka]=$!
-"$peers/tower-http-cache-proxy" --listen 127.0.0.1:0 --upstream "$origin" > "$dir/http-cache.log" 2>&1 &
-pid[http-cache]=$!
-"$peers/hitbox-proxy" --listen 127.0.0.1:0 --upstream "$origin" > "$dir/hitbox.log" 2>&1 &
-pid[hitbox]=$!
-systems=(memory moka http-cache hitbox)
+source "$(dirname "$0")/rust-peers.sh"
 for s in "${systems[@]}"; do
-  url[$s]=$(listening "$dir/$s.log")
   # Each key stored, then read once: every measured request is a hit.
   for key in $(seq 0 9); do
     curl -s -o /dev/null "${url[$s]}/t/$key"
     curl -s -o /dev/null "${url[$s]}/t/$key"
   done
 done
-median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 # Column $1 (3: p50, 4: p99) of loadgen's table, seconds 1 to the last
 # whole one, as their median.
 per_second() { awk -v col="$1" -v last="$((DURATION - 1))" '$1 ~ /^[0-9]+$/ && $1 >= 1 && $1 <= last && NF == 5 { print $col }' "$2" | median; }

@@ -11,23 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-7}
-ulimit -n 20000
-source "$(dirname "$0")/common.sh"
-cargo build --quiet --release --manifest-path bench/peers/Cargo.toml
-peers=${CARGO_TARGET_DIR:-bench/peers/target}/release
-"$bin/origin" --listen 127.0.0.1:0 > "$dir/origin.log" 2>&1 &
-origin=$(listening "$dir/origin.log")
-declare -A url
-"$bin/proxy" --listen 127.0.0.1:0 --upstream "$origin" > "$dir/memory.log" 2>&1 &
-"$peers/moka-proxy" --listen 127.0.0.1:0 --upstream "$origin" > "$dir/moka.log" 2>&1 &
-"$peers/tower-http-cache-proxy" --listen 127.0.0.1:0 --upstream "$origin" > "$dir/http-cache.log" 2>&1 &
-"$peers/hitbox-proxy" --listen 127.0.0.1:0 --upstream "$origin" > "$dir/hitbox.log" 2>&1 &
-for s in memory moka http-cache hitbox; do
-  url[$s]=$(listening "$dir/$s.log")
-done
-systems=(memory moka http-cache hitbox)
+source "$(dirname "$0")/rust-peers.sh"
 field() { sed -n 's/^RESULT //p' "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
-median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 for round in $(seq "$ROUNDS"); do
   for s in "${systems[@]}"; do
     out="$dir/$s-$round.txt"
