@@ -65,7 +65,7 @@ struct Inner {
     /// Keys by tag, for purges, each with the entry it was indexed for, so
     /// that only the leaving entry (not its replacement) un-tags its key;
     /// and when tags were purged while rebuilds were under way.
-    tags: Arc<Mutex<Tags>>,
+    tags: Mutex<Tags>,
     next_token: AtomicU64,
     max_bytes: u64,
     /// Whether the task that drops expired entries without traffic runs.
@@ -89,9 +89,8 @@ impl MemoryStore {
     /// A store that holds up to `max_bytes` of entries, as weighed by
     /// [`Entry::weight`] plus their keys and about 320 bytes each of the
     /// store's own records, and for each of an entry's tags, the tag, the
-    /// key again and about 320 bytes of the tag index's records. When
-    /// full, the least useful entries are evicted; an entry larger than the
-    /// whole bound is not kept at all.
+    /// key again and about 320 bytes of the tag index's records. An entry
+    /// larger than the whole bound is not kept at all.
     ///
     /// When full, an entry read since the last eviction looked at it is
     /// kept, and the oldest one not read is evicted (SIEVE): an entry stored
@@ -102,7 +101,7 @@ impl MemoryStore {
             inner: Arc::new(Inner {
                 table: Table::new(max_bytes),
                 locks: Mutex::new(HashMap::new()),
-                tags: Arc::default(),
+                tags: Mutex::default(),
                 next_token: AtomicU64::new(1),
                 max_bytes,
                 maintained: AtomicBool::new(false),
