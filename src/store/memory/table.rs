@@ -169,6 +169,7 @@ impl Table {
                 }
             }
             if end == inner.slots.len() {
+                inner.compact();
                 return gone;
             }
             start = end;
@@ -218,6 +219,35 @@ impl Inner {
         }
         self.hand = self.node(at).newer;
         self.unlink(at)
+    }
+
+    /// Gives back the room of slots left free, once they are most of the
+    /// table and more than [`SWEEP_RUN`]: the weight counts each entry's
+    /// slot while it lives, and a table once grown by many small entries
+    /// would otherwise keep their slots (some 100 bytes each) past them.
+    fn compact(&mut self) {
+        if self.free.len() <= SWEEP_RUN || self.free.len() * 2 <= self.slots.len() {
+            return;
+        }
+        let mut moved = vec![END; self.slots.len()];
+        let mut slots = Vec::with_capacity(self.index.len());
+        for (at, slot) in self.slots.drain(..).enumerate() {
+            if slot.is_some() {
+                moved[at] = slots.len();
+                slots.push(slot);
+            }
+        }
+        let to = |at: usize| if at == END { END } else { moved[at] };
+        for node in slots.iter_mut().flatten() {
+            (node.newer, node.older) = (to(node.newer), to(node.older));
+        }
+        for at in self.index.values_mut() {
+            *at = to(*at);
+        }
+        (self.head, self.tail, self.hand) = (to(self.head), to(self.tail), to(self.hand));
+        self.slots = slots;
+        self.free = Vec::new();
+        self.index.shrink_to_fit();
     }
 
     /// Puts `node` at the head of the queue.

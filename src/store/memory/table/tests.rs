@@ -161,17 +161,8 @@ fn the_queue_and_the_weight_stay_consistent() {
             1 => drop(table.get(&key, now)),
             _ => drop(table.insert(&key, entry(), rng.u32(1..40), now, now + LATER)),
         }
-        let inner = table.read();
-        let mut at = inner.head;
-        let (mut seen, mut weight) = (0, 0);
-        while at != END {
-            let node = inner.node(at);
-            assert_eq!(inner.index.get(&node.key), Some(&at), "round {round}");
-            (seen, weight) = (seen + 1, weight + u64::from(node.weight));
-            at = node.older;
-        }
-        assert_eq!((seen, weight), (inner.index.len(), inner.weight), "round {round}");
-        assert!(inner.weight <= inner.max);
+        assert_queue_is_whole(&table);
+        assert!(table.size().1 <= 200, "round {round}");
     }
 }
 
@@ -193,4 +184,55 @@ fn a_sweep_over_several_runs_removes_every_expired_entry() {
             .all(|(key, _)| key[1..].parse::<usize>().expect("a number") % 3 == 0)
     );
     assert_eq!(table.size().0, (3 * SWEEP_RUN + 7 - gone.len()) as u64);
+}
+
+/// Many entries, most of them gone: a sweep gives their slots back, and
+/// the queue, the index and the hand still agree.
+#[test]
+fn a_sweep_gives_back_the_slots_of_a_table_that_shrank() {
+    let now = Instant::now();
+    let (soon, n) = (now + Duration::from_secs(1), 4 * SWEEP_RUN);
+    let table = Table::new(n as u64);
+    for i in 0..n {
+        let expires = if i % 8 == 0 { now + LATER } else { soon };
+        table.insert(&format!("k{i}"), entry(), 1, now, expires);
+    }
+    assert_eq!(table.sweep(soon).len(), n - n / 8);
+    {
+        let inner = table.read();
+        assert_eq!((inner.slots.len(), inner.free.len()), (n / 8, 0));
+    }
+    assert_queue_is_whole(&table);
+    for i in (0..n).step_by(8) {
+        assert!(table.get(&format!("k{i}"), soon).is_some(), "k{i}");
+    }
+    // Full again with new keys; then the hand walks the old ones, each
+    // read just now, oldest first, and evicts the first new one.
+    for i in 0..n - n / 8 {
+        assert!(
+            table
+                .insert(&format!("f{i}"), entry(), 1, soon, soon + LATER)
+                .is_empty()
+        );
+    }
+    let gone = table.insert("next", entry(), 1, soon, soon + LATER);
+    assert_eq!(keys(&gone), ["f0"]);
+    assert_queue_is_whole(&table);
+}
+
+/// Every key is reached once from the head, from newest to oldest, and
+/// back from the tail; the weight adds up.
+fn assert_queue_is_whole(table: &Table) {
+    let inner = table.read();
+    let (mut at, mut seen, mut weight, mut newer) = (inner.head, 0, 0, END);
+    while at != END {
+        let node = inner.node(at);
+        assert_eq!(inner.index.get(&node.key), Some(&at));
+        assert_eq!(node.newer, newer);
+        (seen, weight, newer) = (seen + 1, weight + u64::from(node.weight), at);
+        at = node.older;
+    }
+    assert_eq!(inner.tail, newer);
+    assert_eq!((seen, weight), (inner.index.len(), inner.weight));
+    assert!(inner.hand == END || inner.slots[inner.hand].is_some());
 }
