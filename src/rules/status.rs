@@ -1,6 +1,6 @@
 //! The `Cache-Status` response header (RFC 9211) and `Age`.
 
-use std::{cell::RefCell, time::Duration};
+use std::{sync::OnceLock, time::Duration};
 
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 
@@ -200,9 +200,8 @@ pub(crate) fn age_value(age: Duration) -> HeaderValue {
 /// The values kept below this many seconds: every hit carries an `Age` and
 /// a `Cache-Status` with its `ttl`, and formatting them cost two
 /// allocations a hit (and one for each of the requests collapsed onto a
-/// miss). At most 3 x 1024 values a thread, made as first needed (some
-/// 150 KiB if every one is).
-const KEPT_SECONDS: u64 = 1024;
+/// miss).
+const KEPT_SECONDS: usize = 1024;
 
 #[derive(Clone, Copy)]
 enum Table {
@@ -211,27 +210,32 @@ enum Table {
     Collapsed,
 }
 
-thread_local! {
-    /// Per thread, so that cloning a value touches no count that another
-    /// thread's hits touch too.
-    static KEPT: RefCell<[Vec<Option<HeaderValue>>; 3]> = const { RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
-}
+/// Made as first needed, once for the process, and kept for its life as a
+/// static would be (at most 3 x 1024 values, some 90 KiB of text): their
+/// bytes are `'static`, so a clone or a drop touches no reference count,
+/// where a value of its own would cost each hit two atomic operations on a
+/// count that every thread's hits share.
+static KEPT: [[OnceLock<HeaderValue>; KEPT_SECONDS]; 3] =
+    [const { [const { OnceLock::new() }; KEPT_SECONDS] }; 3];
 
-/// `make`'s value for `seconds`, made once per thread below
-/// [`KEPT_SECONDS`] and cloned after.
+/// `make`'s value for `seconds`, made once below [`KEPT_SECONDS`] and
+/// cloned after.
 fn kept(table: Table, seconds: u64, make: impl FnOnce() -> HeaderValue) -> HeaderValue {
-    let index = match usize::try_from(seconds) {
-        Ok(index) if seconds < KEPT_SECONDS => index,
-        _ => return make(),
+    let Some(slot) = usize::try_from(seconds)
+        .ok()
+        .and_then(|index| KEPT[table as usize].get(index))
+    else {
+        return make();
     };
-    KEPT.with(|kept| {
-        let mut kept = kept.borrow_mut();
-        let values = &mut kept[table as usize];
-        if values.len() <= index {
-            values.resize(index + 1, None);
+    slot.get_or_init(|| {
+        let made = make();
+        match made.to_str() {
+            // Leaked on purpose: the table keeps it for the process's life.
+            Ok(text) => HeaderValue::from_static(Box::leak(Box::from(text))),
+            Err(_) => made,
         }
-        values[index].get_or_insert_with(make).clone()
     })
+    .clone()
 }
 
 #[cfg(test)]
@@ -240,7 +244,7 @@ mod tests {
 
     #[test]
     fn kept_values_are_the_values_formatted() {
-        for seconds in [0, 1, 59, KEPT_SECONDS - 1, KEPT_SECONDS, 86_400] {
+        for seconds in [0, 1, 59, KEPT_SECONDS as u64 - 1, KEPT_SECONDS as u64, 86_400] {
             let ttl = Duration::from_secs(seconds);
             for _ in 0..2 {
                 let mut headers = HeaderMap::new();
