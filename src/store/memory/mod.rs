@@ -133,7 +133,7 @@ impl MemoryStore {
 
     /// Drops the entries that expired, and their tags.
     fn untag_swept(&self) {
-        self.untag(self.inner.table.sweep(std::time::Instant::now()));
+        self.untag(self.inner.table.sweep(Instant::now().into_std()));
     }
 
     /// Takes what left the table out of the tag index.
@@ -250,7 +250,7 @@ impl Store for MemoryStore {
     }
 
     fn get_now(&self, key: &str) -> Option<Arc<Entry>> {
-        self.inner.table.get(key, std::time::Instant::now())
+        self.inner.table.get(key, Instant::now().into_std())
     }
 
     async fn try_lock(&self, key: &str, ttl: Duration) -> Result<Option<LockToken>, StoreError> {
@@ -313,9 +313,9 @@ impl Store for MemoryStore {
                 drop(tags);
                 // The entry replaced here un-tags the key for the tags it had
                 // alone, as do those evicted.
-                // Entries expire by the real clock, as in moka, the table
-                // before: a test that pauses Tokio's keeps its entries.
-                let now = std::time::Instant::now();
+                // Tokio's clock, as for the locks: a test that pauses it
+                // moves the entries' expiry with it.
+                let now = Instant::now().into_std();
                 self.untag(self.inner.table.insert(key, entry, weight, now, now + keep_for));
             }
             true

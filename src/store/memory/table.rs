@@ -1,5 +1,6 @@
 //! The memory store's table: entries by key within a byte bound, evicted
-//! by SIEVE, and expired by the system's monotonic clock.
+//! by SIEVE, and expired by the instants it is given (the store gives
+//! Tokio's, so that a test that pauses it moves expiry with it).
 //!
 //! A read takes a shared lock, one hash and one probe, and marks the entry
 //! visited with a relaxed store (made only when it was unmarked, so that a

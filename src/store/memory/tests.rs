@@ -228,9 +228,9 @@ async fn waiting_ends_at_the_timeout_or_the_lock_expiry() {
     assert_eq!(start.elapsed(), Duration::ZERO);
 }
 
-/// Entries expire by the real clock: this waits, in real time and
-/// bounded, for the store's own task to drop them with no request coming.
-#[tokio::test]
+/// Nothing reads the expired entries: the store's own task gives their
+/// memory back, on Tokio's clock.
+#[tokio::test(start_paused = true)]
 async fn expired_entries_leave_memory_without_traffic() {
     let memory = MemoryStore::new();
     for i in 0..50 {
@@ -246,18 +246,18 @@ async fn expired_entries_leave_memory_without_traffic() {
             .expect("memory");
         assert!(kept);
     }
+    // Not yet expired: the task's first round leaves them.
+    tokio::time::advance(Duration::from_millis(50)).await;
+    tokio::task::yield_now().await;
     assert_eq!(memory.entry_count(), 50);
-    // From here on nothing touches the store but its own task.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while memory.entry_count() > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "{} expired entries still held",
-            memory.entry_count()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(memory.used_bytes(), 0);
+    assert!(memory.get_now("k0").is_some());
+    // Expired: never read, though held until the task's next round.
+    tokio::time::advance(Duration::from_millis(60)).await;
+    assert!(memory.get_now("k0").is_none());
+    assert_eq!(memory.entry_count(), 50);
+    tokio::time::advance(MAINTAIN_EVERY).await;
+    tokio::task::yield_now().await;
+    assert_eq!((memory.entry_count(), memory.used_bytes()), (0, 0));
 }
 
 /// What the store holds: each entry as weighed before the tag index was
