@@ -10,15 +10,9 @@
 //! stray `--cfg shuttle` on a normal build keeps std's.
 
 #[cfg(all(test, shuttle))]
-pub(crate) use shuttle::sync::{
-    Mutex, MutexGuard,
-    atomic::{AtomicU64, AtomicUsize},
-};
+pub(crate) use shuttle::sync::{Mutex, MutexGuard, atomic::AtomicUsize};
 #[cfg(not(all(test, shuttle)))]
-pub(crate) use std::sync::{
-    Mutex, MutexGuard,
-    atomic::{AtomicU64, AtomicUsize},
-};
+pub(crate) use std::sync::{Mutex, MutexGuard, atomic::AtomicUsize};
 
 /// What the models of both tables share.
 #[cfg(all(test, shuttle))]

@@ -16,7 +16,7 @@ use std::{
 use tokio::sync::Notify;
 
 // shuttle's under `--cfg shuttle`, so that the models drive this table.
-use crate::sync::{AtomicU64, AtomicUsize, Mutex, MutexGuard};
+use crate::sync::{AtomicUsize, Mutex, MutexGuard};
 
 #[cfg(all(test, shuttle))]
 mod model;
@@ -28,13 +28,9 @@ pub(crate) use pass::Passes;
 
 /// The flights under way, by key.
 pub(crate) struct Flights<T> {
-    map: Mutex<HashMap<Arc<str>, Flight<T>>>,
-    next_id: AtomicU64,
-}
-
-struct Flight<T> {
-    id: u64,
-    state: Arc<State<T>>,
+    /// Each key's flight under way, by what its leader and waiters share:
+    /// a leader removes its key only while the flight there is its own.
+    map: Mutex<HashMap<Arc<str>, Arc<State<T>>>>,
 }
 
 /// What a flight's leader and its waiters share.
@@ -75,7 +71,6 @@ pub(crate) enum Join<T> {
 pub(crate) struct Leader<T> {
     flights: Arc<Flights<T>>,
     key: Arc<str>,
-    id: u64,
     state: Arc<State<T>>,
     /// Whether the flight has ended ([`Leader::finish`], [`Leader::end`]).
     ended: bool,
@@ -96,11 +91,10 @@ impl<T> Flights<T> {
     pub(crate) fn new() -> Self {
         Self {
             map: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(0),
         }
     }
 
-    fn map(&self) -> MutexGuard<'_, HashMap<Arc<str>, Flight<T>>> {
+    fn map(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<State<T>>>> {
         self.map.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -121,7 +115,7 @@ impl<T> Flights<T> {
     pub(crate) fn join(self: &Arc<Self>, key: &str, max_waiters: usize) -> Join<T> {
         let mut map = self.map();
         if let Some(flight) = map.get(key) {
-            let waiters = &flight.state.waiters;
+            let waiters = &flight.waiters;
             // Counted under the table's lock: two joins cannot both take
             // the last place.
             if waiters.load(Ordering::Relaxed) >= max_waiters {
@@ -129,7 +123,7 @@ impl<T> Flights<T> {
             }
             waiters.fetch_add(1, Ordering::Relaxed);
             return Join::Waiter(Waiter {
-                state: Arc::clone(&flight.state),
+                state: Arc::clone(flight),
             });
         }
         let state = Arc::new(State {
@@ -137,17 +131,11 @@ impl<T> Flights<T> {
             done: Notify::new(),
             waiters: AtomicUsize::new(0),
         });
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let key: Arc<str> = Arc::from(key);
-        let flight = Flight {
-            id,
-            state: Arc::clone(&state),
-        };
-        map.insert(Arc::clone(&key), flight);
+        map.insert(Arc::clone(&key), Arc::clone(&state));
         Join::Leader(Leader {
             flights: Arc::clone(self),
             key,
-            id,
             state,
             ended: false,
         })
@@ -194,7 +182,10 @@ impl<T> Leader<T> {
 
     fn remove(&self) {
         let mut map = self.flights.map();
-        if map.get(&self.key).is_some_and(|f| f.id == self.id) {
+        if map
+            .get(&self.key)
+            .is_some_and(|flight| Arc::ptr_eq(flight, &self.state))
+        {
             map.remove(&self.key);
         }
     }
@@ -206,12 +197,8 @@ impl<T> Drop for Leader<T> {
             return;
         }
         self.remove();
-        let mut value = self.state.value();
         // A published value stands; else the waiters learn none is coming.
-        if value.is_none() {
-            *value = Some(None);
-        }
-        drop(value);
+        self.state.value().get_or_insert(None);
         self.state.done.notify_waiters();
     }
 }
