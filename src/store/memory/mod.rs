@@ -17,7 +17,7 @@ use tokio::{sync::Notify, time::Instant};
 
 use self::{
     table::{Gone, Table},
-    tags::{Tags, untag},
+    tags::Tags,
 };
 use super::{LockToken, Store, StoreError};
 use crate::entry::Entry;
@@ -136,10 +136,18 @@ impl MemoryStore {
         self.untag(self.inner.table.sweep(Instant::now().into_std()));
     }
 
-    /// Takes what left the table out of the tag index.
+    /// Takes what left the table out of the tag index, under one hold of
+    /// its lock, and only if something that left had tags.
     fn untag(&self, gone: impl IntoIterator<Item = Gone>) {
-        for (key, entry) in gone {
-            untag(&self.inner.tags, &key, &entry);
+        let mut tagged = (gone.into_iter())
+            .filter(|(_, entry)| !entry.tags.is_empty())
+            .peekable();
+        if tagged.peek().is_none() {
+            return;
+        }
+        let mut tags = self.inner.tags.lock().unwrap_or_else(PoisonError::into_inner);
+        for (key, entry) in tagged {
+            tags.untag(&key, &entry);
         }
     }
 

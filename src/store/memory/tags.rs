@@ -1,10 +1,7 @@
 //! The memory store's index of keys by tag, and the purges that rebuilds
 //! under way must see.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex, PoisonError},
-};
+use std::{collections::HashMap, sync::Arc};
 
 use tokio::time::Instant;
 
@@ -25,6 +22,21 @@ impl Tags {
     /// Whether a tag of `entry` was purged at or after `taken`.
     pub(super) fn purged_since(&self, entry: &Entry, taken: Instant) -> bool {
         (entry.tags.iter()).any(|tag| self.purged.get(tag).is_some_and(|at| *at >= taken))
+    }
+
+    /// Takes `key` out of `entry`'s tags, where it is still indexed for
+    /// `entry` and not for a newer one.
+    pub(super) fn untag(&mut self, key: &str, entry: &Arc<Entry>) {
+        for tag in &entry.tags {
+            if let Some(keys) = self.keys.get_mut(tag) {
+                if keys.get(key) == Some(&identity(entry)) {
+                    keys.remove(key);
+                }
+                if keys.is_empty() {
+                    self.keys.remove(tag);
+                }
+            }
+        }
     }
 
     /// Indexes `key` under each tag of `entry`.
@@ -57,20 +69,4 @@ impl Tags {
 /// Identifies an entry while it is alive.
 fn identity(entry: &Arc<Entry>) -> usize {
     Arc::as_ptr(entry) as usize
-}
-
-/// Takes `key` out of `entry`'s tags, where it is still indexed for
-/// `entry` and not for a newer one.
-pub(super) fn untag(index: &Mutex<Tags>, key: &str, entry: &Arc<Entry>) {
-    let index = &mut index.lock().unwrap_or_else(PoisonError::into_inner).keys;
-    for tag in &entry.tags {
-        if let Some(keys) = index.get_mut(tag) {
-            if keys.get(key) == Some(&identity(entry)) {
-                keys.remove(key);
-            }
-            if keys.is_empty() {
-                index.remove(tag);
-            }
-        }
-    }
 }
