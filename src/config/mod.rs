@@ -32,8 +32,9 @@
 //! ```
 //!
 //! A file is checked as it is read, and the first thing wrong in it is
-//! the error: a field this crate does not know, an option its policy's kind does not take, `gone` before `fresh`,
-//! a duration that is negative, unitless or longer than a year, a route
+//! the error: a field this crate does not know, an option its policy's
+//! kind does not take, `gone` before `fresh`, a duration that is
+//! negative, unitless or longer than a year, a route
 //! pattern the table refuses. Each is a [`ConfigError`] that names the
 //! field's path (`routes[1].policy`) and, in TOML and JSON, its line.
 
