@@ -9,9 +9,11 @@
 #   bench/compare.sh            # everything, about 9 minutes
 #   RATE_SECONDS=10 bench/compare.sh   # shorter fixed-rate runs
 #   HITS_ROUNDS=1 bench/compare.sh     # one round of (b) instead of three
+#   STAMPEDE_ROUNDS=1 bench/compare.sh # one stampede of (a) instead of three
 #
-# (a) a cold-key stampede, 1000 requests released together: origin calls,
-#     p50 / p99 / max, for every system;
+# (a) a cold-key stampede, 1000 requests released together, STAMPEDE_ROUNDS
+#     rounds with the systems interleaved, a new key each: origin calls in
+#     each round, median p50 / p99 / max, for every system;
 # (b) hits: wrk, one thread, 50 connections, 10 s, HITS_ROUNDS rounds with
 #     the systems interleaved (the Rust peers among them): median req/s,
 #     p50 / p99, and the near cache's hits/s against the memory store's and
@@ -34,6 +36,12 @@ RATE_SECONDS=${RATE_SECONDS:-30}
 # One wrk run on this shared machine can be off by a fifth: the median of
 # rounds, each system in turn, is what the ratios are taken from.
 HITS_ROUNDS=${HITS_ROUNDS:-3}
+# One stampede's p99 moves by 10 to 30 ms from run to run, and the first
+# one is each proxy's first load since it started: the median of rounds.
+STAMPEDE_ROUNDS=${STAMPEDE_ROUNDS:-3}
+# What is measured is what was checked out when the run began (the peers'
+# sources count too: they are measured in the same table).
+commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src examples bench/peers || echo "+changes")
 missing=()
 for tool in nginx:nginx varnishd:varnish wrk:wrk redis-server:redis-server; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool##*:}")
@@ -182,13 +190,21 @@ declare -A name=([none]="no cache (origin direct)" [nginx]="nginx 1.22 proxy_cac
   [near]="tower-stampede proxy, Redis + 64 MiB near cache" [moka]="moka 0.12 get_with (by hand)"
   [http-cache]="tower-http-cache 0.6 (moka)" [hitbox]="hitbox 0.2 (moka)")
 
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 rows=()
 row() { rows+=("| $* |"); echo "| $* |"; }
 
-echo "== (a) cold-key stampede, 1000 requests released together"
+echo "== (a) cold-key stampede, 1000 requests released together, $STAMPEDE_ROUNDS round(s)"
+for round in $(seq "$STAMPEDE_ROUNDS"); do
+  for s in "${systems[@]}"; do
+    "$bin/loadgen" --url "${url[$s]}/a/cold-$s-$$-$round" --requests 1000 --origin "$origin" \
+      > "$dir/a-$s-$round.txt" || true
+  done
+done
+each() { for f in "${files[@]}"; do result "$f" "$1"; done; } # key $1 of each file in $files
 for s in "${systems[@]}"; do
-  "$bin/loadgen" --url "${url[$s]}/a/cold-$s-$$" --requests 1000 --origin "$origin" > "$dir/a-$s.txt" || true
-  row "(a) stampede | ${name[$s]} | $(result "$dir/a-$s.txt" origin_calls) origin calls | p50 $(result "$dir/a-$s.txt" p50) / p99 $(result "$dir/a-$s.txt" p99) / max $(result "$dir/a-$s.txt" max) ms | failed $(result "$dir/a-$s.txt" failed)"
+  files=("$dir"/a-"$s"-*.txt)
+  row "(a) stampede | ${name[$s]} | $(each origin_calls | paste -sd/) origin calls | p50 $(each p50 | median) / p99 $(each p99 | median) / max $(each max | median) ms | rounds' p99: $(each p99 | paste -sd' ') ms; failed $(each failed | paste -sd/)"
 done
 
 echo "== (b) hits: wrk -t1 -c50 -d10s, $HITS_ROUNDS round(s)"
@@ -213,7 +229,6 @@ done
 ms() { # wrk's latency (850.00us, 1.21ms, 1.02s) in ms
   awk '{ v = $1 + 0; if ($1 ~ /us$/) v /= 1000; else if ($1 ~ /[0-9]s$/ && $1 !~ /ms$/) v *= 1000; printf "%.2f\n", v }'
 }
-median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 declare -A hits
 for s in "${hit_systems[@]}"; do
   files=("$dir"/b-"$s"-*.txt)
@@ -266,8 +281,6 @@ row "(d) 4 replicas | tower-stampede proxy x4, one Redis, 64 MiB near caches | $
 
 cores=$(nproc)
 memory=$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
-# The peers' sources count too: they are measured in the same table.
-commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src examples bench/peers || echo "+changes")
 {
   echo
   echo "### bench/compare.sh, $(date -u +%Y-%m-%d), $cores cores, $memory, commit $commit"
@@ -278,5 +291,5 @@ commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src examples benc
   echo "| --- | --- | --- | --- | --- |"
   printf '%s\n' "${rows[@]}"
   echo
-  echo "$near_ratios; $HITS_ROUNDS round(s) of (b), medians."
+  echo "$near_ratios; $STAMPEDE_ROUNDS round(s) of (a) and $HITS_ROUNDS of (b), medians."
 } | tee -a BENCHMARKS.md
