@@ -22,7 +22,15 @@
 #     under each policy: origin calls per key per 2 s window, p99 inside
 #     expiry windows against outside, requests that waited on the origin;
 # (d) four proxy processes on one Redis under (a), without and with near
-#     caches: origin calls.
+#     caches: origin calls;
+# (e) hits at one fixed rate, half the slowest Rust peer's hits/s in (b),
+#     over 10 warm keys (an open loop, bench/fixed-rate.sh), RATE_ROUNDS
+#     rounds of 6 s interleaved, for the proxy on its memory store and its
+#     near cache and for the Rust peers: median p50 / p99 per second and
+#     the proxy's CPU time per request. wrk's closed loop in (b) keeps 50
+#     requests in flight, so there the quicker a proxy answers, the more it
+#     and wrk contend for the two cores and the longer the tail wrk sees;
+#     at one rate for all, the tail and the cost are the proxy's own.
 # (c) and (d) measure the layer's policies and its Redis store, which the
 # Rust peers, memory caches with a fixed TTL, have no counterpart of.
 #
@@ -39,6 +47,7 @@ HITS_ROUNDS=${HITS_ROUNDS:-3}
 # One stampede's p99 moves by 10 to 30 ms from run to run, and the first
 # one is each proxy's first load since it started: the median of rounds.
 STAMPEDE_ROUNDS=${STAMPEDE_ROUNDS:-3}
+RATE_ROUNDS=${RATE_ROUNDS:-3}
 # What is measured is what was checked out when the run began (the peers'
 # sources count too: they are measured in the same table).
 commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src examples bench/peers || echo "+changes")
@@ -90,6 +99,7 @@ start_example() {
   shift
   "$@" > "$log" 2>&1 &
   started $!
+  echo $! > "$log.pid"
   for _ in $(seq 100); do
     if grep -q '^listening on ' "$log"; then
       sed -n 's/^listening on //p' "$log" | head -1
@@ -279,6 +289,27 @@ done
 "$bin/loadgen" "${replicas[@]}" --host posts.internal --requests 1000 --origin "$origin" > "$dir/d-near.txt" || true
 row "(d) 4 replicas | tower-stampede proxy x4, one Redis, 64 MiB near caches | $(result "$dir/d-near.txt" origin_calls) origin calls | p50 $(result "$dir/d-near.txt" p50) / p99 $(result "$dir/d-near.txt" p99) / max $(result "$dir/d-near.txt" max) ms | failed $(result "$dir/d-near.txt" failed)"
 
+echo "== (e) hits at a fixed rate, $RATE_ROUNDS round(s)"
+source bench/fixed-rate.sh
+rate_systems=(memory near moka http-cache hitbox)
+declare -A proc_log=([memory]=proxy-memory [near]=proxy-near [moka]=peer-moka [http-cache]=peer-http-cache
+  [hitbox]=peer-hitbox)
+rate=$(for s in moka http-cache hitbox; do echo "${hits[$s]}"; done | sort -g | head -1 | awk '{ print int($1 / 2000) * 1000 }')
+for round in $(seq "$RATE_ROUNDS"); do
+  for s in "${rate_systems[@]}"; do
+    # Keys of the round's own, stored just before it: the whole of (e)
+    # outlasts the origin's 60 s max-age.
+    warm_ten "${url[$s]}/e/$round"
+    fixed_rate "${url[$s]}/e/$round" "$(cat "$dir/${proc_log[$s]}.log.pid")" "$rate" 6 "$dir/e-$s-$round.txt" || true
+  done
+done
+for s in "${rate_systems[@]}"; do
+  files=("$dir"/e-"$s"-*.txt)
+  p50=$(for f in "${files[@]}"; do per_second 3 "$f" 6; done | median)
+  p99s=$(for f in "${files[@]}"; do per_second 4 "$f" 6; done)
+  row "(e) fixed rate | ${name[$s]} | $rate/s | p50 $p50 / p99 $(echo "$p99s" | median) ms | rounds' p99: $(echo "$p99s" | paste -sd' ') ms; CPU $(cat "$dir"/e-"$s"-*.txt.cpu | median) us a request; failed $(for f in "${files[@]}"; do result "$f" failed; done | paste -sd/)"
+done
+
 cores=$(nproc)
 memory=$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
 {
@@ -291,5 +322,5 @@ memory=$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
   echo "| --- | --- | --- | --- | --- |"
   printf '%s\n' "${rows[@]}"
   echo
-  echo "$near_ratios; $STAMPEDE_ROUNDS round(s) of (a) and $HITS_ROUNDS of (b), medians."
+  echo "$near_ratios; $STAMPEDE_ROUNDS round(s) of (a), $HITS_ROUNDS of (b) and $RATE_ROUNDS of (e), medians."
 } | tee -a BENCHMARKS.md
