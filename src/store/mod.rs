@@ -14,6 +14,7 @@
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
+mod table;
 
 use std::{error::Error, fmt, future::Future, sync::Arc, time::Duration};
 

@@ -1,6 +1,5 @@
 //! The embedded store: one process, bounded by bytes, nothing to run.
 
-mod table;
 mod tags;
 
 use std::{
@@ -15,11 +14,11 @@ use std::{
 
 use tokio::{sync::Notify, time::Instant};
 
-use self::{
-    table::{Gone, Table},
-    tags::Tags,
+use self::tags::Tags;
+use super::{
+    LockToken, Store, StoreError,
+    table::{Gone, PER_ENTRY, Table, until},
 };
-use super::{LockToken, Store, StoreError};
 use crate::entry::Entry;
 
 /// How often expired entries are dropped when no request comes.
@@ -211,14 +210,6 @@ impl MemoryStore {
     }
 }
 
-/// What the store keeps per entry besides the entry itself and its key's
-/// bytes: the table's node (64 bytes on x86-64) and index slot (25), the
-/// key's allocation header, and the spare room of tables that double as
-/// they grow: at most about 220 bytes, counted as 320, what moka (the
-/// table before) kept. `tests/memory_bound.rs` measures what a stored
-/// response holds in all against what is counted.
-const PER_ENTRY: usize = 320;
-
 /// What the tag index keeps per tag of an entry besides the tag's and the
 /// key's bytes: the tag's slot and its map of keys, the key's slot in it,
 /// and the two `String`s. Measured on x86-64 with a counting allocator,
@@ -324,7 +315,11 @@ impl Store for MemoryStore {
                 // Tokio's clock, as for the locks: a test that pauses it
                 // moves the entries' expiry with it.
                 let now = Instant::now().into_std();
-                self.untag(self.inner.table.insert(key, entry, weight, now, now + keep_for));
+                self.untag(
+                    self.inner
+                        .table
+                        .insert(key, entry, weight, now, until(now, keep_for)),
+                );
             }
             true
         }))

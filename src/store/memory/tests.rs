@@ -52,6 +52,18 @@ async fn an_entry_larger_than_the_bound_is_not_kept() {
     assert_eq!(memory.used_bytes(), 0);
 }
 
+/// `Store::set` takes any duration: one past the clock's range (a
+/// `Policy::ttl(Duration::MAX)`, say) keeps the entry, where adding it to
+/// an instant would panic.
+#[tokio::test]
+async fn a_life_past_the_clocks_range_is_kept() {
+    let memory = MemoryStore::new();
+    let token = memory.try_lock("k", MINUTE).await.expect("memory").expect("free");
+    let kept = memory.set("k", entry(8), &token, Duration::MAX).await;
+    assert!(kept.expect("memory"));
+    assert!(memory.get("k").await.expect("memory").is_some());
+}
+
 #[tokio::test]
 async fn one_holder_at_a_time_and_the_write_is_fenced() {
     let memory = MemoryStore::new();
