@@ -18,21 +18,26 @@ use std::{
         Arc, Mutex, MutexGuard, PoisonError,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
-use moka::{Expiry, sync::Cache};
 use redis::{PushInfo, PushKind, Value};
 use tokio::sync::watch;
 
-use crate::{entry::Entry, store::NearStats};
-
-/// What the cache keeps per entry besides the entry and its key: moka's
-/// records of it (as the memory store counts them).
-const PER_ENTRY: usize = 320;
+use crate::{
+    entry::Entry,
+    store::{
+        NearStats,
+        table::{PER_ENTRY, Table, until},
+    },
+};
 
 pub(super) struct Near {
-    entries: Cache<String, Held>,
+    /// Each entry expires when its copy in Redis would have, and leaves
+    /// then when it is next read, when eviction meets it, or when Redis
+    /// reports the key changed; none is served past it.
+    entries: Table,
+    max_bytes: u64,
     /// Reads under way, by Redis key: the reservation each took.
     reading: Mutex<HashMap<String, u64>>,
     next: AtomicU64,
@@ -46,22 +51,6 @@ pub(super) struct Near {
     updates: watch::Sender<NearStats>,
 }
 
-#[derive(Clone)]
-struct Held {
-    entry: Arc<Entry>,
-    /// What was left of the stored entry's life in Redis when it was read.
-    life: Duration,
-}
-
-/// Each entry leaves when its copy in Redis would have expired.
-struct StoredLife;
-
-impl Expiry<String, Held> for StoredLife {
-    fn expire_after_create(&self, _: &String, held: &Held, _: std::time::Instant) -> Option<Duration> {
-        Some(held.life)
-    }
-}
-
 /// A read's claim to fill the near cache with its reply.
 pub(super) struct Reservation {
     near: Arc<Near>,
@@ -72,13 +61,8 @@ pub(super) struct Reservation {
 impl Near {
     pub(super) fn new(max_bytes: u64) -> Self {
         Self {
-            entries: Cache::builder()
-                .max_capacity(max_bytes)
-                .weigher(|key: &String, held: &Held| {
-                    u32::try_from(PER_ENTRY + key.len() + held.entry.weight()).unwrap_or(u32::MAX)
-                })
-                .expire_after(StoredLife)
-                .build(),
+            entries: Table::new(max_bytes),
+            max_bytes,
             reading: Mutex::default(),
             next: AtomicU64::new(0),
             on: AtomicBool::new(false),
@@ -100,9 +84,9 @@ impl Near {
         if !self.on.load(Ordering::Acquire) {
             return None;
         }
-        let held = self.entries.get(key)?;
+        let entry = self.entries.get(key, Instant::now())?;
         self.hits.fetch_add(1, Ordering::Relaxed);
-        Some(held.entry)
+        Some(entry)
     }
 
     /// Claims `key` for a read about to be sent, while the near cache is on.
@@ -123,7 +107,9 @@ impl Near {
     pub(super) fn remove(&self, key: &str) {
         let mut reading = self.reading();
         reading.remove(key);
-        self.entries.invalidate(key);
+        let gone = self.entries.remove(key);
+        drop(reading);
+        drop(gone);
     }
 
     /// Drops `key`: Redis said it changed.
@@ -136,8 +122,10 @@ impl Near {
     pub(super) fn flush(&self) {
         let mut reading = self.reading();
         reading.clear();
-        self.entries.invalidate_all();
+        let gone = self.entries.clear();
         drop(reading);
+        // Dropped with no lock held: the last reference frees the bodies.
+        drop(gone);
         self.flushes.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -205,11 +193,10 @@ impl Near {
         self.updates.subscribe()
     }
 
-    /// The bytes the entries hold now, after pending evictions.
+    /// The bytes the entries weigh.
     #[cfg(test)]
     fn used_bytes(&self) -> u64 {
-        self.entries.run_pending_tasks();
-        self.entries.weighted_size()
+        self.entries.size().1
     }
 }
 
@@ -218,11 +205,18 @@ impl Reservation {
     /// invalidated (or everything flushed) since the reservation.
     pub(super) fn fill(self, entry: Arc<Entry>, life: Duration) {
         let near = &self.near;
+        let weight = u32::try_from(PER_ENTRY + self.key.len() + entry.weight()).unwrap_or(u32::MAX);
         let mut reading = near.reading();
         if reading.get(&self.key) == Some(&self.id) {
             reading.remove(&self.key);
-            if near.on.load(Ordering::Acquire) && !life.is_zero() {
-                near.entries.insert(self.key.clone(), Held { entry, life });
+            // An entry heavier than the bound would only empty the table.
+            if near.on.load(Ordering::Acquire) && !life.is_zero() && u64::from(weight) <= near.max_bytes {
+                let now = Instant::now();
+                let gone = near
+                    .entries
+                    .insert(&self.key, entry, weight, now, until(now, life));
+                drop(reading);
+                drop(gone);
             }
         }
     }
@@ -348,6 +342,27 @@ mod tests {
         assert!(near.get("k").is_none(), "the older read's claim was replaced");
         drop(newer);
         assert!(near.reading().is_empty());
+    }
+
+    /// Redis reports lives of up to 292 million years (a key given a
+    /// `PEXPIRE` that long by hand): kept, where the instant that far off
+    /// would panic.
+    #[test]
+    fn a_life_past_the_clocks_range_is_kept() {
+        let near = tracking();
+        near.reserve("k")
+            .expect("on")
+            .fill(entry(), Duration::from_millis(i64::MAX as u64));
+        assert!(near.get("k").is_some());
+    }
+
+    #[test]
+    fn an_entry_heavier_than_the_bound_is_not_kept() {
+        let near = Arc::new(Near::new(256));
+        near.tracked_by(1);
+        near.reserve("k").expect("on").fill(entry(), LIFE);
+        assert!(near.get("k").is_none());
+        assert_eq!(near.used_bytes(), 0);
     }
 
     #[test]
