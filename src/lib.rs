@@ -150,6 +150,7 @@ mod body; // the response body
 mod sync; // std's locks, or shuttle's for the concurrency models
 #[cfg(feature = "config")]
 mod human; // durations, sizes and header names as people write them
+mod time; // deadlines that never overflow the clock
 
 pub use body::{BodyError, BoxError, StampedeBody};
 #[cfg(feature = "config")]

@@ -706,3 +706,54 @@ async fn a_hung_origin_holds_its_lock_no_longer_than_lock_wait() {
         "the lock was extended past lock_wait"
     );
 }
+
+/// Every duration the builder takes may be `Duration::MAX`, a natural
+/// "no limit": a miss with waiters, a hit and a private answer (which
+/// `pass_for` remembers) each go through, where a deadline made by adding
+/// it to the clock would panic.
+#[tokio::test(start_paused = true)]
+async fn durations_past_the_clocks_range_fail_no_request() {
+    let calls = Calls::default();
+    let counted = calls.clone();
+    let origin = service_fn(move |request: Request<Body>| {
+        counted.record();
+        let private = request.uri().path() == "/private";
+        async move {
+            tokio::time::sleep(DELAY).await;
+            let mut response = text("ok");
+            let cache_control = if private { "private" } else { "public, max-age=60" };
+            response.headers_mut().insert(
+                http::header::CACHE_CONTROL,
+                http::HeaderValue::from_static(cache_control),
+            );
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let max = Duration::MAX;
+    let layer = StampedeLayer::new(MemoryStore::new())
+        .store_timeout(max)
+        .store_retry_after(max)
+        .pass_for(max)
+        .lock_ttl(max)
+        .lock_wait(max)
+        .max_body_wait(max);
+    let service = layer.layer(origin);
+
+    let (leader, waiters) = leader_and_waiters(&service, 3);
+    for sent in std::iter::once(leader).chain(waiters) {
+        let (reply, _) = sent.await.expect("no panic").expect("infallible");
+        assert_eq!((reply.status.as_u16(), reply.text()), (200, "ok"));
+    }
+    assert_eq!(calls.get(), 1, "one flight");
+    let (hit, _) = try_send(service.clone(), get_request("/hot"))
+        .await
+        .expect("infallible");
+    assert!(hit.cache_status().contains("hit"), "{}", hit.cache_status());
+    for _ in 0..2 {
+        let (reply, _) = try_send(service.clone(), get_request("/private"))
+            .await
+            .expect("infallible");
+        assert_eq!(reply.status, 200);
+    }
+    assert_eq!(calls.get(), 3, "a private answer is not stored");
+}

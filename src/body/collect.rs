@@ -112,7 +112,7 @@ pub(crate) async fn collect_within<B: Body>(
     let (mut trailers, mut unfit) = (None, None);
     let mut over_budget = false;
     let hint = rest.size_hint();
-    let deadline = tokio::time::Instant::now() + patience;
+    let deadline = crate::time::after(tokio::time::Instant::now(), patience);
     let mut readable = hint.lower() <= limit as u64;
     if readable && let Some(exact) = hint.exact() {
         over_budget = !gathered.make_room(usize::try_from(exact).unwrap_or(usize::MAX), limit);

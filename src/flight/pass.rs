@@ -100,7 +100,7 @@ impl Passes {
             return;
         }
         let marks = self.marks.get_or_init(table);
-        let until = Instant::now() + pause;
+        let until = crate::time::after(Instant::now(), pause);
         marks.insert(digest(key), Mark { until, pause });
     }
 

@@ -207,10 +207,10 @@ impl<St: Store> LockGuard<St> {
         }
         let (shared, key) = (&self.shared, self.key.as_str());
         let (ttl, timeout) = (shared.config.lock_ttl, shared.config.store_timeout);
-        let give_up = tokio::time::Instant::now() + shared.config.lock_wait;
+        let give_up = crate::time::after(tokio::time::Instant::now(), shared.config.lock_wait);
         let mut work = pin!(work);
         loop {
-            let next = tokio::time::Instant::now() + (ttl / 3).max(MIN_EXTEND_EVERY);
+            let next = crate::time::after(tokio::time::Instant::now(), (ttl / 3).max(MIN_EXTEND_EVERY));
             if next > give_up {
                 debug!(
                     key,

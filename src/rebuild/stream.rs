@@ -81,7 +81,7 @@ where
     if !(fits_limit && fits_budget) {
         flow.stop_keeping(&parts);
     }
-    let deadline = tokio::time::Instant::now() + limits.patience;
+    let deadline = crate::time::after(tokio::time::Instant::now(), limits.patience);
     let (mut read, mut trailers) = (0usize, None::<HeaderMap>);
     let failed = loop {
         if !flow.keeping {

@@ -23,7 +23,7 @@ use std::{
         Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
         atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use crate::entry::Entry;
@@ -47,17 +47,6 @@ const SWEEP_RUN: usize = 1024;
 /// table before) kept. `tests/memory_bound.rs` measures what a stored
 /// response holds in all against what is counted.
 pub(super) const PER_ENTRY: usize = 320;
-
-/// The longest life a table counts: a century, where an instant any
-/// further off may not exist (`Instant + Duration` panics past the clock's
-/// range, and Redis reports lives of up to 292 million years).
-const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
-
-/// The instant `life` after `now`, or a century after it for a longer
-/// life.
-pub(super) fn until(now: Instant, life: Duration) -> Instant {
-    now + life.min(LONGEST)
-}
 
 /// An entry that left the table, and its key: what the tag index forgets.
 pub(super) type Gone = (Arc<str>, Arc<Entry>);

@@ -17,9 +17,9 @@ use tokio::{sync::Notify, time::Instant};
 use self::tags::Tags;
 use super::{
     LockToken, Store, StoreError,
-    table::{Gone, PER_ENTRY, Table, until},
+    table::{Gone, PER_ENTRY, Table},
 };
-use crate::entry::Entry;
+use crate::{entry::Entry, time::after};
 
 /// How often expired entries are dropped when no request comes.
 const MAINTAIN_EVERY: Duration = Duration::from_secs(1);
@@ -268,7 +268,7 @@ impl Store for MemoryStore {
             Lock {
                 token: token.clone(),
                 taken: now,
-                deadline: now + ttl,
+                deadline: after(now, ttl),
                 released: Arc::new(Notify::new()),
             },
         );
@@ -280,7 +280,7 @@ impl Store for MemoryStore {
         let mut locks = self.locks();
         match locks.get_mut(key) {
             Some(lock) if lock.token == *token && lock.deadline > now => {
-                lock.deadline = now + ttl;
+                lock.deadline = after(now, ttl);
                 Ok(true)
             }
             _ => Ok(false),
@@ -318,7 +318,7 @@ impl Store for MemoryStore {
                 self.untag(
                     self.inner
                         .table
-                        .insert(key, entry, weight, now, until(now, keep_for)),
+                        .insert(key, entry, weight, now, after(now, keep_for)),
                 );
             }
             true
@@ -364,7 +364,7 @@ impl Store for MemoryStore {
                 return Ok(());
             };
             released = Arc::clone(&lock.released);
-            deadline = lock.deadline.min(now + timeout);
+            deadline = lock.deadline.min(after(now, timeout));
             // Made while the table is locked, so a release that follows
             // cannot be missed.
             notified = released.notified();

@@ -64,6 +64,36 @@ async fn a_life_past_the_clocks_range_is_kept() {
     assert!(memory.get("k").await.expect("memory").is_some());
 }
 
+/// The lock's durations too: a lock taken or extended for
+/// `Duration::MAX` holds, and a wait with that timeout returns at the
+/// release.
+#[tokio::test]
+async fn lock_durations_past_the_clocks_range_hold() {
+    let memory = MemoryStore::new();
+    let token = memory
+        .try_lock("k", Duration::MAX)
+        .await
+        .expect("memory")
+        .expect("free");
+    assert!(
+        memory
+            .extend_lock("k", &token, Duration::MAX)
+            .await
+            .expect("memory")
+    );
+    assert!(
+        memory.try_lock("k", MINUTE).await.expect("memory").is_none(),
+        "held"
+    );
+    let waiter = tokio::spawn({
+        let memory = memory.clone();
+        async move { memory.wait_unlocked("k", Duration::MAX).await }
+    });
+    tokio::task::yield_now().await;
+    memory.unlock("k", &token).await.expect("memory");
+    waiter.await.expect("no panic").expect("memory");
+}
+
 #[tokio::test]
 async fn one_holder_at_a_time_and_the_write_is_fenced() {
     let memory = MemoryStore::new();

@@ -224,7 +224,7 @@ impl RedisStore {
                  give it one with RedisStore::pubsub"
             );
         }
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::time::after(Instant::now(), timeout);
         let registration = inner.wakeups.register(&tag(key));
         let mut exists = redis::cmd("EXISTS");
         exists.arg(self.lock_key(key));

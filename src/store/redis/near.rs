@@ -28,8 +28,9 @@ use crate::{
     entry::Entry,
     store::{
         NearStats,
-        table::{PER_ENTRY, Table, until},
+        table::{PER_ENTRY, Table},
     },
+    time::after,
 };
 
 pub(super) struct Near {
@@ -214,7 +215,7 @@ impl Reservation {
                 let now = Instant::now();
                 let gone = near
                     .entries
-                    .insert(&self.key, entry, weight, now, until(now, life));
+                    .insert(&self.key, entry, weight, now, after(now, life));
                 drop(reading);
                 drop(gone);
             }
