@@ -752,3 +752,24 @@ async fn a_write_retried_after_its_reply_was_lost_reports_that_it_landed() {
     assert_eq!(store.get("k").await.expect("redis").expect("stored").body(), "v1");
     assert_eq!(server.cli(&["EXISTS", &store.lock_key("k")]), "0");
 }
+
+/// A wait with `Duration::MAX` ("no limit") on the Redis store lasts until
+/// the lock is released, where a deadline that far off would overflow the
+/// clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_with_no_limit_returns_at_the_release() {
+    let server = RedisServer::start();
+    let holder = RedisStore::from_url(server.url()).expect("valid url");
+    let waiter = RedisStore::from_url(server.url()).expect("valid url");
+    holder.connect().await.expect("redis is up");
+    waiter.connect().await.expect("redis is up");
+    let token = (holder.try_lock("GET /k", Duration::from_secs(60)).await)
+        .expect("redis")
+        .expect("free");
+    let waiting = tokio::spawn(async move { waiter.wait_unlocked("GET /k", Duration::MAX).await });
+    holder.unlock("GET /k", &token).await.expect("redis");
+    common::within("the waiter returns", waiting)
+        .await
+        .expect("no panic")
+        .expect("redis");
+}
