@@ -48,7 +48,8 @@ const SWEEP_RUN: usize = 1024;
 /// response holds in all against what is counted.
 pub(super) const PER_ENTRY: usize = 320;
 
-/// An entry that left the table, and its key: what the tag index forgets.
+/// An entry that left the table, and its key: what the memory store's tag
+/// index forgets.
 pub(super) type Gone = (Arc<str>, Arc<Entry>);
 
 /// Entries by key, within `max` bytes as their weights count them.
@@ -118,9 +119,16 @@ impl Table {
         Some(Arc::clone(&node.entry))
     }
 
+    /// Whether an entry weighing `weight`, until `expires`, would be kept
+    /// from `now`: whether it is within the bound, and lives at all.
+    pub(super) fn keeps(&self, weight: u32, now: Instant, expires: Instant) -> bool {
+        u64::from(weight) <= self.read().max && expires > now
+    }
+
     /// Stores `entry` at `key` from `now` until `expires`, weighing
-    /// `weight`, which must be within the bound. Returns what left: the
-    /// entry it replaced and those evicted to make room.
+    /// `weight`, if the table [`keeps`](Self::keeps) it; either way what the
+    /// key held leaves. Returns what left: the entry at the key, and those
+    /// evicted to make room.
     pub(super) fn insert(
         &self,
         key: &str,
@@ -132,6 +140,10 @@ impl Table {
         let mut inner = self.write();
         let mut gone = Vec::new();
         gone.extend(inner.remove(key));
+        if u64::from(weight) > inner.max || expires <= now {
+            // It would only empty the table, or leave at once.
+            return gone;
+        }
         while inner.weight + u64::from(weight) > inner.max && inner.tail != END {
             gone.push(inner.evict(now));
         }

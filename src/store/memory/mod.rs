@@ -298,7 +298,11 @@ impl Store for MemoryStore {
         // What is kept owns what it is counted by.
         let entry = Arc::new(entry.owned());
         let weight = weigh(key, &entry);
-        let fits = u64::from(weight) <= self.inner.max_bytes;
+        // Tokio's clock, as for the locks: a test that pauses it moves the
+        // entries' expiry with it.
+        let now = Instant::now().into_std();
+        let expires = after(now, keep_for);
+        let kept = self.inner.table.keeps(weight, now, expires);
         Ok(self.release(key, token, |lock| {
             // Checked and indexed under the index's mutex, which a purge
             // holds to mark the tag and take its keys: either the purge
@@ -307,20 +311,14 @@ impl Store for MemoryStore {
             if tags.purged_since(&entry, lock.taken) {
                 return false;
             }
-            if fits && !keep_for.is_zero() {
+            if kept {
                 tags.index(key, &entry);
-                drop(tags);
-                // The entry replaced here un-tags the key for the tags it had
-                // alone, as do those evicted.
-                // Tokio's clock, as for the locks: a test that pauses it
-                // moves the entries' expiry with it.
-                let now = Instant::now().into_std();
-                self.untag(
-                    self.inner
-                        .table
-                        .insert(key, entry, weight, now, after(now, keep_for)),
-                );
             }
+            drop(tags);
+            // The entry replaced here (kept or not, the key holds no older
+            // one) un-tags the key for the tags it had alone, as do those
+            // evicted.
+            self.untag(self.inner.table.insert(key, entry, weight, now, expires));
             true
         }))
     }

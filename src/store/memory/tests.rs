@@ -94,6 +94,25 @@ async fn lock_durations_past_the_clocks_range_hold() {
     waiter.await.expect("no panic").expect("memory");
 }
 
+/// A write the store cannot keep (heavier than the bound, or with no
+/// life) still replaces what the key held: the older value is not served
+/// as if the write had not happened.
+#[tokio::test]
+async fn a_write_that_cannot_be_kept_leaves_no_older_value() {
+    let memory = MemoryStore::with_max_bytes(4096);
+    for (body_len, keep_for) in [(8192, MINUTE), (8, Duration::ZERO)] {
+        assert!(store(&memory, "k", 8).await);
+        let token = memory.try_lock("k", MINUTE).await.expect("memory").expect("free");
+        let accepted = memory.set("k", entry(body_len), &token, keep_for).await;
+        assert!(accepted.expect("memory"), "the fence accepts the write");
+        assert!(
+            memory.get("k").await.expect("memory").is_none(),
+            "{body_len} bytes for {keep_for:?}"
+        );
+        assert_eq!(memory.used_bytes(), 0);
+    }
+}
+
 #[tokio::test]
 async fn one_holder_at_a_time_and_the_write_is_fenced() {
     let memory = MemoryStore::new();

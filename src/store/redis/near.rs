@@ -38,7 +38,6 @@ pub(super) struct Near {
     /// then when it is next read, when eviction meets it, or when Redis
     /// reports the key changed; none is served past it.
     entries: Table,
-    max_bytes: u64,
     /// Reads under way, by Redis key: the reservation each took.
     reading: Mutex<HashMap<String, u64>>,
     next: AtomicU64,
@@ -63,7 +62,6 @@ impl Near {
     pub(super) fn new(max_bytes: u64) -> Self {
         Self {
             entries: Table::new(max_bytes),
-            max_bytes,
             reading: Mutex::default(),
             next: AtomicU64::new(0),
             on: AtomicBool::new(false),
@@ -210,8 +208,7 @@ impl Reservation {
         let mut reading = near.reading();
         if reading.get(&self.key) == Some(&self.id) {
             reading.remove(&self.key);
-            // An entry heavier than the bound would only empty the table.
-            if near.on.load(Ordering::Acquire) && !life.is_zero() && u64::from(weight) <= near.max_bytes {
+            if near.on.load(Ordering::Acquire) {
                 let now = Instant::now();
                 let gone = near
                     .entries
