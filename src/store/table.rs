@@ -138,8 +138,10 @@ impl Table {
         expires: Instant,
     ) -> Vec<Gone> {
         let mut inner = self.write();
-        let mut gone = Vec::new();
-        gone.extend(inner.remove(key));
+        let replaced = inner.remove(key);
+        // A replaced entry's key serves its successor: no new allocation.
+        let key = (replaced.as_ref()).map_or_else(|| Arc::from(key), |(old, _)| Arc::clone(old));
+        let mut gone = Vec::from_iter(replaced);
         if u64::from(weight) > inner.max || expires <= now {
             // It would only empty the table, or leave at once.
             return gone;
@@ -148,7 +150,7 @@ impl Table {
             gone.push(inner.evict(now));
         }
         inner.push(Node {
-            key: Arc::from(key),
+            key,
             entry,
             weight,
             expires,
