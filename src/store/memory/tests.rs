@@ -24,8 +24,13 @@ fn entry(body_len: usize) -> Arc<Entry> {
 
 const MINUTE: Duration = Duration::from_secs(60);
 
+/// The lock on `key` for `ttl`, which must be free.
+async fn lock(store: &MemoryStore, key: &str, ttl: Duration) -> LockToken {
+    store.try_lock(key, ttl).await.expect("memory").expect("free")
+}
+
 async fn store(store: &MemoryStore, key: &str, body_len: usize) -> bool {
-    let token = store.try_lock(key, MINUTE).await.expect("memory").expect("free");
+    let token = lock(store, key, MINUTE).await;
     store
         .set(key, entry(body_len), &token, MINUTE)
         .await
@@ -58,7 +63,7 @@ async fn an_entry_larger_than_the_bound_is_not_kept() {
 #[tokio::test]
 async fn a_life_past_the_clocks_range_is_kept() {
     let memory = MemoryStore::new();
-    let token = memory.try_lock("k", MINUTE).await.expect("memory").expect("free");
+    let token = lock(&memory, "k", MINUTE).await;
     let kept = memory.set("k", entry(8), &token, Duration::MAX).await;
     assert!(kept.expect("memory"));
     assert!(memory.get("k").await.expect("memory").is_some());
@@ -70,11 +75,7 @@ async fn a_life_past_the_clocks_range_is_kept() {
 #[tokio::test]
 async fn lock_durations_past_the_clocks_range_hold() {
     let memory = MemoryStore::new();
-    let token = memory
-        .try_lock("k", Duration::MAX)
-        .await
-        .expect("memory")
-        .expect("free");
+    let token = lock(&memory, "k", Duration::MAX).await;
     assert!(
         memory
             .extend_lock("k", &token, Duration::MAX)
@@ -102,7 +103,7 @@ async fn a_write_that_cannot_be_kept_leaves_no_older_value() {
     let memory = MemoryStore::with_max_bytes(4096);
     for (body_len, keep_for) in [(8192, MINUTE), (8, Duration::ZERO)] {
         assert!(store(&memory, "k", 8).await);
-        let token = memory.try_lock("k", MINUTE).await.expect("memory").expect("free");
+        let token = lock(&memory, "k", MINUTE).await;
         let accepted = memory.set("k", entry(body_len), &token, keep_for).await;
         assert!(accepted.expect("memory"), "the fence accepts the write");
         assert!(
@@ -116,7 +117,7 @@ async fn a_write_that_cannot_be_kept_leaves_no_older_value() {
 #[tokio::test]
 async fn one_holder_at_a_time_and_the_write_is_fenced() {
     let memory = MemoryStore::new();
-    let first = memory.try_lock("k", MINUTE).await.expect("memory").expect("free");
+    let first = lock(&memory, "k", MINUTE).await;
     assert!(memory.try_lock("k", MINUTE).await.expect("memory").is_none());
     assert!(memory.try_lock("other", MINUTE).await.expect("memory").is_some());
     let stranger = LockToken::new(u128::MAX);
@@ -140,11 +141,7 @@ async fn one_holder_at_a_time_and_the_write_is_fenced() {
 #[tokio::test(start_paused = true)]
 async fn an_expired_holder_cannot_write_over_the_next_one() {
     let memory = MemoryStore::new();
-    let paused = memory
-        .try_lock("k", Duration::from_secs(1))
-        .await
-        .expect("memory")
-        .expect("free");
+    let paused = lock(&memory, "k", Duration::from_secs(1)).await;
     tokio::time::advance(Duration::from_secs(2)).await;
     let next = memory
         .try_lock("k", MINUTE)
@@ -163,11 +160,7 @@ async fn an_expired_holder_cannot_write_over_the_next_one() {
 #[tokio::test(start_paused = true)]
 async fn extending_keeps_the_lock_past_its_first_ttl() {
     let memory = MemoryStore::new();
-    let token = memory
-        .try_lock("k", Duration::from_secs(1))
-        .await
-        .expect("memory")
-        .expect("free");
+    let token = lock(&memory, "k", Duration::from_secs(1)).await;
     tokio::time::advance(Duration::from_millis(900)).await;
     assert!(
         memory
@@ -190,7 +183,7 @@ fn tagged(body_len: usize, tags: &[&str]) -> Arc<Entry> {
 async fn invalidating_voids_a_rebuild_under_way() {
     let memory = MemoryStore::new();
     assert!(store(&memory, "k", 1).await);
-    let rebuilding = memory.try_lock("k", MINUTE).await.expect("memory").expect("free");
+    let rebuilding = lock(&memory, "k", MINUTE).await;
     memory.invalidate("k").await.expect("memory");
     assert!(memory.get("k").await.expect("memory").is_none());
     assert!(
@@ -213,7 +206,7 @@ async fn a_tag_purges_every_key_stored_with_it_and_no_other() {
         ("b", &["posts", "home"][..]),
         ("c", &["home"][..]),
     ] {
-        let token = memory.try_lock(key, MINUTE).await.expect("memory").expect("free");
+        let token = lock(&memory, key, MINUTE).await;
         assert!(
             memory
                 .set(key, tagged(1, tags), &token, MINUTE)
@@ -233,7 +226,7 @@ async fn a_tag_purges_every_key_stored_with_it_and_no_other() {
 async fn a_replaced_entry_leaves_the_tags_it_had_alone() {
     let memory = MemoryStore::new();
     for tags in [&["posts", "home"][..], &["posts"][..]] {
-        let token = memory.try_lock("a", MINUTE).await.expect("memory").expect("free");
+        let token = lock(&memory, "a", MINUTE).await;
         assert!(
             memory
                 .set("a", tagged(1, tags), &token, MINUTE)
@@ -252,7 +245,7 @@ async fn a_replaced_entry_leaves_the_tags_it_had_alone() {
 #[tokio::test(start_paused = true)]
 async fn waiters_are_woken_by_the_release_not_by_the_timeout() {
     let memory = MemoryStore::new();
-    let token = memory.try_lock("k", MINUTE).await.expect("memory").expect("free");
+    let token = lock(&memory, "k", MINUTE).await;
     let waiter = tokio::spawn({
         let memory = memory.clone();
         async move {
@@ -271,11 +264,7 @@ async fn waiters_are_woken_by_the_release_not_by_the_timeout() {
 #[tokio::test(start_paused = true)]
 async fn waiting_ends_at_the_timeout_or_the_lock_expiry() {
     let memory = MemoryStore::new();
-    let _token = memory
-        .try_lock("k", Duration::from_secs(5))
-        .await
-        .expect("memory")
-        .expect("free");
+    let _token = lock(&memory, "k", Duration::from_secs(5)).await;
     let start = Instant::now();
     memory
         .wait_unlocked("k", Duration::from_secs(2))
@@ -296,11 +285,7 @@ async fn expired_entries_leave_memory_without_traffic() {
     let memory = MemoryStore::new();
     for i in 0..50 {
         let key = format!("k{i}");
-        let token = memory
-            .try_lock(&key, MINUTE)
-            .await
-            .expect("memory")
-            .expect("free");
+        let token = lock(&memory, &key, MINUTE).await;
         let kept = memory
             .set(&key, entry(1024), &token, Duration::from_millis(100))
             .await
@@ -347,11 +332,7 @@ async fn entries_and_their_tag_index_stay_within_the_bound() {
         let key = format!("{i:0>1024}");
         let tags: Vec<String> = (0..8).map(|t| format!("{i}-{t:0>256}")).collect();
         let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
-        let token = memory
-            .try_lock(&key, MINUTE)
-            .await
-            .expect("memory")
-            .expect("free");
+        let token = lock(&memory, &key, MINUTE).await;
         assert!(
             memory
                 .set(&key, tagged(1, &tags), &token, MINUTE)
@@ -368,22 +349,14 @@ async fn entries_and_their_tag_index_stay_within_the_bound() {
 #[tokio::test(start_paused = true)]
 async fn a_lock_released_after_it_expired_leaves_nothing_behind() {
     let memory = MemoryStore::new();
-    let late = memory
-        .try_lock("k", Duration::from_secs(1))
-        .await
-        .expect("memory")
-        .expect("free");
+    let late = lock(&memory, "k", Duration::from_secs(1)).await;
     tokio::time::advance(Duration::from_secs(2)).await;
     assert!(
         !memory.set("k", entry(1), &late, MINUTE).await.expect("memory"),
         "expired"
     );
     assert_eq!(memory.lock_count(), 0, "the expired lock is gone from the table");
-    let gone = memory
-        .try_lock("j", Duration::from_secs(1))
-        .await
-        .expect("memory")
-        .expect("free");
+    let gone = lock(&memory, "j", Duration::from_secs(1)).await;
     tokio::time::advance(Duration::from_secs(2)).await;
     memory.unlock("j", &gone).await.expect("memory");
     assert_eq!(memory.lock_count(), 0, "so is one released without a write");
@@ -392,7 +365,7 @@ async fn a_lock_released_after_it_expired_leaves_nothing_behind() {
 #[tokio::test(start_paused = true)]
 async fn a_tag_purged_during_a_rebuild_refuses_its_write_and_frees_its_lock() {
     let memory = MemoryStore::new();
-    let before = memory.try_lock("a", MINUTE).await.expect("memory").expect("free");
+    let before = lock(&memory, "a", MINUTE).await;
     tokio::time::advance(Duration::from_millis(1)).await;
     assert_eq!(
         memory.invalidate_tag("posts").await.expect("memory"),
@@ -400,7 +373,7 @@ async fn a_tag_purged_during_a_rebuild_refuses_its_write_and_frees_its_lock() {
         "not indexed yet"
     );
     tokio::time::advance(Duration::from_millis(1)).await;
-    let after = memory.try_lock("b", MINUTE).await.expect("memory").expect("free");
+    let after = lock(&memory, "b", MINUTE).await;
 
     let refused = memory.set("a", tagged(1, &["posts"]), &before, MINUTE).await;
     assert!(!refused.expect("memory"), "read before the purge");
@@ -416,15 +389,11 @@ async fn a_tag_purged_during_a_rebuild_refuses_its_write_and_frees_its_lock() {
 #[tokio::test(start_paused = true)]
 async fn a_rebuild_that_began_after_a_purge_stores_and_old_purges_are_forgotten() {
     let memory = MemoryStore::new();
-    let held = memory
-        .try_lock("held", MINUTE)
-        .await
-        .expect("memory")
-        .expect("free");
+    let held = lock(&memory, "held", MINUTE).await;
     tokio::time::advance(Duration::from_millis(1)).await;
     memory.invalidate_tag("posts").await.expect("memory");
     tokio::time::advance(Duration::from_millis(1)).await;
-    let after = memory.try_lock("a", MINUTE).await.expect("memory").expect("free");
+    let after = lock(&memory, "a", MINUTE).await;
     assert!(
         memory
             .set("a", tagged(1, &["posts"]), &after, MINUTE)
