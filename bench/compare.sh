@@ -18,6 +18,8 @@
 #     the systems interleaved (the Rust peers among them): median req/s,
 #     p50 / p99, and the near cache's hits/s against the memory store's and
 #     the Redis store's;
+# (a) and (b) also give the memory store's figure over each Rust peer's,
+#     round by round: the median ratio and every round's;
 # (c) a fixed rate (200/s over 10 keys for 30 s) on entries that live 2 s,
 #     under each policy: origin calls per key per 2 s window, p99 inside
 #     expiry windows against outside, requests that waited on the origin;
@@ -216,6 +218,26 @@ for s in "${systems[@]}"; do
   files=("$dir"/a-"$s"-*.txt)
   row "(a) stampede | ${name[$s]} | $(each origin_calls | paste -sd/) origin calls | p50 $(each p50 | median) / p99 $(each p99 | median) / max $(each max | median) ms | rounds' p99: $(each p99 | paste -sd' ') ms; failed $(each failed | paste -sd/)"
 done
+# Paired: the memory store's figure over a Rust peer's, round by round.
+# The two run seconds apart, so a slow minute of the machine falls on both
+# sides of each ratio; the spread of the ratios says whether a difference
+# of medians is more than this machine's noise.
+paired() { # $1 section (a or b), $2 rounds, $3 peer: one ratio a round
+  for round in $(seq "$2"); do
+    awk -v m="$(value "$1" memory "$round")" -v p="$(value "$1" "$3" "$round")" \
+      'BEGIN { if (m > 0 && p > 0) printf "%.3f\n", m / p }'
+  done
+}
+value() { # $1 section, $2 system, $3 round: (a)'s p99, (b)'s hits/s
+  case $1 in
+    a) result "$dir/a-$2-$3.txt" p99 ;;
+    b) awk '/Requests\/sec/ {print $2}' "$dir/b-$2-$3.txt" ;;
+  esac
+}
+for peer in moka http-cache hitbox; do
+  ratios=$(paired a "$STAMPEDE_ROUNDS" "$peer")
+  row "(a) paired | memory store / ${name[$peer]} | | p99 ratio, median $(echo "$ratios" | median) (below 1: the memory store's is shorter) | rounds: $(echo "$ratios" | paste -sd' ')"
+done
 
 echo "== (b) hits: wrk -t1 -c50 -d10s, $HITS_ROUNDS round(s)"
 hit_systems=(nginx varnish memory redis near moka http-cache hitbox)
@@ -248,6 +270,10 @@ for s in "${hit_systems[@]}"; do
   each=$(awk '/Requests\/sec/ {printf "%s%.0f", sep, $2; sep = ", "}' "${files[@]}")
   errors=$(cat "${files[@]}" | grep -c "Non-2xx\|Socket errors" || true)
   row "(b) hits | ${name[$s]} | ${hits[$s]} req/s | p50 $p50 / p99 $p99 ms | rounds: $each req/s; error lines $errors"
+done
+for peer in moka http-cache hitbox; do
+  ratios=$(paired b "$HITS_ROUNDS" "$peer")
+  row "(b) paired | memory store / ${name[$peer]} | | hits/s ratio, median $(echo "$ratios" | median) (above 1: the memory store answers more) | rounds: $(echo "$ratios" | paste -sd' ')"
 done
 # The near cache's targets (issue 15), from the medians of this run.
 near_ratios="(b) near cache: $(awk -v n="${hits[near]}" -v m="${hits[memory]}" -v r="${hits[redis]}" \
