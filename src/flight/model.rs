@@ -218,3 +218,53 @@ fn at_most_one_leader_per_key_at_any_instant() {
         });
     });
 }
+
+/// A request that joins an open flight before reading the store gets that
+/// flight's value (key "a"), or `None` when its leader went away without
+/// one ("b"), or finds no flight once it ended (and reads the store). A
+/// flight that is not open ("c") is never joined that way.
+#[test]
+fn a_join_before_the_read_gets_the_flights_value_or_finds_none() {
+    check(|| {
+        future::block_on(async {
+            let flights = Arc::new(Flights::<u32>::new());
+            let lead = |key, open| {
+                let joined = if open {
+                    flights.join_open(key, usize::MAX)
+                } else {
+                    flights.join(key, usize::MAX)
+                };
+                let Join::Leader(leader) = joined else {
+                    panic!("the first join leads");
+                };
+                leader
+            };
+            let (a, b, c) = (lead("a", true), lead("b", true), lead("c", false));
+            let ends = vec![
+                future::spawn(async move { a.finish(7) }),
+                future::spawn(async move { drop(b) }),
+                future::spawn(async move { c.finish(9) }),
+            ];
+            let early = ["a", "b", "c"]
+                .into_iter()
+                .map(|key| {
+                    let flights = Arc::clone(&flights);
+                    future::spawn(async move {
+                        let joined = flights.join_under_way(key, usize::MAX);
+                        future::yield_now().await;
+                        match joined {
+                            Some(waiter) => Some(waiter.wait().await),
+                            None => None,
+                        }
+                    })
+                })
+                .collect();
+            let got = join_all(early).await;
+            join_all(ends).await;
+            assert!(matches!(got[0], Some(Some(7)) | None), "a: {:?}", got[0]);
+            assert!(matches!(got[1], Some(None) | None), "b: {:?}", got[1]);
+            assert_eq!(got[2], None, "c is not open");
+            assert_eq!(flights.len(), 0);
+        });
+    });
+}
