@@ -206,7 +206,9 @@ fn under_way<St: Store>(shared: &Shared<St>, job: &Job) -> Option<Waiter<Outcome
 }
 
 /// Whether the request carries no cache directives (`Cache-Control`,
-/// `Pragma`): what is stored serves it exactly as it serves any other.
+/// `Pragma`): whether a stored entry serves it is then for the entry and
+/// the policy to say, as for any such request (its credentials aside, which
+/// a waiter's answer is checked against all the same).
 fn plain(job: &Job) -> bool {
     !job.head.fields.cache_control && !job.head.fields.pragma
 }
