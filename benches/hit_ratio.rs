@@ -1,0 +1,105 @@
+//! Run with: `cargo bench -p benches --bench hit_ratio`
+//!
+//! The hit path's cost against the bare service's, paired: the same two
+//! services as `hit_path` (the 1 KiB origin bare, and behind the layer
+//! with a warm memory store), timed in alternate batches, each batch's
+//! hit time over the bare batch next to it. `hit_path` times one service
+//! for seconds, then the other: on a shared machine the bare service's
+//! own time moves by a fifth from one such stretch to the next, and the
+//! ratio with it. Here a slow minute falls on both sides of each ratio.
+//! Prints the median time per request of each and the median ratio with
+//! its quartiles.
+
+mod support;
+
+use std::{hint::black_box, time::Instant};
+
+use support::{origin, read};
+use tower::Layer;
+use tower_stampede::{MemoryStore, StampedeLayer};
+
+/// Requests per batch: some 10 ms each, long enough that the clock's
+/// reads do not count, short enough that the machine changes little
+/// within a pair.
+const BATCH: u32 = 10_000;
+
+/// Pairs of batches; the first few warm both services up and are not
+/// counted.
+const PAIRS: usize = 200;
+const WARM_UP: usize = 10;
+
+/// Under `cargo test --benches` (no `--bench` argument), as criterion's
+/// benches do there: a pair of small batches, to check that every
+/// request is a hit, not to measure.
+const TEST_RUN: (u32, usize, usize) = (100, 2, 0);
+
+/// The figure at quantile `q` of `values`, sorted in place.
+fn quantile(values: &mut [f64], q: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let at = ((values.len() - 1) as f64 * q).round() as usize;
+    values[at]
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let measure = std::env::args().any(|arg| arg == "--bench");
+    let (batch_len, pairs, warm_up) = if measure {
+        (BATCH, PAIRS, WARM_UP)
+    } else {
+        TEST_RUN
+    };
+    let bare = origin();
+    let layer = StampedeLayer::new(MemoryStore::new());
+    let cached = layer.layer(origin());
+    // The time of one batch of `service`, a clone per request as in
+    // `hit_path` (criterion's loop).
+    let batch = |hit: bool| {
+        let start = Instant::now();
+        runtime.block_on(async {
+            for _ in 0..batch_len {
+                let body = if hit {
+                    read(&mut cached.clone()).await
+                } else {
+                    read(&mut bare.clone()).await
+                };
+                black_box(body);
+            }
+        });
+        start.elapsed().as_secs_f64() * 1e9 / f64::from(batch_len)
+    };
+    let (mut bare_ns, mut hit_ns, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for pair in 0..pairs + warm_up {
+        // Each goes first in every other pair: neither always follows the
+        // other's caches and allocator state.
+        let (b, h) = if pair % 2 == 0 {
+            let b = batch(false);
+            (b, batch(true))
+        } else {
+            let h = batch(true);
+            (batch(false), h)
+        };
+        if pair >= warm_up {
+            bare_ns.push(b);
+            hit_ns.push(h);
+            ratios.push(h / b);
+        }
+    }
+    assert_eq!(layer.stats().origin_calls, 1, "every measured request was a hit");
+    if !measure {
+        return;
+    }
+    println!(
+        "hit_ratio: {pairs} pairs of {batch_len}-request batches; bare service {:.0} ns, memory-store hit {:.0} ns a request (medians)",
+        quantile(&mut bare_ns, 0.5),
+        quantile(&mut hit_ns, 0.5)
+    );
+    println!(
+        "hit_ratio: hit over bare, median {:.2}x (quartiles {:.2}x-{:.2}x)",
+        quantile(&mut ratios, 0.5),
+        quantile(&mut ratios, 0.25),
+        quantile(&mut ratios, 0.75)
+    );
+}
