@@ -42,10 +42,6 @@ struct State<T> {
     done: Notify,
     /// How many waiters the flight has; each leaves the count when dropped.
     waiters: AtomicUsize,
-    /// Whether requests may join before they read the store: not a
-    /// background refresh's flight (the key still serves), nor one whose
-    /// leader refused what was stored (others could be served it).
-    open: bool,
 }
 
 impl<T> State<T> {
@@ -117,37 +113,23 @@ impl<T> Flights<T> {
     /// Joins the flight for `key`, starting one if there is none; a flight
     /// that already has `max_waiters` waiters takes no more.
     pub(crate) fn join(self: &Arc<Self>, key: &str, max_waiters: usize) -> Join<T> {
-        self.join_or_start(key, max_waiters, false)
-    }
-
-    /// As [`join`](Self::join), but a flight it starts is open: requests
-    /// may join it before they read the store ([`join_under_way`](Self::join_under_way)).
-    /// For a leader that any request for the key would have had to wait
-    /// for: one that found nothing usable, and did not refuse what it found.
-    pub(crate) fn join_open(self: &Arc<Self>, key: &str, max_waiters: usize) -> Join<T> {
-        self.join_or_start(key, max_waiters, true)
-    }
-
-    /// Joins the open flight for `key`, if one is under way and has room.
-    pub(crate) fn join_under_way(&self, key: &str, max_waiters: usize) -> Option<Waiter<T>> {
-        let map = self.map();
-        let flight = map.get(key).filter(|flight| flight.open)?;
-        match Self::wait_on(flight, max_waiters) {
-            Join::Waiter(waiter) => Some(waiter),
-            _ => None,
-        }
-    }
-
-    fn join_or_start(self: &Arc<Self>, key: &str, max_waiters: usize, open: bool) -> Join<T> {
         let mut map = self.map();
         if let Some(flight) = map.get(key) {
-            return Self::wait_on(flight, max_waiters);
+            let waiters = &flight.waiters;
+            // Counted under the table's lock: two joins cannot both take
+            // the last place.
+            if waiters.load(Ordering::Relaxed) >= max_waiters {
+                return Join::Full;
+            }
+            waiters.fetch_add(1, Ordering::Relaxed);
+            return Join::Waiter(Waiter {
+                state: Arc::clone(flight),
+            });
         }
         let state = Arc::new(State {
             value: Mutex::new(None),
             done: Notify::new(),
             waiters: AtomicUsize::new(0),
-            open,
         });
         let key: Arc<str> = Arc::from(key);
         map.insert(Arc::clone(&key), Arc::clone(&state));
@@ -156,19 +138,6 @@ impl<T> Flights<T> {
             key,
             state,
             ended: false,
-        })
-    }
-
-    fn wait_on(flight: &Arc<State<T>>, max_waiters: usize) -> Join<T> {
-        let waiters = &flight.waiters;
-        // Counted under the table's lock: two joins cannot both take the
-        // last place.
-        if waiters.load(Ordering::Relaxed) >= max_waiters {
-            return Join::Full;
-        }
-        waiters.fetch_add(1, Ordering::Relaxed);
-        Join::Waiter(Waiter {
-            state: Arc::clone(flight),
         })
     }
 }
@@ -283,25 +252,6 @@ mod tests {
         assert_eq!(flights.len(), 1, "only b is still in flight");
         other.finish(1);
         assert_eq!(flights.len(), 0);
-    }
-
-    #[test]
-    fn only_an_open_flight_takes_requests_before_they_read() {
-        let flights = Arc::new(Flights::new());
-        let _refresh = leader(flights.join("shut", usize::MAX));
-        assert!(flights.join_under_way("shut", usize::MAX).is_none());
-        assert!(flights.join_under_way("none", usize::MAX).is_none());
-        let open = leader(flights.join_open("open", 1));
-        let early = flights
-            .join_under_way("open", 1)
-            .expect("an open flight takes it");
-        assert!(flights.join_under_way("open", 1).is_none(), "full");
-        assert_eq!(open.waiters(), 1);
-        drop(early);
-        assert!(
-            matches!(flights.join("open", 1), Join::Waiter(_)),
-            "a place again"
-        );
     }
 
     /// A stampede's first requests have waited longest: they are answered

@@ -16,7 +16,7 @@ use super::{forward::forward, wait::wait};
 use crate::{
     body::StampedeBody,
     entry::Entry,
-    flight::{Join, Outcome, Waiter},
+    flight::Join,
     plan::Job,
     rebuild::{Origin, SendBody, lead, refresh},
     response::{TOO_MANY_WAITERS, bad_gateway, from_entry, only_if_cached, too_many_waiters},
@@ -51,12 +51,6 @@ where
 {
     let counters = &shared.state.counters;
     let ask = Ask::of(&request, job.head.fields);
-    if judged.is_none()
-        && let Some(waiter) = under_way(&shared, &job)
-    {
-        counters.misses.incr();
-        return wait(&shared, inner, request, waiter, &job, &ask).await;
-    }
     let judged = match judged {
         Some(judged) => Some(judged),
         None => find(&shared, &job, request.headers()).await.map(|entry| {
@@ -106,15 +100,7 @@ where
         let status = CacheStatus::forward(Fwd::Miss).detail("hit-for-pass");
         return forward(&shared, inner, request, status).await;
     }
-    // The flight of a plain request is open: any request that would read
-    // the store only to find what its leader found may join it at once.
-    let flights = &shared.state.flights;
-    let joined = if plain(&job) {
-        flights.join_open(&job.key, shared.config.max_waiters)
-    } else {
-        flights.join(&job.key, shared.config.max_waiters)
-    };
-    match joined {
+    match shared.state.flights.join(&job.key, shared.config.max_waiters) {
         Join::Leader(leader) => {
             debug!(key = job.key, "leading a flight");
             let primary = job.primary().to_owned();
@@ -189,28 +175,6 @@ where
         }
         reuse => Err(Some(Judged { entry, reuse, now })),
     }
-}
-
-/// The open flight under way for `job`'s key, joined without reading the
-/// store: in a stampede on the Redis store, a read per request is a
-/// thousand round trips queued on the connections that the leader's lock
-/// and write take too. Only for a request that asks nothing of its own
-/// (such as `only-if-cached` or `max-stale`), whose answer the store's
-/// entry and the policy alone decide, as they decided its leader's, and
-/// not for a key that passes.
-fn under_way<St: Store>(shared: &Shared<St>, job: &Job) -> Option<Waiter<Outcome>> {
-    if !plain(job) || shared.state.passes.contains(&job.key) {
-        return None;
-    }
-    (shared.state.flights).join_under_way(&job.key, shared.config.max_waiters)
-}
-
-/// Whether the request carries no cache directives (`Cache-Control`,
-/// `Pragma`): whether a stored entry serves it is then for the entry and
-/// the policy to say, as for any such request (its credentials aside, which
-/// a waiter's answer is checked against all the same).
-fn plain(job: &Job) -> bool {
-    !job.head.fields.cache_control && !job.head.fields.pragma
 }
 
 /// The request's own directives, where the policy follows HTTP's rules.
