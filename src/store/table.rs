@@ -48,6 +48,12 @@ const SWEEP_RUN: usize = 1024;
 /// response holds in all against what is counted.
 pub(super) const PER_ENTRY: usize = 320;
 
+/// What `entry` at `key` weighs in a table, with `beside` bytes its owner
+/// keeps for it elsewhere (the memory store's tag index).
+pub(super) fn weight(key: &str, entry: &Entry, beside: usize) -> u32 {
+    u32::try_from(PER_ENTRY + key.len() + entry.weight() + beside).unwrap_or(u32::MAX)
+}
+
 /// An entry that left the table, and its key: what the memory store's tag
 /// index forgets.
 pub(super) type Gone = (Arc<str>, Arc<Entry>);
@@ -122,7 +128,7 @@ impl Table {
     /// Whether an entry weighing `weight`, until `expires`, would be kept
     /// from `now`: whether it is within the bound, and lives at all.
     pub(super) fn keeps(&self, weight: u32, now: Instant, expires: Instant) -> bool {
-        u64::from(weight) <= self.read().max && expires > now
+        self.read().keeps(weight, now, expires)
     }
 
     /// Stores `entry` at `key` from `now` until `expires`, weighing
@@ -142,8 +148,7 @@ impl Table {
         // A replaced entry's key serves its successor: no new allocation.
         let key = (replaced.as_ref()).map_or_else(|| Arc::from(key), |(old, _)| Arc::clone(old));
         let mut gone = Vec::from_iter(replaced);
-        if u64::from(weight) > inner.max || expires <= now {
-            // It would only empty the table, or leave at once.
+        if !inner.keeps(weight, now, expires) {
             return gone;
         }
         while inner.weight + u64::from(weight) > inner.max && inner.tail != END {
@@ -217,6 +222,12 @@ impl Table {
 }
 
 impl Inner {
+    /// Whether an entry is within the bound (a heavier one would only
+    /// empty the table) and lives at all (else it would leave at once).
+    fn keeps(&self, weight: u32, now: Instant, expires: Instant) -> bool {
+        u64::from(weight) <= self.max && expires > now
+    }
+
     fn node(&self, at: usize) -> &Node {
         self.slots[at].as_ref().expect("the index names only nodes")
     }

@@ -17,7 +17,7 @@ use tokio::{sync::Notify, time::Instant};
 use self::tags::Tags;
 use super::{
     LockToken, Store, StoreError,
-    table::{Gone, PER_ENTRY, Table},
+    table::{self, Gone, Table},
 };
 use crate::{entry::Entry, time::after};
 
@@ -225,7 +225,7 @@ const PER_TAG: usize = 320;
 /// makes as large as the entry.
 fn weigh(key: &str, entry: &Entry) -> u32 {
     let indexed: usize = entry.tags.iter().map(|tag| PER_TAG + tag.len() + key.len()).sum();
-    u32::try_from(PER_ENTRY + key.len() + entry.weight() + indexed).unwrap_or(u32::MAX)
+    table::weight(key, entry, indexed)
 }
 
 impl Default for MemoryStore {

@@ -311,7 +311,7 @@ async fn expired_entries_leave_memory_without_traffic() {
 /// keys the index holds, counted from the index itself.
 fn held(memory: &MemoryStore) -> u64 {
     let entries: usize = (memory.inner.table.entries().iter())
-        .map(|(key, entry)| PER_ENTRY + key.len() + entry.weight())
+        .map(|(key, entry)| table::PER_ENTRY + key.len() + entry.weight())
         .sum();
     let index = memory.inner.tags.lock().unwrap_or_else(PoisonError::into_inner);
     let indexed: usize = index

@@ -28,7 +28,7 @@ use crate::{
     entry::Entry,
     store::{
         NearStats,
-        table::{PER_ENTRY, Table},
+        table::{self, Table},
     },
     time::after,
 };
@@ -204,7 +204,7 @@ impl Reservation {
     /// invalidated (or everything flushed) since the reservation.
     pub(super) fn fill(self, entry: Arc<Entry>, life: Duration) {
         let near = &self.near;
-        let weight = u32::try_from(PER_ENTRY + self.key.len() + entry.weight()).unwrap_or(u32::MAX);
+        let weight = table::weight(&self.key, &entry, 0);
         let mut reading = near.reading();
         if reading.get(&self.key) == Some(&self.id) {
             reading.remove(&self.key);
