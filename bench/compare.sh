@@ -234,10 +234,13 @@ value() { # $1 section, $2 system, $3 round: (a)'s p99, (b)'s hits/s
     b) awk '/Requests\/sec/ {print $2}' "$dir/b-$2-$3.txt" ;;
   esac
 }
-for peer in moka http-cache hitbox; do
-  ratios=$(paired a "$STAMPEDE_ROUNDS" "$peer")
-  row "(a) paired | memory store / ${name[$peer]} | | p99 ratio, median $(echo "$ratios" | median) (below 1: the memory store's is shorter) | rounds: $(echo "$ratios" | paste -sd' ')"
-done
+paired_rows() { # $1 section, $2 rounds, $3 the figure, $4 how to read the ratio
+  for peer in moka http-cache hitbox; do
+    ratios=$(paired "$1" "$2" "$peer")
+    row "($1) paired | memory store / ${name[$peer]} | | $3 ratio, median $(echo "$ratios" | median) ($4) | rounds: $(echo "$ratios" | paste -sd' ')"
+  done
+}
+paired_rows a "$STAMPEDE_ROUNDS" p99 "below 1: the memory store's is shorter"
 
 echo "== (b) hits: wrk -t1 -c50 -d10s, $HITS_ROUNDS round(s)"
 hit_systems=(nginx varnish memory redis near moka http-cache hitbox)
@@ -271,10 +274,7 @@ for s in "${hit_systems[@]}"; do
   errors=$(cat "${files[@]}" | grep -c "Non-2xx\|Socket errors" || true)
   row "(b) hits | ${name[$s]} | ${hits[$s]} req/s | p50 $p50 / p99 $p99 ms | rounds: $each req/s; error lines $errors"
 done
-for peer in moka http-cache hitbox; do
-  ratios=$(paired b "$HITS_ROUNDS" "$peer")
-  row "(b) paired | memory store / ${name[$peer]} | | hits/s ratio, median $(echo "$ratios" | median) (above 1: the memory store answers more) | rounds: $(echo "$ratios" | paste -sd' ')"
-done
+paired_rows b "$HITS_ROUNDS" hits/s "above 1: the memory store answers more"
 # The near cache's targets (issue 15), from the medians of this run.
 near_ratios="(b) near cache: $(awk -v n="${hits[near]}" -v m="${hits[memory]}" -v r="${hits[redis]}" \
   'BEGIN { printf "%.0f%% of the memory store'"'"'s hits/s (target >= 90%%), %.2fx the Redis store'"'"'s (target >= 1.5x)", 100 * n / m, n / r }')"
