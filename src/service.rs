@@ -63,6 +63,16 @@ impl<S, St, R> Stampede<S, St, R> {
     }
 }
 
+impl<S: Clone, St, R> Stampede<S, St, R> {
+    /// The readied inner service, for a request that calls it, a clone
+    /// left in its place: the clone may not be ready (tower-service's "be
+    /// careful when cloning inner services").
+    fn take_inner(&mut self) -> S {
+        let clone = self.inner.clone();
+        mem::replace(&mut self.inner, clone)
+    }
+}
+
 impl<S, St: Store, R> Stampede<S, St, R> {
     /// The counters of the layer this service came from.
     pub fn stats(&self) -> Stats {
@@ -110,9 +120,6 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        // `self.inner` is the service that was readied; its clone may not be.
-        let clone = self.inner.clone();
-        let mut inner = mem::replace(&mut self.inner, clone);
         let shared = &self.shared;
         let counters = &shared.state.counters;
         counters.requests.incr();
@@ -123,30 +130,32 @@ where
             Plan::Forward(fwd) => {
                 counters.bypassed.incr();
                 counters.origin_calls.incr();
-                ResponseFuture::forward(inner.call(request), fwd.static_value())
+                ResponseFuture::forward(self.take_inner().call(request), fwd.static_value())
             }
             Plan::Write(target) => {
                 counters.bypassed.incr();
                 counters.origin_calls.incr();
+                let shared = Arc::clone(shared);
                 ResponseFuture::cached(Box::pin(request::write(
-                    Arc::clone(shared),
-                    inner,
+                    shared,
+                    self.take_inner(),
                     request,
                     target,
                 )))
             }
+            // A hit leaves the readied inner service as it is, ready for
+            // the next request: no clone of it to make and drop.
             Plan::Cache(job) => match request::at_once(shared, &request, &job) {
                 Ok(response) => ResponseFuture::ready(response),
-                Err(judged) => ResponseFuture::cached(Box::pin(request::lookup(
-                    Arc::clone(shared),
-                    inner,
-                    request,
-                    job,
-                    judged,
-                ))),
+                Err(judged) => {
+                    let shared = Arc::clone(shared);
+                    let inner = self.take_inner();
+                    ResponseFuture::cached(Box::pin(request::lookup(shared, inner, request, job, judged)))
+                }
             },
             Plan::Read(read) => {
                 let (shared, replay) = (Arc::clone(shared), self.replay.clone());
+                let inner = self.take_inner();
                 ResponseFuture::cached(Box::pin(request::post_read(shared, replay, inner, request, read)))
             }
         }
