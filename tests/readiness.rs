@@ -1,8 +1,16 @@
 //! Readiness: `poll_ready` is the inner service's, and the instance that was
 //! readied is the one called (tower-test's mock panics otherwise), on the
-//! pass-through path and on the leader's path alike.
+//! pass-through path and on the leader's path alike; a hit, which calls
+//! nothing, spends no reservation.
 
-use std::time::Duration;
+use std::{
+    mem,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -74,5 +82,85 @@ async fn the_readied_instance_serves_a_leaders_request() {
             .to_str()
             .expect("ascii")
             .contains("hit")
+    );
+}
+
+/// An inner service that reserves capacity in `poll_ready`, as a
+/// concurrency limit or a pool would; a clone has no reservation of its
+/// own.
+struct Reserving {
+    reservations: Arc<AtomicUsize>,
+    reserved: bool,
+}
+
+impl Clone for Reserving {
+    fn clone(&self) -> Self {
+        Self {
+            reservations: Arc::clone(&self.reservations),
+            reserved: false,
+        }
+    }
+}
+
+impl Service<Request<Empty<Bytes>>> for Reserving {
+    type Response = Response<Full<Bytes>>;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        if !self.reserved {
+            self.reservations.fetch_add(1, Ordering::Relaxed);
+            self.reserved = true;
+        }
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Empty<Bytes>>) -> Self::Future {
+        assert!(mem::take(&mut self.reserved), "called without a reservation");
+        std::future::ready(Ok(Response::new(Full::new(Bytes::from(
+            request.uri().path().to_owned(),
+        )))))
+    }
+}
+
+/// A hit does not call the inner service, so it does not spend the
+/// reservation that `poll_ready` made: the next request that reaches the
+/// inner service uses it, and the inner service reserves once per call.
+#[tokio::test]
+async fn a_hit_spends_no_reservation_of_the_inner_service() {
+    let reservations = Arc::new(AtomicUsize::new(0));
+    let inner = Reserving {
+        reservations: Arc::clone(&reservations),
+        reserved: false,
+    };
+    let mut service = StampedeLayer::new(MemoryStore::new()).layer(inner);
+    let mut send = async |path: &str| {
+        let response = service
+            .ready()
+            .await
+            .expect("ready")
+            .call(get(path))
+            .await
+            .expect("ok");
+        let status = response.headers()["cache-status"]
+            .to_str()
+            .expect("ascii")
+            .to_owned();
+        (
+            status,
+            response.into_body().collect().await.expect("whole").to_bytes(),
+        )
+    };
+    let (stored, _) = send("/api/posts").await;
+    assert!(stored.contains("stored"), "{stored}");
+    let (hit, body) = send("/api/posts").await;
+    assert!(hit.contains("hit"), "{hit}");
+    assert_eq!(body, "/api/posts");
+    let (_, body) = send("/api/users").await;
+    assert_eq!(body, "/api/users");
+    assert_eq!(
+        reservations.load(Ordering::Relaxed),
+        2,
+        "one reservation for each of the two calls, none for the hit"
     );
 }
