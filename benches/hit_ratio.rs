@@ -9,13 +9,24 @@
 //! ratio with it. Here a slow minute falls on both sides of each ratio.
 //! Prints the median time per request of each and the median ratio with
 //! its quartiles.
+//!
+//! With `--instructions` (bench/hit-instructions.sh runs it so, under
+//! callgrind) it runs one untimed batch of each, in functions of their own
+//! whose instructions callgrind counts: a figure that does not move with
+//! the machine's minute, as times do.
 
 mod support;
 
-use std::{hint::black_box, time::Instant};
+use std::{convert::Infallible, fmt::Debug, hint::black_box, time::Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use http_body_util::Empty;
+use tokio::runtime::Runtime;
 
 use support::{origin, read};
-use tower::Layer;
+use tower::{Layer, Service};
 use tower_stampede::{MemoryStore, StampedeLayer};
 
 /// Requests per batch: some 10 ms each, long enough that the clock's
@@ -33,6 +44,11 @@ const WARM_UP: usize = 10;
 /// request is a hit, not to measure.
 const TEST_RUN: (u32, usize, usize) = (100, 2, 0);
 
+/// Under `--instructions`: one batch of each, long enough that what is
+/// done once (the first kept `Age` and `Cache-Status` values) does not
+/// count.
+const COUNT_RUN: (u32, usize, usize) = (10_000, 1, 0);
+
 /// The figure at quantile `q` of `sorted`.
 fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
@@ -43,30 +59,24 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let measure = std::env::args().any(|arg| arg == "--bench");
-    let (batch_len, pairs, warm_up) = if measure {
-        (BATCH, PAIRS, WARM_UP)
-    } else {
-        TEST_RUN
+    let flag = |name: &str| std::env::args().any(|arg| arg == name);
+    let (measure, count) = (flag("--bench"), flag("--instructions"));
+    let (batch_len, pairs, warm_up) = match (count, measure) {
+        (true, _) => COUNT_RUN,
+        (false, true) => (BATCH, PAIRS, WARM_UP),
+        (false, false) => TEST_RUN,
     };
     let bare = origin();
     let layer = StampedeLayer::new(MemoryStore::new());
     let cached = layer.layer(origin());
-    // The time of one batch of `service`, a clone per request as in
-    // `hit_path` (criterion's loop).
+    // The one miss, which stores the entry that every later request hits.
+    runtime.block_on(read(&mut cached.clone()));
     let batch = |hit: bool| {
-        let start = Instant::now();
-        runtime.block_on(async {
-            for _ in 0..batch_len {
-                let body = if hit {
-                    read(&mut cached.clone()).await
-                } else {
-                    read(&mut bare.clone()).await
-                };
-                black_box(body);
-            }
-        });
-        start.elapsed().as_secs_f64() * 1e9 / f64::from(batch_len)
+        if hit {
+            hit_batch(&runtime, &cached, batch_len)
+        } else {
+            bare_batch(&runtime, &bare, batch_len)
+        }
     };
     let (mut bare_ns, mut hit_ns, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for pair in 0..pairs + warm_up {
@@ -86,7 +96,10 @@ fn main() {
         }
     }
     assert_eq!(layer.stats().origin_calls, 1, "every measured request was a hit");
-    if !measure {
+    if count {
+        println!("hit_ratio: {batch_len} requests a batch");
+    }
+    if !measure || count {
         return;
     }
     for figures in [&mut bare_ns, &mut hit_ns, &mut ratios] {
@@ -103,4 +116,44 @@ fn main() {
         quantile(&ratios, 0.25),
         quantile(&ratios, 0.75)
     );
+}
+
+/// The time of `len` requests to the bare service, in ns a request.
+/// Not inlined: bench/hit-instructions.sh counts its instructions.
+#[inline(never)]
+fn bare_batch<S, B>(runtime: &Runtime, service: &S, len: u32) -> f64
+where
+    S: Service<Request<Empty<Bytes>>, Response = Response<B>, Error = Infallible> + Clone,
+    B: Body<Data = Bytes>,
+    B::Error: Debug,
+{
+    batch(runtime, service, len)
+}
+
+/// As [`bare_batch`], to the service behind the layer.
+#[inline(never)]
+fn hit_batch<S, B>(runtime: &Runtime, service: &S, len: u32) -> f64
+where
+    S: Service<Request<Empty<Bytes>>, Response = Response<B>, Error = Infallible> + Clone,
+    B: Body<Data = Bytes>,
+    B::Error: Debug,
+{
+    batch(runtime, service, len)
+}
+
+/// The time of `len` requests to `service`, a clone per request as in
+/// `hit_path` (criterion's loop), in ns a request.
+fn batch<S, B>(runtime: &Runtime, service: &S, len: u32) -> f64
+where
+    S: Service<Request<Empty<Bytes>>, Response = Response<B>, Error = Infallible> + Clone,
+    B: Body<Data = Bytes>,
+    B::Error: Debug,
+{
+    let start = Instant::now();
+    runtime.block_on(async {
+        for _ in 0..len {
+            black_box(read(&mut service.clone()).await);
+        }
+    });
+    start.elapsed().as_secs_f64() * 1e9 / f64::from(len)
 }
