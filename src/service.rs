@@ -27,6 +27,11 @@ use crate::{
 /// It keeps the inner service's error type: the inner service's errors reach
 /// the client that caused them, and the cache itself never adds one.
 ///
+/// `poll_ready` is the inner service's. A request that reaches the inner
+/// service is served by the instance that was readied, a clone taking its
+/// place; a hit answered from the store calls nothing, and leaves the
+/// readied instance (and whatever it reserved) for the next request.
+///
 /// With [`NoReplay`] (the default) it takes requests with any body; with a
 /// [`Replay`](crate::Replay) (from
 /// [`StampedeLayer::replay_requests`](crate::StampedeLayer::replay_requests)),
