@@ -130,37 +130,35 @@ where
         counters.requests.incr();
         let (mut parts, body) = request.into_parts();
         let plan = plan(&shared.config, &shared.state.varies, &mut parts, R::READS);
-        let request = Request::from_parts(parts, body);
         match plan {
             Plan::Forward(fwd) => {
                 counters.bypassed.incr();
                 counters.origin_calls.incr();
+                let request = Request::from_parts(parts, body);
                 ResponseFuture::forward(self.take_inner().call(request), fwd.static_value())
             }
             Plan::Write(target) => {
                 counters.bypassed.incr();
                 counters.origin_calls.incr();
-                let shared = Arc::clone(shared);
-                ResponseFuture::cached(Box::pin(request::write(
-                    shared,
-                    self.take_inner(),
-                    request,
-                    target,
-                )))
+                let (shared, inner) = (Arc::clone(shared), self.take_inner());
+                let request = Request::from_parts(parts, body);
+                ResponseFuture::cached(Box::pin(request::write(shared, inner, request, target)))
             }
-            // A hit leaves the readied inner service as it is, ready for
-            // the next request: no clone of it to make and drop.
-            Plan::Cache(job) => match request::at_once(shared, &request, &job) {
+            // A hit is answered from the request's parts: neither the
+            // request (some 220 bytes, each move a `memcpy`) is put back
+            // together, nor the readied inner service cloned and dropped.
+            Plan::Cache(job) => match request::at_once(shared, &parts, &job) {
                 Ok(response) => ResponseFuture::ready(response),
                 Err(judged) => {
-                    let shared = Arc::clone(shared);
-                    let inner = self.take_inner();
+                    let (shared, inner) = (Arc::clone(shared), self.take_inner());
+                    let request = Request::from_parts(parts, body);
                     ResponseFuture::cached(Box::pin(request::lookup(shared, inner, request, job, judged)))
                 }
             },
             Plan::Read(read) => {
                 let (shared, replay) = (Arc::clone(shared), self.replay.clone());
                 let inner = self.take_inner();
+                let request = Request::from_parts(parts, body);
                 ResponseFuture::cached(Box::pin(request::post_read(shared, replay, inner, request, read)))
             }
         }

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use http::{HeaderMap, Request, Response};
+use http::{HeaderMap, Request, Response, request::Parts};
 use http_body::Body;
 use tokio::{sync::oneshot, task::JoinError};
 use tracing::debug;
@@ -50,7 +50,7 @@ where
     B: SendBody,
 {
     let counters = &shared.state.counters;
-    let ask = Ask::of(&request, job.head.fields);
+    let ask = Ask::of(request.method(), request.headers(), job.head.fields);
     let judged = match judged {
         Some(judged) => Some(judged),
         None => find(&shared, &job, request.headers()).await.map(|entry| {
@@ -158,9 +158,9 @@ pub(crate) struct Judged {
 /// ([`Store::get_now`]), fresh for this request. Otherwise the request
 /// goes to [`lookup`], with the entry and the decision if one was at hand
 /// (a stale entry, a refused one), else to read the store itself.
-pub(crate) fn at_once<St, ReqBody, B>(
+pub(crate) fn at_once<St, B>(
     shared: &Shared<St>,
-    request: &Request<ReqBody>,
+    request: &Parts,
     job: &Job,
 ) -> Result<Response<StampedeBody<B>>, Option<Judged>>
 where
@@ -169,9 +169,10 @@ where
 {
     let entry = shared.get_now(&job.key).ok_or(None)?;
     let now = shared.now();
-    match judge(shared, job, request.headers(), &entry, now) {
+    match judge(shared, job, &request.headers, &entry, now) {
         Reuse::Serve { ttl } => {
-            Ok(Ask::of(request, job.head.fields).shape(hit(shared, job, &entry, ttl, now)))
+            let ask = Ask::of(&request.method, &request.headers, job.head.fields);
+            Ok(ask.shape(hit(shared, job, &entry, ttl, now)))
         }
         reuse => Err(Some(Judged { entry, reuse, now })),
     }
