@@ -130,7 +130,9 @@ where
     batch(runtime, service, len)
 }
 
-/// As [`bare_batch`], to the service behind the layer.
+/// As [`bare_batch`], to the service behind the layer. Two functions, not
+/// one generic one: callgrind names a function without its type
+/// parameters, and the script tells the two apart by name.
 #[inline(never)]
 fn hit_batch<S, B>(runtime: &Runtime, service: &S, len: u32) -> f64
 where
