@@ -29,8 +29,13 @@ use crate::{
 ///
 /// `poll_ready` is the inner service's. A request that reaches the inner
 /// service is served by the instance that was readied, a clone taking its
-/// place; a hit answered from the store calls nothing, and leaves the
-/// readied instance (and whatever it reserved) for the next request.
+/// place. A hit on an entry the store has at hand (the memory store, a
+/// near cache: [`Store::get_now`](crate::Store::get_now)) is answered in
+/// `call` and leaves the readied instance, and whatever it reserved (a
+/// concurrency limit's permit), for the next request; until then the
+/// reservation is held. Any other request takes the readied instance with
+/// it, whether or not it reaches the inner service (a request collapsed
+/// onto another's does not), and dropping it releases what it reserved.
 ///
 /// With [`NoReplay`] (the default) it takes requests with any body; with a
 /// [`Replay`](crate::Replay) (from
@@ -69,7 +74,7 @@ impl<S, St, R> Stampede<S, St, R> {
 }
 
 impl<S: Clone, St, R> Stampede<S, St, R> {
-    /// The readied inner service, for a request that calls it, a clone
+    /// The readied inner service, for a request that may call it, a clone
     /// left in its place: the clone may not be ready (tower-service's "be
     /// careful when cloning inner services").
     fn take_inner(&mut self) -> S {

@@ -1,7 +1,7 @@
 //! Readiness: `poll_ready` is the inner service's, and the instance that was
 //! readied is the one called (tower-test's mock panics otherwise), on the
-//! pass-through path and on the leader's path alike; a hit, which calls
-//! nothing, spends no reservation.
+//! pass-through path and on the leader's path alike; a hit answered in
+//! `call` (the memory store's), which calls nothing, spends no reservation.
 
 use std::{
     mem,
