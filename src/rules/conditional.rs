@@ -181,6 +181,28 @@ mod tests {
         headers
     }
 
+    /// What `shape` skips for a request that asked for nothing: `reshape`
+    /// would hand that response back as it is, even one that a condition
+    /// could have made a `304`.
+    #[test]
+    fn a_plain_ask_would_not_reshape_a_response() {
+        let plain = ask(&[("accept", "application/json")]);
+        assert_eq!(plain, Ask::default());
+        let mut answer = Response::new(StampedeBody::<http_body_util::Full<bytes::Bytes>>::buffered(
+            bytes::Bytes::from_static(b"hello"),
+            None,
+        ));
+        *answer.headers_mut() = response(&[
+            ("etag", "\"v7\""),
+            ("last-modified", "Tue, 01 Jan 2030 00:00:00 GMT"),
+        ]);
+        let headers = answer.headers().clone();
+        let reshaped = plain.reshape(answer);
+        assert_eq!(reshaped.status(), StatusCode::OK);
+        assert_eq!(reshaped.headers(), &headers);
+        assert_eq!(reshaped.body().size_hint().exact(), Some(5));
+    }
+
     #[test]
     fn if_none_match_compares_weakly_and_star_matches_anything() {
         let tagged = response(&[("etag", "W/\"v7\"")]);
