@@ -14,18 +14,27 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-command -v valgrind > /dev/null ||
-  { echo "valgrind is missing: apt-get install -y valgrind" >&2; exit 1; }
+for tool in valgrind callgrind_annotate python3; do
+  command -v "$tool" > /dev/null ||
+    { echo "$tool is missing: apt-get install -y valgrind python3" >&2; exit 1; }
+done
 bin=$(cargo bench --quiet -p benches --bench hit_ratio --no-run --message-format=json |
   python3 -c 'import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("executable") and m["target"]["name"] == "hit_ratio":
-        print(m["executable"])')
+found = [m["executable"] for m in map(json.loads, sys.stdin)
+         if m.get("executable") and m["target"]["name"] == "hit_ratio"]
+print(found[0] if found else "")')
+[[ -n $bin && -x $bin ]] || { echo "no hit_ratio bench executable from cargo bench --no-run" >&2; exit 1; }
 out=$(mktemp)
-trap 'rm -f "$out"' EXIT
-requests=$(valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" --instructions 2> /dev/null |
-  sed -n 's/^hit_ratio: \([0-9]*\) requests a batch$/\1/p')
+log=$(mktemp)
+trap 'rm -f "$out" "$log"' EXIT
+if ! valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" --instructions > "$log" 2>&1; then
+  echo "$bin --instructions failed under callgrind:" >&2
+  cat "$log" >&2
+  exit 1
+fi
+requests=$(sed -n 's/^hit_ratio: \([0-9]*\) requests a batch$/\1/p' "$log")
+[[ $requests =~ ^[0-9]+$ ]] ||
+  { echo "no 'hit_ratio: N requests a batch' line from $bin --instructions" >&2; exit 1; }
 callgrind_annotate --inclusive=yes "$out" | python3 -c '
 import re, sys
 requests = int(sys.argv[1])
@@ -34,6 +43,8 @@ for line in sys.stdin:
     m = re.match(r"\s*([\d,]+) .*hit_ratio::(bare|hit)_batch\b", line)
     if m and m.group(2) not in counts:
         counts[m.group(2)] = int(m.group(1).replace(",", "")) / requests
+if set(counts) != {"bare", "hit"}:
+    sys.exit(f"hit_ratio::bare_batch and hit_ratio::hit_batch not both in the profile: {sorted(counts)}")
 bare, hit = counts["bare"], counts["hit"]
 print(f"hit-instructions: bare service {bare:.0f}, memory-store hit {hit:.0f} instructions a request; hit over bare {hit / bare:.2f}x")
 ' "$requests"

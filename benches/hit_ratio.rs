@@ -71,7 +71,7 @@ fn main() {
     let cached = layer.layer(origin());
     // The one miss, which stores the entry that every later request hits.
     runtime.block_on(read(&mut cached.clone()));
-    let batch = |hit: bool| {
+    let run = |hit: bool| {
         if hit {
             hit_batch(&runtime, &cached, batch_len)
         } else {
@@ -83,11 +83,11 @@ fn main() {
         // Each goes first in every other pair: neither always follows the
         // other's caches and allocator state.
         let (b, h) = if pair % 2 == 0 {
-            let b = batch(false);
-            (b, batch(true))
+            let b = run(false);
+            (b, run(true))
         } else {
-            let h = batch(true);
-            (batch(false), h)
+            let h = run(true);
+            (run(false), h)
         };
         if pair >= warm_up {
             bare_ns.push(b);
