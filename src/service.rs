@@ -131,39 +131,41 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let shared = &self.shared;
-        let counters = &shared.state.counters;
-        counters.requests.incr();
+        shared.state.counters.requests.incr();
         let (mut parts, body) = request.into_parts();
         let plan = plan(&shared.config, &shared.state.varies, &mut parts, R::READS);
+        // A hit is answered from the request's parts: neither the request
+        // (some 220 bytes, each move a `memcpy`) is put back together, nor
+        // the readied inner service cloned and dropped.
+        let judged = match &plan {
+            Plan::Cache(job) => match request::at_once(shared, &parts, job) {
+                Ok(response) => return ResponseFuture::ready(response),
+                Err(judged) => judged,
+            },
+            _ => None,
+        };
+        let mut inner = self.take_inner();
+        let request = Request::from_parts(parts, body);
+        let shared = &self.shared;
+        let counters = &shared.state.counters;
         match plan {
             Plan::Forward(fwd) => {
                 counters.bypassed.incr();
                 counters.origin_calls.incr();
-                let request = Request::from_parts(parts, body);
-                ResponseFuture::forward(self.take_inner().call(request), fwd.static_value())
+                ResponseFuture::forward(inner.call(request), fwd.static_value())
             }
             Plan::Write(target) => {
                 counters.bypassed.incr();
                 counters.origin_calls.incr();
-                let (shared, inner) = (Arc::clone(shared), self.take_inner());
-                let request = Request::from_parts(parts, body);
+                let shared = Arc::clone(shared);
                 ResponseFuture::cached(Box::pin(request::write(shared, inner, request, target)))
             }
-            // A hit is answered from the request's parts: neither the
-            // request (some 220 bytes, each move a `memcpy`) is put back
-            // together, nor the readied inner service cloned and dropped.
-            Plan::Cache(job) => match request::at_once(shared, &parts, &job) {
-                Ok(response) => ResponseFuture::ready(response),
-                Err(judged) => {
-                    let (shared, inner) = (Arc::clone(shared), self.take_inner());
-                    let request = Request::from_parts(parts, body);
-                    ResponseFuture::cached(Box::pin(request::lookup(shared, inner, request, job, judged)))
-                }
-            },
+            Plan::Cache(job) => {
+                let shared = Arc::clone(shared);
+                ResponseFuture::cached(Box::pin(request::lookup(shared, inner, request, job, judged)))
+            }
             Plan::Read(read) => {
                 let (shared, replay) = (Arc::clone(shared), self.replay.clone());
-                let inner = self.take_inner();
-                let request = Request::from_parts(parts, body);
                 ResponseFuture::cached(Box::pin(request::post_read(shared, replay, inner, request, read)))
             }
         }
