@@ -118,15 +118,24 @@ fn main() {
     );
 }
 
+/// A service the batches time: the bare origin, or the origin behind the
+/// layer.
+trait Timed<B>: Service<Request<Empty<Bytes>>, Response = Response<B>, Error = Infallible> + Clone {}
+
+impl<S, B> Timed<B> for S where
+    S: Service<Request<Empty<Bytes>>, Response = Response<B>, Error = Infallible> + Clone
+{
+}
+
+/// The body of a timed service's response, which a batch reads whole.
+trait Read: Body<Data = Bytes, Error: Debug> {}
+
+impl<B: Body<Data = Bytes, Error: Debug>> Read for B {}
+
 /// The time of `len` requests to the bare service, in ns a request.
 /// Not inlined: bench/hit-instructions.sh counts its instructions.
 #[inline(never)]
-fn bare_batch<S, B>(runtime: &Runtime, service: &S, len: u32) -> f64
-where
-    S: Service<Request<Empty<Bytes>>, Response = Response<B>, Error = Infallible> + Clone,
-    B: Body<Data = Bytes>,
-    B::Error: Debug,
-{
+fn bare_batch<B: Read>(runtime: &Runtime, service: &impl Timed<B>, len: u32) -> f64 {
     batch(runtime, service, len)
 }
 
@@ -134,23 +143,13 @@ where
 /// one generic one: callgrind names a function without its type
 /// parameters, and the script tells the two apart by name.
 #[inline(never)]
-fn hit_batch<S, B>(runtime: &Runtime, service: &S, len: u32) -> f64
-where
-    S: Service<Request<Empty<Bytes>>, Response = Response<B>, Error = Infallible> + Clone,
-    B: Body<Data = Bytes>,
-    B::Error: Debug,
-{
+fn hit_batch<B: Read>(runtime: &Runtime, service: &impl Timed<B>, len: u32) -> f64 {
     batch(runtime, service, len)
 }
 
 /// The time of `len` requests to `service`, a clone per request as in
 /// `hit_path` (criterion's loop), in ns a request.
-fn batch<S, B>(runtime: &Runtime, service: &S, len: u32) -> f64
-where
-    S: Service<Request<Empty<Bytes>>, Response = Response<B>, Error = Infallible> + Clone,
-    B: Body<Data = Bytes>,
-    B::Error: Debug,
-{
+fn batch<B: Read>(runtime: &Runtime, service: &impl Timed<B>, len: u32) -> f64 {
     let start = Instant::now();
     runtime.block_on(async {
         for _ in 0..len {
