@@ -239,26 +239,42 @@ impl MakeKey for DefaultKey {
 /// must be (RFC 9110 section 7.2): a `/` or `?` in it would spell the key
 /// of another path.
 fn bare_authority(host: &str) -> Option<&str> {
-    // Most hosts are a name or an address, perhaps with a port: one look at
-    // each byte tells (the parse is a quarter of the key's cost, and
-    // splitting at the last `:` first an eighth).
-    let mut colon = None;
-    let plain = host.bytes().enumerate().all(|(i, b)| match b {
-        b'0'..=b'9' => true,
-        b':' if colon.is_none() => {
-            colon = Some(i);
-            true
-        }
-        b if colon.is_none() => b.is_ascii_alphabetic() || b == b'.' || b == b'-',
-        _ => false,
-    });
-    let port_ok = colon.is_none_or(|at| at > 0 && (1..=5).contains(&(host.len() - at - 1)));
-    if plain && port_ok && !host.is_empty() {
+    if is_plain_authority(host.as_bytes()) {
         return Some(host);
     }
     let authority: http::uri::Authority = host.parse().ok()?;
     (authority.as_str() == host && !host.contains('@')).then_some(host)
 }
+
+/// Whether `host` is a name or an address with perhaps a port (`a.b`,
+/// `a.b:8080`), which needs no parse: one look at each byte in a table,
+/// where checking each byte's kind in turn, the field's characters first,
+/// cost a third of the key.
+fn is_plain_authority(host: &[u8]) -> bool {
+    if host.is_empty() || !host.iter().all(|&b| HOST_BYTE[usize::from(b)]) {
+        return false;
+    }
+    match host.iter().position(|&b| b == b':') {
+        None => true,
+        Some(at) => {
+            let port = &host[at + 1..];
+            at > 0 && (1..=5).contains(&port.len()) && port.iter().all(u8::is_ascii_digit)
+        }
+    }
+}
+
+/// The bytes of a plain authority: letters, digits, `.`, `-` and `:`.
+static HOST_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut c: u8 = 0;
+    loop {
+        table[c as usize] = c.is_ascii_alphanumeric() || c == b'.' || c == b'-' || c == b':';
+        if c == u8::MAX {
+            break table;
+        }
+        c += 1;
+    }
+};
 
 /// Appends `value`, with `%` and space percent-encoded: key parts are
 /// separated by spaces, so no value can pass for more than one part.
