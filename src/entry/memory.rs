@@ -113,12 +113,45 @@ fn map(map: &HeaderMap) -> usize {
 fn owned_map(map: &HeaderMap) -> HeaderMap {
     let mut owned = HeaderMap::with_capacity(map.len());
     for (name, value) in map {
-        let mut copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        let mut copy = owned_value(value);
         copy.set_sensitive(value.is_sensitive());
         owned.append(name.clone(), copy);
     }
     owned
 }
+
+/// `value` in an allocation of its own, or, for a value most responses
+/// carry, the static one: a static value is cloned into each hit and
+/// dropped again without touching a count that every core serving the
+/// entry shares.
+fn owned_value(value: &HeaderValue) -> HeaderValue {
+    let bytes = value.as_bytes();
+    match COMMON.iter().find(|common| common.as_bytes() == bytes) {
+        Some(common) => common.clone(),
+        None => HeaderValue::from_bytes(bytes).unwrap_or_else(|_| value.clone()),
+    }
+}
+
+/// Values most responses carry (media types, codings, `Vary` names),
+/// shared by every entry that has one.
+static COMMON: [HeaderValue; 16] = [
+    HeaderValue::from_static("application/json"),
+    HeaderValue::from_static("application/json; charset=utf-8"),
+    HeaderValue::from_static("text/html"),
+    HeaderValue::from_static("text/html; charset=utf-8"),
+    HeaderValue::from_static("text/plain"),
+    HeaderValue::from_static("text/plain; charset=utf-8"),
+    HeaderValue::from_static("text/css"),
+    HeaderValue::from_static("text/javascript"),
+    HeaderValue::from_static("application/javascript"),
+    HeaderValue::from_static("application/octet-stream"),
+    HeaderValue::from_static("application/grpc"),
+    HeaderValue::from_static("image/png"),
+    HeaderValue::from_static("gzip"),
+    HeaderValue::from_static("br"),
+    HeaderValue::from_static("accept-encoding"),
+    HeaderValue::from_static("bytes"),
+];
 
 #[cfg(test)]
 mod tests {
@@ -145,5 +178,27 @@ mod tests {
         drop(entry);
         assert!(buffer.is_unique(), "the owned copy holds none of it");
         assert!(owned.weight() >= 1024 + 8, "its bytes are counted");
+    }
+
+    #[test]
+    fn a_common_value_is_the_static_one_and_keeps_its_marks() {
+        let mut response = Response::new(Bytes::new());
+        let json = HeaderValue::from_bytes(b"application/json").expect("visible ASCII");
+        response.headers_mut().insert(header::CONTENT_TYPE, json);
+        let mut secret = HeaderValue::from_bytes(b"gzip").expect("visible ASCII");
+        secret.set_sensitive(true);
+        response.headers_mut().insert(header::CONTENT_ENCODING, secret);
+        let entry = Entry::from_response(response, SystemTime::UNIX_EPOCH, Duration::ZERO, Duration::ZERO);
+        let owned = entry.owned();
+        let kept = &owned.headers[header::CONTENT_TYPE];
+        assert_eq!(kept, "application/json");
+        assert_eq!(
+            kept.as_bytes().as_ptr(),
+            COMMON[0].as_bytes().as_ptr(),
+            "the static value"
+        );
+        let encoding = &owned.headers[header::CONTENT_ENCODING];
+        assert_eq!(encoding, "gzip");
+        assert!(encoding.is_sensitive(), "a sensitive value stays sensitive");
     }
 }
