@@ -186,7 +186,18 @@ impl MakeKey for DefaultKey {
     }
 
     fn make_key(&self, request: &Parts) -> Option<String> {
-        let host = match request.headers.get(header::HOST) {
+        // One pass over the fields finds the `Host` and tells whether any
+        // named part is there (most requests carry none), where looking
+        // each up would hash its name.
+        let named = |name: &header::HeaderName| FORWARDED.contains(name) || self.headers.contains(name);
+        let (mut host, mut any_named) = (None, false);
+        for (name, value) in &request.headers {
+            if name == header::HOST {
+                host = host.or(Some(value));
+            }
+            any_named = any_named || named(name);
+        }
+        let host = match host {
             Some(host) => Some(bare_authority(host.to_str().ok()?)?),
             None => None,
         };
@@ -210,10 +221,7 @@ impl MakeKey for DefaultKey {
             key[start..].make_ascii_lowercase();
         }
         key.push_str(path);
-        // Most requests carry none: one pass over their names tells, where
-        // looking each one up would hash it.
-        let named = |name: &header::HeaderName| FORWARDED.contains(name) || self.headers.contains(name);
-        if request.headers.keys().any(named) {
+        if any_named {
             for name in FORWARDED.iter().chain(&self.headers) {
                 for value in request.headers.get_all(name) {
                     key.push(' ');

@@ -194,6 +194,17 @@ fn parts_can_be_added_and_dropped() {
 }
 
 #[test]
+fn a_named_host_is_keyed_even_without_the_authority() {
+    let key = |host| {
+        let req = Request::get("/x").header("host", host).body(()).expect("valid");
+        let key = DefaultKey::new().without_authority().with_header("host");
+        key.make_key(&req.into_parts().0)
+    };
+    assert_eq!(key("a.example").as_deref(), Some("GET /x host=a.example"));
+    assert_ne!(key("a.example"), key("b.example"));
+}
+
+#[test]
 fn an_opaque_host_is_not_cached() {
     let req = Request::get("/x")
         .header(
