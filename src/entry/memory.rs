@@ -126,10 +126,12 @@ fn owned_map(map: &HeaderMap) -> HeaderMap {
 /// entry shares.
 fn owned_value(value: &HeaderValue) -> HeaderValue {
     let bytes = value.as_bytes();
-    match COMMON.iter().find(|common| common.as_bytes() == bytes) {
-        Some(common) => common.clone(),
-        None => HeaderValue::from_bytes(bytes).unwrap_or_else(|_| value.clone()),
-    }
+    common(bytes).unwrap_or_else(|| HeaderValue::from_bytes(bytes).unwrap_or_else(|_| value.clone()))
+}
+
+/// The static value spelled `bytes`, if it is a common one.
+pub(super) fn common(bytes: &[u8]) -> Option<HeaderValue> {
+    COMMON.iter().find(|common| common.as_bytes() == bytes).cloned()
 }
 
 /// Values most responses carry (media types, codings, `Vary` names),

@@ -405,9 +405,13 @@ impl Reader {
         for _ in 0..count {
             let name = self.name()?;
             let len = self.len()?;
-            let value = HeaderValue::from_maybe_shared(self.take(len)?).map_err(|_| DecodeError {
-                reason: "invalid header value",
-            })?;
+            let raw = self.take(len)?;
+            let value = match memory::common(&raw) {
+                Some(common) => common,
+                None => HeaderValue::from_maybe_shared(raw).map_err(|_| DecodeError {
+                    reason: "invalid header value",
+                })?,
+            };
             map.try_append(name, value).map_err(|_| DecodeError {
                 reason: "too many headers",
             })?;

@@ -35,6 +35,19 @@ fn sample() -> Entry {
 }
 
 #[test]
+fn a_decoded_common_value_is_the_static_one() {
+    let back = Entry::decode(sample().encode()).expect("own encoding decodes");
+    let static_json = memory::common(b"application/json").expect("a common value");
+    let decoded = &back.headers[header::CONTENT_TYPE];
+    assert_eq!(decoded.as_bytes().as_ptr(), static_json.as_bytes().as_ptr());
+    assert_eq!(
+        back.headers[header::CACHE_CONTROL],
+        "public",
+        "others as they were"
+    );
+}
+
+#[test]
 fn round_trip_keeps_everything() {
     let entry = sample();
     let back = Entry::decode(entry.encode()).expect("own encoding decodes");
