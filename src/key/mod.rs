@@ -255,9 +255,9 @@ fn bare_authority(host: &str) -> Option<&str> {
 }
 
 /// Whether `host` is a name or an address with perhaps a port (`a.b`,
-/// `a.b:8080`), which needs no parse: one look at each byte in a table,
-/// where checking each byte's kind in turn, the field's characters first,
-/// cost a third of the key.
+/// `a.b:8080`), which needs no parse. One look at each byte in a table and
+/// one search for the colon: a match on each byte, carrying the colon's
+/// place along, was a third of the key's instructions.
 fn is_plain_authority(host: &[u8]) -> bool {
     if host.is_empty() || !host.iter().all(|&b| HOST_BYTE[usize::from(b)]) {
         return false;
