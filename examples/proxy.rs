@@ -319,6 +319,25 @@ async fn run<St: Store>(layer: StampedeLayer<St>, args: Args) -> Result<(), Stri
     serving.await
 }
 
+/// How many connections the kernel may hold for `accept`: a stampede is a
+/// thousand clients connecting in the same millisecond, and with the
+/// default of 128 (what `TcpListener::bind` asks for) the kernel drops
+/// their SYNs, which come back a second later as a retransmit and land in
+/// the tail. nginx asks for 511 by default; the host's `somaxconn` caps it.
+const BACKLOG: u32 = 4096;
+
+/// A listener on `addr` with a backlog of [`BACKLOG`].
+fn listener(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
 /// The proxy bound to `args.listen`: its address, and the future that
 /// serves until ctrl-c, then prints the counters.
 pub(crate) async fn serve<St: Store>(
@@ -330,9 +349,7 @@ pub(crate) async fn serve<St: Store>(
         let upstream = upstream.clone();
         async move { Ok::<_, std::convert::Infallible>(upstream.forward(request).await) }
     }));
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let listener = listener(args.listen).map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(upstream = %args.upstream, "proxying");
     if let Some(every) = args.report_every {

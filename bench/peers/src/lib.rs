@@ -187,9 +187,7 @@ where
             })
         }
     });
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let listener = listener(args.listen).map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     // Scripts wait for this line (bench/compare.sh's `start_example`).
     let mut stdout = std::io::stdout();
@@ -243,4 +241,18 @@ mod tests {
         assert_eq!(headers.len(), 1);
         assert!(headers.contains_key(header::HOST));
     }
+}
+
+/// A listener on `addr` with the `proxy` example's backlog of 4096, so that
+/// a stampede's thousand connections reach every proxy alike: with the
+/// default of 128 the kernel drops SYNs and the retransmits land in the tail.
+fn listener(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
